@@ -1,0 +1,132 @@
+// MNS/1 wire protocol: encoding and decoding of the multipart messages that
+// docs/protocol.md specifies. Every function here is pure (no socket I/O) and
+// may be called from any thread; Frames objects are not shared between threads.
+//
+// Decoders validate everything the document requires and throw ProtocolError
+// on any violation; callers count and drop such messages. Payload frames
+// (args, result) are moved out of the input, never copied or decoded.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+namespace monsoon::protocol {
+
+inline constexpr std::uint8_t kVersion = 1;
+inline constexpr std::string_view kSignature{"MNS\x01", 4};
+inline constexpr std::size_t kMaxTaskNameBytes = 128;
+inline constexpr std::size_t kMaxMetaBytes = 4096;
+inline constexpr std::size_t kMaxValueDepth = 128;
+inline constexpr std::uint32_t kMaxTimeoutMs = 86'400'000;
+inline constexpr std::size_t kMaxAnnouncedTasks = 1024;
+inline constexpr std::uint32_t kMaxSlots = 65'536;
+
+enum class Command : std::uint8_t {
+  Ready = 0x01,       // worker -> broker: [info]
+  Submit = 0x02,      // client -> broker: [task, meta, args]
+  Job = 0x03,         // broker -> worker: [task, meta, args]
+  Done = 0x04,        // worker -> broker: [task, meta, result]
+  Result = 0x05,      // broker -> client: [task, meta, result]
+  Heartbeat = 0x06,   // any direction, no body
+  Disconnect = 0x07,  // any direction, no body
+};
+
+std::string_view command_name(Command command) noexcept;
+
+// Error codes carried in RESULT/DONE meta (docs/protocol.md section 6).
+namespace error_code {
+inline constexpr std::string_view kBadRequest = "bad_request";
+inline constexpr std::string_view kUnknownTask = "unknown_task";
+inline constexpr std::string_view kNoWorker = "no_worker";
+inline constexpr std::string_view kDeadlineExceeded = "deadline_exceeded";
+inline constexpr std::string_view kOverloaded = "overloaded";
+inline constexpr std::string_view kTaskFailed = "task_failed";
+inline constexpr std::string_view kInternal = "internal";
+}  // namespace error_code
+
+class ProtocolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+using Frames = std::vector<zmq::message_t>;
+
+// Meta of SUBMIT (client's id) and JOB (broker's id).
+struct JobMeta {
+  std::uint64_t id = 0;
+  std::uint32_t timeout_ms = 0;
+  std::uint32_t attempt = 1;
+};
+
+// Meta of DONE (broker's id) and RESULT (client's id).
+struct OutcomeMeta {
+  std::uint64_t id = 0;
+  bool ok = true;
+  std::string code;     // empty when ok
+  std::string message;  // empty when ok
+  std::uint32_t retry_after_ms = 0;  // 0 = absent
+
+  static OutcomeMeta success(std::uint64_t id) { return {id, true, {}, {}, 0}; }
+  static OutcomeMeta failure(std::uint64_t id, std::string_view code,
+                             std::string message,
+                             std::uint32_t retry_after_ms = 0) {
+    return {id, false, std::string(code), std::move(message), retry_after_ms};
+  }
+};
+
+// Body of READY.
+struct WorkerInfo {
+  std::vector<std::string> tasks;
+  std::uint32_t slots = 0;
+  std::string name;
+  std::uint32_t pid = 0;
+  std::uint32_t heartbeat_ms = 0;
+};
+
+// SUBMIT or JOB, decoded.
+struct JobMessage {
+  std::string task;
+  JobMeta meta;
+  zmq::message_t args;
+};
+
+// DONE or RESULT, decoded.
+struct OutcomeMessage {
+  std::string task;
+  OutcomeMeta meta;
+  zmq::message_t result;
+};
+
+// True when `name` is a valid task name (1..128 bytes of [A-Za-z0-9._:-]).
+bool is_valid_task_name(std::string_view name) noexcept;
+
+// Checks the signature and command frames and that the frame count matches
+// the command. `frames` excludes any ROUTER identity frame.
+Command decode_command(std::span<const zmq::message_t> frames);
+
+// Each decoder first checks the command with decode_command and that it is
+// the expected one (throws ProtocolError otherwise).
+JobMessage decode_job(Command expected, std::span<zmq::message_t> frames);
+OutcomeMessage decode_outcome(Command expected,
+                              std::span<zmq::message_t> frames);
+WorkerInfo decode_ready(std::span<const zmq::message_t> frames);
+
+// Encoders. `expected` must be Submit/Job, Done/Result respectively; the
+// payload (already MessagePack) is moved into the returned frames.
+Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
+                  zmq::message_t args);
+Frames encode_outcome(Command command, std::string_view task,
+                      const OutcomeMeta& meta, zmq::message_t result);
+Frames encode_ready(const WorkerInfo& info);
+Frames encode_control(Command command);  // Heartbeat or Disconnect
+
+// A MessagePack nil, for error outcomes.
+zmq::message_t nil_payload();
+
+}  // namespace monsoon::protocol

@@ -1,0 +1,54 @@
+// Task arguments and results as values, and their two encodings: JSON (the
+// HTTP API) and MessagePack (the wire). The in-memory model is
+// nlohmann::json, which represents every MessagePack type including bin.
+//
+// All functions are thread-safe and throw ValueError on invalid or hostile
+// input; none allocates more than a small multiple of its input's size.
+#pragma once
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace monsoon {
+
+using Value = nlohmann::json;
+
+class ValueError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+inline constexpr std::size_t kDefaultMaxDepth = 128;
+
+// Parses exactly one JSON text. Integers that fit int64/uint64 stay exact;
+// larger ones become doubles. Throws on syntax errors, invalid UTF-8 and
+// nesting deeper than max_depth.
+Value parse_json(std::string_view text,
+                 std::size_t max_depth = kDefaultMaxDepth);
+
+// Serialises as compact JSON. JSON has no bytes type, so MessagePack bin
+// values become base64 strings (RFC 4648, with padding); invalid UTF-8 in
+// strings is replaced by U+FFFD. Never throws for well-formed values.
+std::string to_json(const Value& value);
+
+std::string to_msgpack(const Value& value);
+
+// Decodes exactly one MessagePack value occupying all of `bytes`.
+Value from_msgpack(std::string_view bytes,
+                   std::size_t max_depth = kDefaultMaxDepth);
+
+// Validates that `bytes` holds exactly one well-formed MessagePack value no
+// deeper than max_depth, without building it. Throws ValueError otherwise.
+void validate_msgpack(std::string_view bytes,
+                      std::size_t max_depth = kDefaultMaxDepth);
+
+// from_msgpack + to_json, the reply path of the HTTP front end.
+std::string msgpack_to_json(std::string_view bytes);
+// parse_json + to_msgpack, the request path of the HTTP front end.
+std::string json_to_msgpack(std::string_view text);
+
+}  // namespace monsoon

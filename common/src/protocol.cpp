@@ -1,0 +1,330 @@
+#include "monsoon/common/protocol.hpp"
+
+#include <msgpack.hpp>
+
+namespace monsoon::protocol {
+namespace {
+
+std::string_view view(const zmq::message_t& frame) {
+  return {static_cast<const char*>(frame.data()), frame.size()};
+}
+
+// Frames after signature and command, per command (docs/protocol.md section 2).
+std::size_t body_frames(Command command) {
+  switch (command) {
+    case Command::Ready:
+      return 1;
+    case Command::Submit:
+    case Command::Job:
+    case Command::Done:
+    case Command::Result:
+      return 3;
+    case Command::Heartbeat:
+    case Command::Disconnect:
+      return 0;
+  }
+  return 0;
+}
+
+bool is_known(std::uint8_t byte) {
+  return byte >= static_cast<std::uint8_t>(Command::Ready) &&
+         byte <= static_cast<std::uint8_t>(Command::Disconnect);
+}
+
+void expect_command(Command expected, std::span<const zmq::message_t> frames) {
+  Command actual = decode_command(frames);
+  if (actual != expected) {
+    throw ProtocolError("expected " + std::string(command_name(expected)) +
+                        ", got " + std::string(command_name(actual)));
+  }
+}
+
+// Decodes a meta/info frame into a map object; the handle owns the memory.
+msgpack::object_handle unpack_map(const zmq::message_t& frame) {
+  if (frame.size() > kMaxMetaBytes) throw ProtocolError("meta frame too large");
+  // Limits keep a hostile length prefix from allocating more than the frame.
+  msgpack::unpack_limit limit(/*array=*/kMaxAnnouncedTasks, /*map=*/64,
+                              /*str=*/kMaxMetaBytes, /*bin=*/kMaxMetaBytes,
+                              /*ext=*/kMaxMetaBytes, /*depth=*/4);
+  msgpack::object_handle handle;
+  try {
+    std::size_t offset = 0;
+    handle = msgpack::unpack(static_cast<const char*>(frame.data()),
+                             frame.size(), offset, nullptr, nullptr, limit);
+    if (offset != frame.size()) throw ProtocolError("trailing bytes in meta");
+  } catch (const ProtocolError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ProtocolError(std::string("undecodable meta: ") + e.what());
+  }
+  if (handle.get().type != msgpack::type::MAP) {
+    throw ProtocolError("meta is not a map");
+  }
+  return handle;
+}
+
+const msgpack::object* find_key(const msgpack::object& map,
+                                std::string_view key) {
+  for (const auto& kv : std::span(map.via.map.ptr, map.via.map.size)) {
+    if (kv.key.type == msgpack::type::STR &&
+        std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key) {
+      return &kv.val;
+    }
+  }
+  return nullptr;
+}
+
+std::uint64_t get_uint(const msgpack::object& map, std::string_view key,
+                       std::uint64_t min, std::uint64_t max,
+                       std::optional<std::uint64_t> fallback = std::nullopt) {
+  const msgpack::object* value = find_key(map, key);
+  if (value == nullptr) {
+    if (fallback) return *fallback;
+    throw ProtocolError("missing key '" + std::string(key) + "'");
+  }
+  if (value->type != msgpack::type::POSITIVE_INTEGER ||
+      value->via.u64 < min || value->via.u64 > max) {
+    throw ProtocolError("key '" + std::string(key) +
+                        "' is not an integer in range");
+  }
+  return value->via.u64;
+}
+
+std::string get_string(const msgpack::object& map, std::string_view key,
+                       bool required) {
+  const msgpack::object* value = find_key(map, key);
+  if (value == nullptr) {
+    if (required) throw ProtocolError("missing key '" + std::string(key) + "'");
+    return {};
+  }
+  if (value->type != msgpack::type::STR) {
+    throw ProtocolError("key '" + std::string(key) + "' is not a string");
+  }
+  return {value->via.str.ptr, value->via.str.size};
+}
+
+std::string decode_task(const zmq::message_t& frame) {
+  std::string_view task = view(frame);
+  if (!is_valid_task_name(task)) throw ProtocolError("invalid task name");
+  return std::string(task);
+}
+
+zmq::message_t to_message(const msgpack::sbuffer& buffer) {
+  return zmq::message_t(buffer.data(), buffer.size());
+}
+
+Frames header(Command command, std::size_t body) {
+  Frames frames;
+  frames.reserve(2 + body);
+  frames.emplace_back(kSignature.data(), kSignature.size());
+  auto byte = static_cast<std::uint8_t>(command);
+  frames.emplace_back(&byte, 1);
+  return frames;
+}
+
+}  // namespace
+
+std::string_view command_name(Command command) noexcept {
+  switch (command) {
+    case Command::Ready:
+      return "READY";
+    case Command::Submit:
+      return "SUBMIT";
+    case Command::Job:
+      return "JOB";
+    case Command::Done:
+      return "DONE";
+    case Command::Result:
+      return "RESULT";
+    case Command::Heartbeat:
+      return "HEARTBEAT";
+    case Command::Disconnect:
+      return "DISCONNECT";
+  }
+  return "UNKNOWN";
+}
+
+bool is_valid_task_name(std::string_view name) noexcept {
+  if (name.empty() || name.size() > kMaxTaskNameBytes) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+              c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Command decode_command(std::span<const zmq::message_t> frames) {
+  if (frames.size() < 2) throw ProtocolError("fewer than 2 frames");
+  if (view(frames[0]) != kSignature) {
+    throw ProtocolError("bad signature or protocol version");
+  }
+  if (frames[1].size() != 1) throw ProtocolError("command frame is not 1 byte");
+  auto byte = *static_cast<const std::uint8_t*>(frames[1].data());
+  if (!is_known(byte)) throw ProtocolError("unknown command");
+  auto command = static_cast<Command>(byte);
+  if (frames.size() != 2 + body_frames(command)) {
+    throw ProtocolError("wrong frame count for " +
+                        std::string(command_name(command)));
+  }
+  return command;
+}
+
+JobMessage decode_job(Command expected, std::span<zmq::message_t> frames) {
+  if (expected != Command::Submit && expected != Command::Job) {
+    throw std::invalid_argument("decode_job: expected SUBMIT or JOB");
+  }
+  expect_command(expected, frames);
+  JobMessage job;
+  job.task = decode_task(frames[2]);
+  auto handle = unpack_map(frames[3]);
+  const msgpack::object& meta = handle.get();
+  job.meta.id = get_uint(meta, "id", 0, UINT64_MAX);
+  job.meta.timeout_ms =
+      static_cast<std::uint32_t>(get_uint(meta, "timeout_ms", 1, kMaxTimeoutMs));
+  job.meta.attempt = static_cast<std::uint32_t>(get_uint(
+      meta, "attempt", 1, UINT32_MAX,
+      expected == Command::Submit ? std::optional<std::uint64_t>(1)
+                                  : std::nullopt));
+  job.args = std::move(frames[4]);
+  return job;
+}
+
+OutcomeMessage decode_outcome(Command expected,
+                              std::span<zmq::message_t> frames) {
+  if (expected != Command::Done && expected != Command::Result) {
+    throw std::invalid_argument("decode_outcome: expected DONE or RESULT");
+  }
+  expect_command(expected, frames);
+  OutcomeMessage outcome;
+  outcome.task = decode_task(frames[2]);
+  auto handle = unpack_map(frames[3]);
+  const msgpack::object& meta = handle.get();
+  outcome.meta.id = get_uint(meta, "id", 0, UINT64_MAX);
+  std::string status = get_string(meta, "status", true);
+  if (status == "ok") {
+    outcome.meta.ok = true;
+  } else if (status == "error") {
+    outcome.meta.ok = false;
+    outcome.meta.code = get_string(meta, "code", true);
+    outcome.meta.message = get_string(meta, "message", true);
+    outcome.meta.retry_after_ms = static_cast<std::uint32_t>(
+        get_uint(meta, "retry_after_ms", 0, UINT32_MAX, 0));
+  } else {
+    throw ProtocolError("status is neither 'ok' nor 'error'");
+  }
+  outcome.result = std::move(frames[4]);
+  return outcome;
+}
+
+WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
+  expect_command(Command::Ready, frames);
+  auto handle = unpack_map(frames[2]);
+  const msgpack::object& info = handle.get();
+  WorkerInfo worker;
+  const msgpack::object* tasks = find_key(info, "tasks");
+  if (tasks == nullptr || tasks->type != msgpack::type::ARRAY ||
+      tasks->via.array.size == 0) {
+    throw ProtocolError("'tasks' is not a non-empty array");
+  }
+  for (const auto& task : std::span(tasks->via.array.ptr, tasks->via.array.size)) {
+    if (task.type != msgpack::type::STR) {
+      throw ProtocolError("'tasks' holds a non-string");
+    }
+    std::string_view name(task.via.str.ptr, task.via.str.size);
+    if (!is_valid_task_name(name)) throw ProtocolError("invalid task name");
+    worker.tasks.emplace_back(name);
+  }
+  worker.slots =
+      static_cast<std::uint32_t>(get_uint(info, "slots", 1, kMaxSlots));
+  worker.name = get_string(info, "name", false);
+  worker.pid = static_cast<std::uint32_t>(get_uint(info, "pid", 0, UINT32_MAX, 0));
+  worker.heartbeat_ms = static_cast<std::uint32_t>(
+      get_uint(info, "heartbeat_ms", 0, UINT32_MAX, 0));
+  return worker;
+}
+
+Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
+                  zmq::message_t args) {
+  if (command != Command::Submit && command != Command::Job) {
+    throw std::invalid_argument("encode_job: SUBMIT or JOB only");
+  }
+  msgpack::sbuffer buffer;
+  msgpack::packer packer(buffer);
+  packer.pack_map(3);
+  packer.pack("id");
+  packer.pack(meta.id);
+  packer.pack("timeout_ms");
+  packer.pack(meta.timeout_ms);
+  packer.pack("attempt");
+  packer.pack(meta.attempt);
+  Frames frames = header(command, 3);
+  frames.emplace_back(task.data(), task.size());
+  frames.push_back(to_message(buffer));
+  frames.push_back(std::move(args));
+  return frames;
+}
+
+Frames encode_outcome(Command command, std::string_view task,
+                      const OutcomeMeta& meta, zmq::message_t result) {
+  if (command != Command::Done && command != Command::Result) {
+    throw std::invalid_argument("encode_outcome: DONE or RESULT only");
+  }
+  msgpack::sbuffer buffer;
+  msgpack::packer packer(buffer);
+  bool with_retry = !meta.ok && meta.retry_after_ms > 0;
+  packer.pack_map(meta.ok ? 2 : (with_retry ? 5 : 4));
+  packer.pack("id");
+  packer.pack(meta.id);
+  packer.pack("status");
+  packer.pack(meta.ok ? "ok" : "error");
+  if (!meta.ok) {
+    packer.pack("code");
+    packer.pack(meta.code);
+    packer.pack("message");
+    packer.pack(meta.message);
+    if (with_retry) {
+      packer.pack("retry_after_ms");
+      packer.pack(meta.retry_after_ms);
+    }
+  }
+  Frames frames = header(command, 3);
+  frames.emplace_back(task.data(), task.size());
+  frames.push_back(to_message(buffer));
+  frames.push_back(std::move(result));
+  return frames;
+}
+
+Frames encode_ready(const WorkerInfo& info) {
+  msgpack::sbuffer buffer;
+  msgpack::packer packer(buffer);
+  packer.pack_map(5);
+  packer.pack("tasks");
+  packer.pack(info.tasks);
+  packer.pack("slots");
+  packer.pack(info.slots);
+  packer.pack("name");
+  packer.pack(info.name);
+  packer.pack("pid");
+  packer.pack(info.pid);
+  packer.pack("heartbeat_ms");
+  packer.pack(info.heartbeat_ms);
+  Frames frames = header(Command::Ready, 1);
+  frames.push_back(to_message(buffer));
+  return frames;
+}
+
+Frames encode_control(Command command) {
+  if (command != Command::Heartbeat && command != Command::Disconnect) {
+    throw std::invalid_argument("encode_control: HEARTBEAT or DISCONNECT only");
+  }
+  return header(command, 0);
+}
+
+zmq::message_t nil_payload() {
+  const std::uint8_t nil = 0xc0;
+  return zmq::message_t(&nil, 1);
+}
+
+}  // namespace monsoon::protocol

@@ -1,0 +1,254 @@
+#include <catch2/catch.hpp>
+#include <msgpack.hpp>
+
+#include "monsoon/common/protocol.hpp"
+#include "monsoon/common/value.hpp"
+
+using namespace monsoon::protocol;
+
+namespace {
+
+zmq::message_t frame(std::string_view bytes) {
+  return zmq::message_t(bytes.data(), bytes.size());
+}
+
+std::string_view view(const zmq::message_t& m) {
+  return {static_cast<const char*>(m.data()), m.size()};
+}
+
+zmq::message_t msgpack_frame(const msgpack::sbuffer& buffer) {
+  return zmq::message_t(buffer.data(), buffer.size());
+}
+
+// A well-formed SUBMIT whose meta map is built by `write_meta`.
+template <typename WriteMeta>
+Frames submit_with_meta(WriteMeta write_meta) {
+  msgpack::sbuffer buffer;
+  msgpack::packer packer(buffer);
+  write_meta(packer);
+  Frames frames;
+  frames.push_back(frame(kSignature));
+  frames.push_back(frame("\x02"));
+  frames.push_back(frame("echo"));
+  frames.push_back(msgpack_frame(buffer));
+  frames.push_back(nil_payload());
+  return frames;
+}
+
+}  // namespace
+
+TEST_CASE("SUBMIT and JOB round-trip with payload untouched") {
+  for (Command command : {Command::Submit, Command::Job}) {
+    std::string args = monsoon::json_to_msgpack(R"({"x":[1,2,{"y":"z"}]})");
+    JobMeta meta{.id = 0xFFFF'FFFF'FFFF'FFFFull, .timeout_ms = 1234, .attempt = 3};
+    Frames frames = encode_job(command, "db.query", meta, frame(args));
+    REQUIRE(frames.size() == 5);
+    CHECK(view(frames[0]) == kSignature);
+    CHECK(decode_command(frames) == command);
+
+    JobMessage decoded = decode_job(command, frames);
+    CHECK(decoded.task == "db.query");
+    CHECK(decoded.meta.id == meta.id);
+    CHECK(decoded.meta.timeout_ms == 1234);
+    CHECK(decoded.meta.attempt == 3);
+    CHECK(view(decoded.args) == args);
+  }
+}
+
+TEST_CASE("DONE and RESULT round-trip, ok and error") {
+  for (Command command : {Command::Done, Command::Result}) {
+    Frames ok = encode_outcome(command, "echo", OutcomeMeta::success(42),
+                               frame("\x93\x01\x02\x03"));
+    OutcomeMessage decoded_ok = decode_outcome(command, ok);
+    CHECK(decoded_ok.meta.id == 42);
+    CHECK(decoded_ok.meta.ok);
+    CHECK(decoded_ok.meta.code.empty());
+    CHECK(view(decoded_ok.result) == "\x93\x01\x02\x03");
+
+    Frames error = encode_outcome(
+        command, "echo",
+        OutcomeMeta::failure(7, error_code::kOverloaded, "queue full", 1500),
+        nil_payload());
+    OutcomeMessage decoded_error = decode_outcome(command, error);
+    CHECK_FALSE(decoded_error.meta.ok);
+    CHECK(decoded_error.meta.code == "overloaded");
+    CHECK(decoded_error.meta.message == "queue full");
+    CHECK(decoded_error.meta.retry_after_ms == 1500);
+  }
+}
+
+TEST_CASE("READY round-trip") {
+  WorkerInfo info{.tasks = {"echo", "sleep", "images:resize"},
+                  .slots = 8,
+                  .name = "w1@host",
+                  .pid = 4242,
+                  .heartbeat_ms = 1000};
+  Frames frames = encode_ready(info);
+  WorkerInfo decoded = decode_ready(frames);
+  CHECK(decoded.tasks == info.tasks);
+  CHECK(decoded.slots == 8);
+  CHECK(decoded.name == "w1@host");
+  CHECK(decoded.pid == 4242);
+  CHECK(decoded.heartbeat_ms == 1000);
+}
+
+TEST_CASE("control messages have no body") {
+  CHECK(decode_command(encode_control(Command::Heartbeat)) == Command::Heartbeat);
+  CHECK(decode_command(encode_control(Command::Disconnect)) ==
+        Command::Disconnect);
+  CHECK_THROWS_AS(encode_control(Command::Submit), std::invalid_argument);
+}
+
+TEST_CASE("foreign and malformed frames are rejected") {
+  SECTION("empty message") {
+    Frames frames;
+    CHECK_THROWS_AS(decode_command(frames), ProtocolError);
+  }
+  SECTION("wrong signature") {
+    Frames frames = encode_control(Command::Heartbeat);
+    frames[0] = frame("MDPW01");
+    CHECK_THROWS_AS(decode_command(frames), ProtocolError);
+  }
+  SECTION("another protocol version") {
+    Frames frames = encode_control(Command::Heartbeat);
+    frames[0] = frame(std::string_view("MNS\x02", 4));
+    CHECK_THROWS_AS(decode_command(frames), ProtocolError);
+  }
+  SECTION("unknown command byte") {
+    Frames frames = encode_control(Command::Heartbeat);
+    frames[1] = frame("\x09");
+    CHECK_THROWS_AS(decode_command(frames), ProtocolError);
+  }
+  SECTION("command frame of two bytes") {
+    Frames frames = encode_control(Command::Heartbeat);
+    frames[1] = frame("\x06\x06");
+    CHECK_THROWS_AS(decode_command(frames), ProtocolError);
+  }
+  SECTION("extra frame") {
+    Frames frames = encode_control(Command::Heartbeat);
+    frames.push_back(frame("x"));
+    CHECK_THROWS_AS(decode_command(frames), ProtocolError);
+  }
+  SECTION("missing frame") {
+    Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+    frames.pop_back();
+    CHECK_THROWS_AS(decode_command(frames), ProtocolError);
+  }
+  SECTION("the wrong command for the decoder") {
+    Frames frames = encode_job(Command::Job, "echo", {1, 10, 1}, nil_payload());
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+  }
+  SECTION("invalid task names") {
+    for (std::string_view bad :
+         {std::string_view(""), std::string_view("has space"),
+          std::string_view("slash/"), std::string_view("nul\0", 4)}) {
+      Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+      frames[2] = frame(bad);
+      CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+    }
+    CHECK_FALSE(is_valid_task_name(std::string(129, 'a')));
+    CHECK(is_valid_task_name(std::string(128, 'a')));
+  }
+  SECTION("meta that is not msgpack") {
+    Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+    frames[3] = frame("\xc1garbage");
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+  }
+  SECTION("truncated meta") {
+    Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+    std::string meta(view(frames[3]));
+    frames[3] = frame(meta.substr(0, meta.size() - 1));
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+  }
+  SECTION("meta with a hostile array length") {
+    // map{ "id": array32 of 4 billion elements } in 12 bytes.
+    Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+    frames[3] = frame(std::string_view("\x81\xa2id\xdd\xff\xff\xff\xff", 9));
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+  }
+  SECTION("meta that is not a map") {
+    Frames frames = submit_with_meta([](auto& p) { p.pack_array(0); });
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+  }
+  SECTION("meta missing a required key") {
+    Frames frames = submit_with_meta([](auto& p) {
+      p.pack_map(1);
+      p.pack("id");
+      p.pack(1);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+  }
+  SECTION("meta key of the wrong type or out of range") {
+    Frames wrong_type = submit_with_meta([](auto& p) {
+      p.pack_map(2);
+      p.pack("id");
+      p.pack("seven");
+      p.pack("timeout_ms");
+      p.pack(100);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, wrong_type), ProtocolError);
+    Frames zero_timeout = submit_with_meta([](auto& p) {
+      p.pack_map(2);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(0);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, zero_timeout), ProtocolError);
+    Frames negative_id = submit_with_meta([](auto& p) {
+      p.pack_map(2);
+      p.pack("id");
+      p.pack(-1);
+      p.pack("timeout_ms");
+      p.pack(100);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, negative_id), ProtocolError);
+  }
+  SECTION("unknown meta keys are ignored, missing attempt defaults to 1") {
+    Frames frames = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(9);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack("future_field");
+      p.pack_array(2);
+      p.pack(1);
+      p.pack(2);
+    });
+    JobMessage job = decode_job(Command::Submit, frames);
+    CHECK(job.meta.id == 9);
+    CHECK(job.meta.attempt == 1);
+  }
+  SECTION("outcome with an unknown status") {
+    Frames frames = encode_outcome(Command::Done, "echo", OutcomeMeta::success(1),
+                                   nil_payload());
+    msgpack::sbuffer buffer;
+    msgpack::packer packer(buffer);
+    packer.pack_map(2);
+    packer.pack("id");
+    packer.pack(1);
+    packer.pack("status");
+    packer.pack("maybe");
+    frames[3] = msgpack_frame(buffer);
+    CHECK_THROWS_AS(decode_outcome(Command::Done, frames), ProtocolError);
+  }
+  SECTION("READY with no tasks or zero slots") {
+    WorkerInfo info{.tasks = {}, .slots = 1, .name = "", .pid = 0, .heartbeat_ms = 0};
+    CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
+    info.tasks = {"echo"};
+    info.slots = 0;
+    CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
+  }
+}
+
+TEST_CASE("every truncation of a valid message is rejected or decodes safely") {
+  Frames original = encode_job(Command::Submit, "echo", {5, 100, 1},
+                               frame(monsoon::json_to_msgpack("[1,2,3]")));
+  std::string meta(view(original[3]));
+  for (std::size_t length = 0; length < meta.size(); ++length) {
+    Frames frames = encode_job(Command::Submit, "echo", {5, 100, 1}, nil_payload());
+    frames[3] = frame(std::string_view(meta).substr(0, length));
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+  }
+}
