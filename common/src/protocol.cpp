@@ -214,6 +214,7 @@ OutcomeMessage decode_outcome(Command expected,
   } else {
     throw ProtocolError("status is neither 'ok' nor 'error'");
   }
+  outcome.meta.worker = get_string(meta, "worker", false);
   outcome.result = std::move(frames[4]);
   return outcome;
 }
@@ -274,7 +275,8 @@ Frames encode_outcome(Command command, std::string_view task,
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
   bool with_retry = !meta.ok && meta.retry_after_ms > 0;
-  packer.pack_map(meta.ok ? 2 : (with_retry ? 5 : 4));
+  bool with_worker = !meta.worker.empty();
+  packer.pack_map(2 + (meta.ok ? 0 : 2) + with_retry + with_worker);
   packer.pack("id");
   packer.pack(meta.id);
   packer.pack("status");
@@ -288,6 +290,10 @@ Frames encode_outcome(Command command, std::string_view task,
       packer.pack("retry_after_ms");
       packer.pack(meta.retry_after_ms);
     }
+  }
+  if (with_worker) {
+    packer.pack("worker");
+    packer.pack(meta.worker);
   }
   Frames frames = header(command, 3);
   frames.emplace_back(task.data(), task.size());

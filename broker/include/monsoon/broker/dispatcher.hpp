@@ -1,0 +1,140 @@
+// The broker's scheduling state machine (docs/protocol.md sections 3-5):
+// registered workers and their credit, per-task queues of waiting jobs, the
+// in-flight table, deadlines and worker liveness.
+//
+// Pure: no sockets, no clock reads. Every input carries the current time and
+// appends to an Outbox the messages the caller must send, in order. Payloads
+// (args, results) are moved or reference-shared (zmq_msg_copy), never copied
+// byte by byte or decoded.
+//
+// Policy: a job goes only to a worker that serves its task and has credit
+// (a free slot; no prefetch). Among those, the least loaded one (busy slots
+// relative to its slots, so an idle worker always wins over a busy one), then
+// the least recently used. A worker whose credit returns takes the oldest
+// waiting job, by arrival, among the queues of its tasks. A dead worker's jobs
+// go back to the front of their queues until max_attempts; RESULTs name the
+// worker that ran the job (meta.worker).
+//
+// Owned and used by one thread (the broker's loop). Methods do not throw
+// except std::bad_alloc.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "monsoon/common/liveness.hpp"
+#include "monsoon/common/protocol.hpp"
+
+namespace monsoon::broker {
+
+struct DispatcherConfig {
+  HeartbeatSettings heartbeat;
+  std::size_t max_queue_per_task = 10'000;
+  std::size_t max_queued_total = 100'000;
+  // READY from more distinct workers than this is ignored (and counted).
+  std::size_t max_workers = 10'000;
+  // Dispatches of one job, counting the first, before a worker death fails it.
+  std::uint32_t max_attempts = 3;
+  // Sent with `overloaded` rejections.
+  std::chrono::milliseconds retry_after{1000};
+  // How long past its deadline an in-flight job may run before the client is
+  // told `deadline_exceeded`; the worker normally answers first.
+  std::chrono::milliseconds in_flight_grace{1000};
+};
+
+// One message for the caller to send through the client or worker socket.
+struct Outgoing {
+  enum class Peer : std::uint8_t { client, worker };
+  Peer peer;
+  protocol::Command command;  // what `frames` encodes
+  std::string identity;       // the peer's routing identity
+  protocol::Frames frames;    // without the identity frame
+};
+using Outbox = std::vector<Outgoing>;
+
+struct DispatcherStats {
+  // Counters, monotonic since construction.
+  std::uint64_t submitted = 0;
+  std::uint64_t dispatched = 0;  // JOBs sent, re-dispatches included
+  std::uint64_t completed = 0;   // DONEs relayed to clients
+  std::uint64_t rejected_overloaded = 0;
+  std::uint64_t expired_in_queue = 0;
+  std::uint64_t expired_in_flight = 0;
+  std::uint64_t late_done_dropped = 0;       // DONE for an id not in flight
+  std::uint64_t misrouted_done_dropped = 0;  // DONE from a non-holder
+  std::uint64_t requeued = 0;                // after a worker death
+  std::uint64_t failed_worker_lost = 0;      // not requeued after a death
+  std::uint64_t workers_lost = 0;
+  std::uint64_t workers_rejected = 0;         // READY beyond max_workers
+  std::uint64_t unknown_worker_messages = 0;  // answered with DISCONNECT
+  std::uint64_t malformed_dropped = 0;        // reported by the transport
+  std::uint64_t results_unroutable = 0;       // reported by the transport
+  // Gauges, current values.
+  std::size_t queued = 0;
+  std::size_t in_flight = 0;
+  std::size_t workers = 0;
+  std::size_t free_credit = 0;
+};
+
+// One line, key=value pairs, for logs.
+std::string to_string(const DispatcherStats& stats);
+
+class Dispatcher {
+ public:
+  // Throws std::invalid_argument for a non-positive heartbeat interval or
+  // liveness, or max_attempts < 1.
+  explicit Dispatcher(DispatcherConfig config);
+  ~Dispatcher();
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  // Client messages. `client` is the client's routing identity.
+  void on_submit(std::string_view client, protocol::JobMessage submit,
+                 Clock::time_point now, Outbox& out);
+
+  // Worker messages. Any of them proves the worker alive; anything but READY
+  // from an unknown worker is answered with DISCONNECT (except DISCONNECT).
+  void on_ready(std::string_view worker, const protocol::WorkerInfo& info,
+                Clock::time_point now, Outbox& out);
+  void on_done(std::string_view worker, protocol::OutcomeMessage done,
+               Clock::time_point now, Outbox& out);
+  void on_heartbeat(std::string_view worker, Clock::time_point now,
+                    Outbox& out);
+  void on_disconnect(std::string_view worker, Clock::time_point now,
+                     Outbox& out);
+
+  // The transport could not deliver to `worker` (unroutable or at its
+  // high-water mark): it is treated as dead. No-op for an unknown worker.
+  void on_worker_unreachable(std::string_view worker, Clock::time_point now,
+                             Outbox& out);
+
+  // Expires due deadlines, declares silent workers dead and heartbeats idle
+  // ones. Cheap when nothing is due; call it on every loop iteration.
+  void on_tick(Clock::time_point now, Outbox& out);
+
+  // DISCONNECT to every worker and to every client with unanswered jobs.
+  void on_shutdown(Outbox& out);
+
+  // The earliest time on_tick may have work to do (time_point::max() if
+  // none). May be early, never late.
+  Clock::time_point next_deadline() const;
+
+  // False once a worker has been forgotten: a JOB already queued for it in
+  // an Outbox must then not be sent (the job was requeued).
+  bool knows_worker(std::string_view worker) const;
+
+  void note_malformed();
+  void note_result_unroutable();
+  DispatcherStats stats() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace monsoon::broker

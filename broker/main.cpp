@@ -1,0 +1,85 @@
+// monsoon-broker: routes jobs from clients to workers (docs/protocol.md).
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <string>
+
+#include "monsoon/broker/broker.hpp"
+#include "monsoon/common/logging.hpp"
+#include "monsoon/common/stop_signals.hpp"
+
+int main(int argc, char** argv) {
+  monsoon::block_stop_signals();
+
+  monsoon::broker::BrokerConfig config;
+  monsoon::broker::DispatcherConfig& dispatch = config.dispatcher;
+  int heartbeat_ms = static_cast<int>(dispatch.heartbeat.interval.count());
+  int retry_after_ms = static_cast<int>(dispatch.retry_after.count());
+  int grace_ms = static_cast<int>(dispatch.in_flight_grace.count());
+  std::string log_level = "info";
+
+  CLI::App app{
+      "Monsoon broker: queues jobs from clients and hands them to "
+      "workers with a free slot."};
+  app.add_option("--client-endpoint", config.client_endpoint,
+                 "Bind endpoint for clients (tcp://*:port or tcp://host:port)")
+      ->capture_default_str();
+  app.add_option("--worker-endpoint", config.worker_endpoint,
+                 "Bind endpoint for workers (tcp://*:port or tcp://host:port)")
+      ->capture_default_str();
+  app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval")
+      ->check(CLI::Range(10, 3'600'000))
+      ->capture_default_str();
+  app.add_option("--liveness", dispatch.heartbeat.liveness,
+                 "Missed heartbeat intervals before a worker counts as dead")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--max-queue", dispatch.max_queue_per_task,
+                 "Most jobs waiting per task; more are rejected 'overloaded'")
+      ->capture_default_str();
+  app.add_option("--max-queued", dispatch.max_queued_total,
+                 "Most jobs waiting over all tasks")
+      ->capture_default_str();
+  app.add_option("--max-attempts", dispatch.max_attempts,
+                 "Dispatches of one job before a worker death fails it")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--max-workers", dispatch.max_workers,
+                 "Most registered workers; READY from more is ignored")
+      ->capture_default_str();
+  app.add_option("--retry-after-ms", retry_after_ms,
+                 "Retry hint sent with 'overloaded' rejections")
+      ->check(CLI::Range(0, 3'600'000))
+      ->capture_default_str();
+  app.add_option("--in-flight-grace-ms", grace_ms,
+                 "How long past its deadline a running job may take before "
+                 "its client is answered 'deadline_exceeded'")
+      ->check(CLI::Range(0, 3'600'000))
+      ->capture_default_str();
+  app.add_option("--max-message-bytes", config.max_message_bytes,
+                 "Largest frame accepted from a peer")
+      ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 31))
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "Log level")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 1;
+  }
+  dispatch.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
+  dispatch.retry_after = std::chrono::milliseconds(retry_after_ms);
+  dispatch.in_flight_grace = std::chrono::milliseconds(grace_ms);
+
+  try {
+    monsoon::init_logging("broker", log_level);
+    monsoon::broker::Broker broker(config);
+    monsoon::StopSignalWatcher watcher([&broker] { broker.stop(); });
+    broker.run();
+  } catch (const std::exception& e) {
+    std::cerr << "monsoon-broker: " << e.what() << '\n';
+    return 1;
+  }
+  return 0;
+}

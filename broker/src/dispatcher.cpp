@@ -1,0 +1,682 @@
+#include "monsoon/broker/dispatcher.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <list>
+#include <set>
+#include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "log_throttle.hpp"
+
+namespace monsoon::broker {
+namespace {
+
+using protocol::Command;
+using protocol::OutcomeMeta;
+namespace error_code = protocol::error_code;
+using JobId = std::uint64_t;
+using std::chrono::milliseconds;
+
+struct Worker;
+struct Job;
+
+// A ready worker's place in a task's ready set. Least loaded first (busy
+// slots relative to its slots), so an idle worker always wins over a busy
+// one; among equally loaded workers, the one whose credit changed longest ago
+// (least recently used). Stamps are unique, so the order is total.
+struct ReadyKey {
+  std::uint64_t busy;
+  std::uint64_t slots;
+  std::uint64_t stamp;
+  Worker* worker;
+};
+
+struct ReadyOrder {
+  bool operator()(const ReadyKey& a, const ReadyKey& b) const {
+    // busy/slots compared by cross-multiplication: both are <= 65 536.
+    std::uint64_t load_a = a.busy * b.slots;
+    std::uint64_t load_b = b.busy * a.slots;
+    if (load_a != load_b) return load_a < load_b;
+    return a.stamp < b.stamp;
+  }
+};
+
+using ReadySet = std::set<ReadyKey, ReadyOrder>;
+
+struct TaskState {
+  explicit TaskState(std::string task_name) : name(std::move(task_name)) {}
+
+  std::string name;
+  // Waiting jobs, oldest first; jobs requeued after a worker death go first.
+  std::list<Job*> queue;
+  // Workers that serve this task and have credit. Invariant: when `ready` is
+  // not empty, `queue` is empty.
+  ReadySet ready;
+  std::size_t workers = 0;  // live workers serving this task
+};
+
+struct Job {
+  JobId id = 0;  // also the arrival order
+  std::string client;
+  std::uint64_t client_id = 0;
+  std::string task;
+  zmq::message_t args;  // kept for re-dispatch; shared with JOB frames
+  Clock::time_point submitted_at;
+  Clock::time_point deadline;
+  std::uint32_t attempt = 1;
+  Worker* worker = nullptr;  // the holder while in flight, null while queued
+  std::list<Job*>::iterator queue_pos;  // valid while queued
+};
+
+// A task a worker serves. TaskState outlives it: a served task is never
+// erased.
+struct Membership {
+  TaskState* task;
+  ReadySet::iterator pos;  // valid while the worker is listed
+};
+
+struct Worker {
+  Worker(std::string id, HeartbeatSettings heartbeat, Clock::time_point now)
+      : identity(std::move(id)), liveness(heartbeat, now) {}
+
+  std::string identity;
+  std::string name;
+  std::vector<Membership> tasks;
+  std::uint32_t slots = 0;
+  std::uint32_t credit = 0;
+  std::uint64_t stamp = 0;
+  bool listed = false;  // in the ready sets of its tasks (iff credit > 0)
+  std::unordered_set<JobId> held;
+  PeerLiveness liveness;
+};
+
+struct Deadline {
+  Clock::time_point at;
+  JobId id;
+};
+
+struct LaterFirst {  // std heap functions keep the max first; we want the min
+  bool operator()(const Deadline& a, const Deadline& b) const {
+    return a.at > b.at;
+  }
+};
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+
+template <typename T>
+using StringMap =
+    std::unordered_map<std::string, T, StringHash, std::equal_to<>>;
+
+// Stale heap entries (finished jobs) tolerated beyond the live ones before
+// the heap is rebuilt.
+constexpr std::size_t kHeapSlack = 1024;
+
+std::uint32_t remaining_ms(Clock::time_point deadline, Clock::time_point now) {
+  auto left = std::chrono::ceil<milliseconds>(deadline - now).count();
+  return static_cast<std::uint32_t>(std::clamp<std::int64_t>(
+      left, 1, static_cast<std::int64_t>(protocol::kMaxTimeoutMs)));
+}
+
+std::int64_t elapsed_ms(Clock::time_point since, Clock::time_point now) {
+  return std::chrono::duration_cast<milliseconds>(now - since).count();
+}
+
+std::string display_name(const Worker& worker) {
+  if (!worker.name.empty()) return worker.name;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex = "0x";
+  for (unsigned char c : worker.identity) {
+    hex += kHex[c >> 4];
+    hex += kHex[c & 0xf];
+  }
+  return hex;
+}
+
+}  // namespace
+
+struct Dispatcher::State {
+  explicit State(DispatcherConfig cfg)
+      : config(cfg),
+        scan_period(std::max<Clock::duration>(cfg.heartbeat.interval / 4,
+                                              milliseconds(1))) {}
+
+  DispatcherConfig config;
+  Clock::duration scan_period;  // how often workers' liveness is checked
+  StringMap<Worker> workers;
+  StringMap<TaskState> tasks;
+  std::unordered_map<JobId, Job> jobs;  // queued and in flight
+  std::vector<Deadline> heap;           // lazy: may hold finished jobs
+  std::size_t queued = 0;
+  std::size_t free_credit = 0;
+  JobId next_job_id = 1;
+  std::uint64_t next_stamp = 1;
+  Clock::time_point next_scan = Clock::time_point::max();
+  DispatcherStats counters;  // gauges are filled in by stats()
+  LogThrottle rejected_log{std::chrono::seconds(1)};
+
+  // --- outputs ---
+
+  void send_to_worker(Worker& worker, Command command, protocol::Frames frames,
+                      Clock::time_point now, Outbox& out) {
+    worker.liveness.sent(now);
+    out.push_back(
+        {Outgoing::Peer::worker, command, worker.identity, std::move(frames)});
+  }
+
+  static void send_control(Outgoing::Peer peer, std::string identity,
+                           Command command, Outbox& out) {
+    out.push_back({peer, command, std::move(identity),
+                   protocol::encode_control(command)});
+  }
+
+  static void send_result(std::string client, std::string_view task,
+                          const OutcomeMeta& meta, zmq::message_t result,
+                          Outbox& out) {
+    out.push_back({Outgoing::Peer::client, Command::Result, std::move(client),
+                   protocol::encode_outcome(Command::Result, task, meta,
+                                            std::move(result))});
+  }
+
+  // Answers the job's client with an error and forgets the job.
+  void fail_job(Job& job, std::string_view code, std::string message,
+                Outbox& out) {
+    OutcomeMeta meta =
+        OutcomeMeta::failure(job.client_id, code, std::move(message));
+    if (job.worker != nullptr) meta.worker = job.worker->name;
+    send_result(std::move(job.client), job.task, meta, protocol::nil_payload(),
+                out);
+    JobId id = job.id;  // not a reference into the element being erased
+    jobs.erase(id);
+  }
+
+  // --- ready sets and credit ---
+
+  void unlist(Worker& worker) {
+    if (!worker.listed) return;
+    for (Membership& m : worker.tasks) m.task->ready.erase(m.pos);
+    worker.listed = false;
+  }
+
+  void list(Worker& worker) {
+    if (worker.credit == 0) return;
+    ReadyKey key{worker.slots - worker.credit, worker.slots, worker.stamp,
+                 &worker};
+    for (Membership& m : worker.tasks) m.pos = m.task->ready.insert(key).first;
+    worker.listed = true;
+  }
+
+  // Applies a credit change, moving the worker to the back among equals.
+  void change_credit(Worker& worker, std::uint32_t credit) {
+    unlist(worker);
+    free_credit = free_credit - worker.credit + credit;
+    worker.credit = credit;
+    worker.stamp = next_stamp++;
+    list(worker);
+  }
+
+  // --- jobs and queues ---
+
+  void push_deadline(Clock::time_point at, JobId id, Clock::time_point now) {
+    heap.push_back({at, id});
+    std::push_heap(heap.begin(), heap.end(), LaterFirst{});
+    if (heap.size() > 2 * jobs.size() + kHeapSlack) rebuild_heap(now);
+  }
+
+  void rebuild_heap(Clock::time_point now) {
+    heap.clear();
+    for (const auto& [id, job] : jobs) {
+      bool overdue_in_flight = job.worker != nullptr && now >= job.deadline;
+      heap.push_back({overdue_in_flight ? job.deadline + config.in_flight_grace
+                                        : job.deadline,
+                      id});
+    }
+    std::make_heap(heap.begin(), heap.end(), LaterFirst{});
+  }
+
+  Job& create_job(std::string_view client, protocol::JobMessage& submit,
+                  Clock::time_point now) {
+    JobId id = next_job_id++;
+    Job& job = jobs[id];
+    job.id = id;
+    job.client = client;
+    job.client_id = submit.meta.id;
+    job.task = std::move(submit.task);
+    job.args = std::move(submit.args);
+    job.submitted_at = now;
+    job.deadline = now + milliseconds(submit.meta.timeout_ms);
+    push_deadline(job.deadline, id, now);
+    return job;
+  }
+
+  void enqueue(TaskState& task, Job& job, bool at_front) {
+    job.queue_pos = task.queue.insert(
+        at_front ? task.queue.begin() : task.queue.end(), &job);
+    ++queued;
+  }
+
+  void dequeue(TaskState& task, Job& job) {
+    task.queue.erase(job.queue_pos);
+    --queued;
+  }
+
+  TaskState& task_state(const std::string& name) {
+    return tasks.try_emplace(name, name).first->second;
+  }
+
+  // Forgets a task nobody waits for and nobody serves.
+  void maybe_erase_task(TaskState& task) {
+    if (!task.queue.empty() || task.workers > 0) return;
+    tasks.erase(tasks.find(task.name));
+  }
+
+  void dispatch(Job& job, Worker& worker, Clock::time_point now, Outbox& out) {
+    change_credit(worker, worker.credit - 1);
+    job.worker = &worker;
+    worker.held.insert(job.id);
+    zmq::message_t args;
+    args.copy(job.args);  // shares the buffer (reference count), no copy
+    send_to_worker(worker, Command::Job,
+                   protocol::encode_job(
+                       Command::Job, job.task,
+                       {job.id, remaining_ms(job.deadline, now), job.attempt},
+                       std::move(args)),
+                   now, out);
+    ++counters.dispatched;
+  }
+
+  void fail_queued(Job& job, const TaskState& task, Clock::time_point now,
+                   Outbox& out) {
+    ++counters.expired_in_queue;
+    if (task.workers == 0) {
+      fail_job(job, error_code::kNoWorker,
+               "no worker serves task '" + task.name + "'", out);
+      return;
+    }
+    fail_job(job, error_code::kDeadlineExceeded,
+             "job waited " + std::to_string(elapsed_ms(job.submitted_at, now)) +
+                 " ms in queue '" + task.name + "' (" +
+                 std::to_string(task.workers) + " workers serve it, all busy)",
+             out);
+  }
+
+  // Gives the worker, while it has credit, the oldest waiting jobs (global
+  // arrival order) among the queues of the tasks it serves.
+  void feed(Worker& worker, Clock::time_point now, Outbox& out) {
+    while (worker.credit > 0) {
+      Job* oldest = nullptr;
+      TaskState* from = nullptr;
+      for (Membership& m : worker.tasks) {
+        if (m.task->queue.empty()) continue;
+        Job* head = m.task->queue.front();
+        if (oldest == nullptr || head->id < oldest->id) {
+          oldest = head;
+          from = m.task;
+        }
+      }
+      if (oldest == nullptr) return;
+      dequeue(*from, *oldest);
+      if (now >= oldest->deadline) {
+        fail_queued(*oldest, *from, now, out);
+      } else {
+        dispatch(*oldest, worker, now, out);
+      }
+    }
+  }
+
+  // Hands a task's waiting jobs to its ready workers (after a requeue).
+  void drain_task(TaskState& task, Clock::time_point now, Outbox& out) {
+    while (!task.queue.empty() && !task.ready.empty()) {
+      Job& job = *task.queue.front();
+      dequeue(task, job);
+      if (now >= job.deadline) {
+        fail_queued(job, task, now, out);
+      } else {
+        dispatch(job, *task.ready.begin()->worker, now, out);
+      }
+    }
+  }
+
+  // --- workers ---
+
+  Worker* find_worker(std::string_view identity) {
+    auto it = workers.find(identity);
+    return it == workers.end() ? nullptr : &it->second;
+  }
+
+  void answer_unknown(std::string_view identity, Outbox& out) {
+    ++counters.unknown_worker_messages;
+    send_control(Outgoing::Peer::worker, std::string(identity),
+                 Command::Disconnect, out);
+  }
+
+  // Points the worker at exactly `names`, keeping task counts right.
+  void set_tasks(Worker& worker, std::vector<std::string> names) {
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    std::vector<Membership> old = std::move(worker.tasks);
+    worker.tasks.clear();
+    for (const std::string& name : names) {
+      TaskState& task = task_state(name);
+      ++task.workers;
+      worker.tasks.push_back({&task, {}});
+    }
+    for (Membership& m : old) {
+      --m.task->workers;
+      maybe_erase_task(*m.task);
+    }
+  }
+
+  void lose_worker(Worker& worker, std::string_view reason,
+                   Clock::time_point now, Outbox& out) {
+    unlist(worker);
+    free_credit -= worker.credit;
+    ++counters.workers_lost;
+
+    // Requeue newest first so that the oldest ends up at the very front.
+    std::vector<Job*> held;
+    for (JobId id : worker.held) held.push_back(&jobs.at(id));
+    std::sort(held.begin(), held.end(),
+              [](const Job* a, const Job* b) { return a->id > b->id; });
+    std::vector<TaskState*> requeued_to;
+    std::size_t failed = 0;
+    for (Job* job : held) {
+      if (now >= job->deadline) {
+        ++failed;
+        fail_job(*job, error_code::kDeadlineExceeded,
+                 "deadline passed while the job ran on a worker that died",
+                 out);
+      } else if (job->attempt >= config.max_attempts) {
+        ++failed;
+        fail_job(*job, error_code::kInternal,
+                 "worker died while running the job (attempt " +
+                     std::to_string(job->attempt) + " of " +
+                     std::to_string(config.max_attempts) + ")",
+                 out);
+      } else {
+        job->worker = nullptr;
+        ++job->attempt;
+        TaskState& task = task_state(job->task);
+        enqueue(task, *job, /*at_front=*/true);
+        requeued_to.push_back(&task);
+      }
+    }
+    counters.requeued += held.size() - failed;
+    counters.failed_worker_lost += failed;
+    spdlog::warn("worker {} lost ({}): {} jobs requeued, {} failed",
+                 display_name(worker), reason, held.size() - failed, failed);
+
+    set_tasks(worker, {});
+    workers.erase(workers.find(worker.identity));
+    std::sort(requeued_to.begin(), requeued_to.end());
+    requeued_to.erase(std::unique(requeued_to.begin(), requeued_to.end()),
+                      requeued_to.end());
+    for (TaskState* task : requeued_to) {
+      drain_task(*task, now, out);
+      maybe_erase_task(*task);
+    }
+  }
+};
+
+Dispatcher::Dispatcher(DispatcherConfig config) {
+  if (config.heartbeat.interval <= milliseconds(0) ||
+      config.heartbeat.liveness < 1) {
+    throw std::invalid_argument(
+        "heartbeat interval and liveness must be positive");
+  }
+  if (config.max_attempts < 1) {
+    throw std::invalid_argument("max_attempts must be at least 1");
+  }
+  state_ = std::make_unique<State>(config);
+}
+
+Dispatcher::~Dispatcher() = default;
+
+void Dispatcher::on_submit(std::string_view client, protocol::JobMessage submit,
+                           Clock::time_point now, Outbox& out) {
+  State& s = *state_;
+  ++s.counters.submitted;
+  auto it = s.tasks.find(submit.task);
+  TaskState* task = it == s.tasks.end() ? nullptr : &it->second;
+  if (task != nullptr && !task->ready.empty()) {
+    Worker& worker = *task->ready.begin()->worker;
+    s.dispatch(s.create_job(client, submit, now), worker, now, out);
+    return;
+  }
+  std::size_t waiting = task == nullptr ? 0 : task->queue.size();
+  if (waiting >= s.config.max_queue_per_task ||
+      s.queued >= s.config.max_queued_total) {
+    ++s.counters.rejected_overloaded;
+    std::string why = waiting >= s.config.max_queue_per_task
+                          ? "queue '" + submit.task + "' is full (" +
+                                std::to_string(waiting) + " jobs waiting)"
+                          : "broker is full (" + std::to_string(s.queued) +
+                                " jobs waiting in all queues)";
+    auto retry = static_cast<std::uint32_t>(s.config.retry_after.count());
+    State::send_result(
+        std::string(client), submit.task,
+        OutcomeMeta::failure(submit.meta.id, error_code::kOverloaded,
+                             std::move(why), retry),
+        protocol::nil_payload(), out);
+    return;
+  }
+  if (task == nullptr) task = &s.task_state(submit.task);
+  s.enqueue(*task, s.create_job(client, submit, now), /*at_front=*/false);
+}
+
+void Dispatcher::on_ready(std::string_view identity,
+                          const protocol::WorkerInfo& info,
+                          Clock::time_point now, Outbox& out) {
+  State& s = *state_;
+  Worker* worker = s.find_worker(identity);
+  bool known = worker != nullptr;
+  if (!known) {
+    if (s.workers.size() >= s.config.max_workers) {
+      ++s.counters.workers_rejected;
+      std::uint64_t suppressed = 0;
+      if (s.rejected_log.allow(now, suppressed)) {
+        spdlog::warn(
+            "ignoring READY from '{}': {} workers registered already "
+            "({} more ignored since last report)",
+            info.name, s.workers.size(), suppressed);
+      }
+      return;
+    }
+    worker = &s.workers
+                  .try_emplace(std::string(identity), std::string(identity),
+                               s.config.heartbeat, now)
+                  .first->second;
+    if (s.next_scan == Clock::time_point::max()) {
+      s.next_scan = now + s.scan_period;
+    }
+  }
+  s.unlist(*worker);
+  worker->name = info.name;
+  worker->slots = info.slots;
+  worker->liveness.heard(now);
+  s.set_tasks(*worker, info.tasks);
+  auto holding = static_cast<std::uint32_t>(
+      std::min<std::size_t>(worker->held.size(), info.slots));
+  s.change_credit(*worker, info.slots - holding);
+  // Re-registrations are routine (and peer-controlled): keep them quiet.
+  spdlog::log(known ? spdlog::level::debug : spdlog::level::info,
+              "worker {} ready: {} slots ({} free), {} tasks",
+              display_name(*worker), worker->slots, worker->credit,
+              worker->tasks.size());
+  s.feed(*worker, now, out);
+}
+
+void Dispatcher::on_done(std::string_view identity,
+                         protocol::OutcomeMessage done, Clock::time_point now,
+                         Outbox& out) {
+  State& s = *state_;
+  Worker* worker = s.find_worker(identity);
+  if (worker == nullptr) {
+    s.answer_unknown(identity, out);
+    return;
+  }
+  worker->liveness.heard(now);
+  auto it = s.jobs.find(done.meta.id);
+  if (it == s.jobs.end() || it->second.worker == nullptr) {
+    ++s.counters.late_done_dropped;
+  } else if (it->second.worker != worker) {
+    ++s.counters.misrouted_done_dropped;
+  } else {
+    Job& job = it->second;
+    worker->held.erase(job.id);
+    done.meta.id = job.client_id;
+    done.meta.worker = worker->name;
+    State::send_result(std::move(job.client), job.task, done.meta,
+                       std::move(done.result), out);
+    s.jobs.erase(it);
+    ++s.counters.completed;
+  }
+  if (worker->credit < worker->slots) {
+    s.change_credit(*worker, worker->credit + 1);
+  }
+  s.feed(*worker, now, out);
+}
+
+void Dispatcher::on_heartbeat(std::string_view identity, Clock::time_point now,
+                              Outbox& out) {
+  Worker* worker = state_->find_worker(identity);
+  if (worker == nullptr) {
+    state_->answer_unknown(identity, out);
+    return;
+  }
+  worker->liveness.heard(now);
+}
+
+void Dispatcher::on_disconnect(std::string_view identity, Clock::time_point now,
+                               Outbox& out) {
+  // An unknown worker saying goodbye needs no answer.
+  if (Worker* worker = state_->find_worker(identity)) {
+    state_->lose_worker(*worker, "it disconnected", now, out);
+  }
+}
+
+void Dispatcher::on_worker_unreachable(std::string_view identity,
+                                       Clock::time_point now, Outbox& out) {
+  if (Worker* worker = state_->find_worker(identity)) {
+    state_->lose_worker(*worker, "unreachable", now, out);
+  }
+}
+
+void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
+  State& s = *state_;
+  while (!s.heap.empty() && s.heap.front().at <= now) {
+    std::pop_heap(s.heap.begin(), s.heap.end(), LaterFirst{});
+    JobId id = s.heap.back().id;
+    s.heap.pop_back();
+    auto it = s.jobs.find(id);
+    if (it == s.jobs.end()) continue;  // finished: a stale entry
+    Job& job = it->second;
+    if (job.worker == nullptr) {
+      TaskState& task = s.tasks.find(job.task)->second;
+      s.dequeue(task, job);
+      s.fail_queued(job, task, now, out);
+      s.maybe_erase_task(task);
+    } else if (now >= job.deadline + s.config.in_flight_grace) {
+      // The worker keeps its slot busy until it answers; its late DONE
+      // returns the credit.
+      ++s.counters.expired_in_flight;
+      job.worker->held.erase(id);
+      std::string message = "job ran on worker " + display_name(*job.worker) +
+                            " for " +
+                            std::to_string(elapsed_ms(job.submitted_at, now)) +
+                            " ms since it was submitted, past its deadline";
+      s.fail_job(job, error_code::kDeadlineExceeded, std::move(message), out);
+    } else {
+      s.push_deadline(job.deadline + s.config.in_flight_grace, id, now);
+    }
+  }
+
+  if (now < s.next_scan) return;
+  std::vector<Worker*> dead;
+  for (auto& [identity, worker] : s.workers) {
+    if (worker.liveness.peer_dead(now)) {
+      dead.push_back(&worker);
+    } else if (worker.liveness.heartbeat_due(now)) {
+      s.send_to_worker(worker, Command::Heartbeat,
+                       protocol::encode_control(Command::Heartbeat), now, out);
+    }
+  }
+  for (Worker* worker : dead) {
+    s.lose_worker(*worker, "silent for too long", now, out);
+  }
+  s.next_scan =
+      s.workers.empty() ? Clock::time_point::max() : now + s.scan_period;
+}
+
+void Dispatcher::on_shutdown(Outbox& out) {
+  State& s = *state_;
+  for (const auto& [identity, worker] : s.workers) {
+    State::send_control(Outgoing::Peer::worker, identity, Command::Disconnect,
+                        out);
+  }
+  std::unordered_set<std::string_view> clients;
+  for (const auto& [id, job] : s.jobs) {
+    if (clients.insert(job.client).second) {
+      State::send_control(Outgoing::Peer::client, job.client,
+                          Command::Disconnect, out);
+    }
+  }
+}
+
+Clock::time_point Dispatcher::next_deadline() const {
+  const State& s = *state_;
+  if (s.heap.empty()) return s.next_scan;
+  return std::min(s.heap.front().at, s.next_scan);
+}
+
+bool Dispatcher::knows_worker(std::string_view identity) const {
+  return state_->workers.contains(identity);
+}
+
+void Dispatcher::note_malformed() { ++state_->counters.malformed_dropped; }
+
+void Dispatcher::note_result_unroutable() {
+  ++state_->counters.results_unroutable;
+}
+
+DispatcherStats Dispatcher::stats() const {
+  const State& s = *state_;
+  DispatcherStats stats = s.counters;
+  stats.queued = s.queued;
+  stats.in_flight = s.jobs.size() - s.queued;
+  stats.workers = s.workers.size();
+  stats.free_credit = s.free_credit;
+  return stats;
+}
+
+std::string to_string(const DispatcherStats& s) {
+  return "submitted=" + std::to_string(s.submitted) +
+         " dispatched=" + std::to_string(s.dispatched) +
+         " completed=" + std::to_string(s.completed) +
+         " rejected_overloaded=" + std::to_string(s.rejected_overloaded) +
+         " expired_in_queue=" + std::to_string(s.expired_in_queue) +
+         " expired_in_flight=" + std::to_string(s.expired_in_flight) +
+         " late_done_dropped=" + std::to_string(s.late_done_dropped) +
+         " misrouted_done_dropped=" + std::to_string(s.misrouted_done_dropped) +
+         " requeued=" + std::to_string(s.requeued) +
+         " failed_worker_lost=" + std::to_string(s.failed_worker_lost) +
+         " workers_lost=" + std::to_string(s.workers_lost) +
+         " workers_rejected=" + std::to_string(s.workers_rejected) +
+         " unknown_worker_messages=" +
+         std::to_string(s.unknown_worker_messages) +
+         " malformed_dropped=" + std::to_string(s.malformed_dropped) +
+         " results_unroutable=" + std::to_string(s.results_unroutable) +
+         " queued=" + std::to_string(s.queued) +
+         " in_flight=" + std::to_string(s.in_flight) +
+         " workers=" + std::to_string(s.workers) +
+         " free_credit=" + std::to_string(s.free_credit);
+}
+
+}  // namespace monsoon::broker

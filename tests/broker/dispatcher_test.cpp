@@ -1,0 +1,653 @@
+#include "monsoon/broker/dispatcher.hpp"
+
+#include <catch2/catch.hpp>
+#include <deque>
+#include <map>
+#include <set>
+
+using namespace monsoon;
+using namespace monsoon::broker;
+using protocol::Command;
+using std::chrono::milliseconds;
+
+namespace {
+
+zmq::message_t bytes(std::string_view text) {
+  return zmq::message_t(text.data(), text.size());
+}
+
+std::string text(const zmq::message_t& message) { return message.to_string(); }
+
+std::string args_of(std::uint64_t client_id) {
+  return "args-" + std::to_string(client_id);
+}
+
+struct SentJob {
+  std::string worker;
+  protocol::JobMessage job;
+};
+
+struct SentResult {
+  std::string client;
+  protocol::OutcomeMessage result;
+};
+
+struct SentControl {
+  Outgoing::Peer peer;
+  std::string identity;
+  Command command;
+};
+
+// The messages of one Outbox, decoded and sorted by kind (each kind keeps
+// its order).
+struct Sent {
+  std::vector<SentJob> jobs;
+  std::vector<SentResult> results;
+  std::vector<SentControl> controls;
+};
+
+struct Harness {
+  explicit Harness(DispatcherConfig config = {}) : dispatcher(config) {}
+
+  Dispatcher dispatcher;
+  Clock::time_point now = Clock::time_point() + std::chrono::hours(24);
+  Outbox out;
+
+  void ready(const std::string& worker, std::vector<std::string> tasks,
+             std::uint32_t slots) {
+    protocol::WorkerInfo info;
+    info.tasks = std::move(tasks);
+    info.slots = slots;
+    info.name = worker;
+    dispatcher.on_ready(worker, info, now, out);
+  }
+
+  void submit(const std::string& task, std::uint64_t client_id,
+              std::uint32_t timeout_ms = 10'000,
+              const std::string& client = "client") {
+    dispatcher.on_submit(
+        client, {task, {client_id, timeout_ms, 1}, bytes(args_of(client_id))},
+        now, out);
+  }
+
+  void done(const std::string& worker, std::uint64_t broker_id,
+            const std::string& result = "result") {
+    dispatcher.on_done(
+        worker,
+        {"echo", protocol::OutcomeMeta::success(broker_id), bytes(result)}, now,
+        out);
+  }
+
+  void tick() { dispatcher.on_tick(now, out); }
+
+  Sent take() {
+    Sent sent;
+    for (Outgoing& message : out) {
+      switch (message.command) {
+        case Command::Job:
+          REQUIRE(message.peer == Outgoing::Peer::worker);
+          sent.jobs.push_back(
+              {message.identity,
+               protocol::decode_job(Command::Job, message.frames)});
+          break;
+        case Command::Result:
+          REQUIRE(message.peer == Outgoing::Peer::client);
+          sent.results.push_back(
+              {message.identity,
+               protocol::decode_outcome(Command::Result, message.frames)});
+          break;
+        default:
+          REQUIRE(protocol::decode_command(message.frames) == message.command);
+          sent.controls.push_back(
+              {message.peer, message.identity, message.command});
+      }
+    }
+    out.clear();
+    return sent;
+  }
+
+  // Expects exactly one JOB and returns it.
+  SentJob take_job() {
+    Sent sent = take();
+    REQUIRE(sent.jobs.size() == 1);
+    REQUIRE(sent.results.empty());
+    return std::move(sent.jobs.front());
+  }
+
+  // Expects exactly one RESULT (and whatever else) and returns it.
+  SentResult take_result() {
+    Sent sent = take();
+    REQUIRE(sent.results.size() == 1);
+    return std::move(sent.results.front());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("jobs go to the worker that became ready first") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.ready("C", {"echo"}, 1);
+  std::map<std::string, std::uint64_t> held;
+  for (std::uint64_t id = 1; id <= 3; ++id) {
+    h.submit("echo", id);
+    SentJob sent = h.take_job();
+    held[sent.worker] = sent.job.meta.id;
+    CHECK(text(sent.job.args) == args_of(id));
+  }
+  REQUIRE(held.size() == 3);
+
+  h.done("C", held["C"]);
+  h.done("A", held["A"]);
+  CHECK(h.take().results.size() == 2);
+
+  h.submit("echo", 4);
+  CHECK(h.take_job().worker == "C");
+  h.submit("echo", 5);
+  CHECK(h.take_job().worker == "A");
+}
+
+TEST_CASE("multi-slot workers take turns and an idle worker beats a busy one") {
+  SECTION("equal workers alternate") {
+    Harness h;
+    h.ready("A", {"echo"}, 2);
+    h.ready("B", {"echo"}, 2);
+    std::vector<std::string> order;
+    for (std::uint64_t id = 1; id <= 4; ++id) {
+      h.submit("echo", id);
+      order.push_back(h.take_job().worker);
+    }
+    CHECK(order == std::vector<std::string>{"A", "B", "A", "B"});
+  }
+  SECTION("a big busy worker does not get work while a small one is idle") {
+    Harness h;
+    h.ready("big", {"echo"}, 4);
+    h.ready("small", {"echo"}, 1);
+    h.submit("echo", 1);
+    CHECK(h.take_job().worker == "big");
+    h.submit("echo", 2);
+    SentJob to_small = h.take_job();
+    CHECK(to_small.worker == "small");
+    h.submit("echo", 3);
+    CHECK(h.take_job().worker == "big");
+    h.done("small", to_small.job.meta.id);
+    CHECK(h.take().results.size() == 1);
+    h.submit("echo", 4);
+    CHECK(h.take_job().worker == "small");
+  }
+}
+
+TEST_CASE("no job is dispatched without credit") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.submit("echo", 1);
+  CHECK(h.take_job().worker == "A");
+  h.submit("echo", 2);
+  h.now += milliseconds(100);
+  h.tick();
+  Sent sent = h.take();
+  CHECK(sent.jobs.empty());
+  CHECK(sent.results.empty());
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.queued == 1);
+  CHECK(stats.in_flight == 1);
+  CHECK(stats.free_credit == 0);
+}
+
+TEST_CASE("a waiting job goes to the first worker that returns credit") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.submit("echo", 1);
+  SentJob to_a = h.take_job();
+  h.submit("echo", 2);
+  SentJob to_b = h.take_job();
+  h.submit("echo", 3);
+  CHECK(h.take().jobs.empty());
+
+  h.done("B", to_b.job.meta.id, "two");
+  Sent sent = h.take();
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].client == "client");
+  CHECK(sent.results[0].result.meta.id == 2);
+  CHECK(sent.results[0].result.meta.ok);
+  CHECK(text(sent.results[0].result.result) == "two");
+  CHECK(sent.results[0].result.meta.worker == "B");
+  REQUIRE(sent.jobs.size() == 1);
+  CHECK(sent.jobs[0].worker == "B");
+  CHECK(text(sent.jobs[0].job.args) == args_of(3));
+  CHECK(h.dispatcher.stats().queued == 0);
+  (void)to_a;
+}
+
+TEST_CASE("jobs only go to workers that serve their task") {
+  Harness h;
+  h.ready("A", {"echo"}, 4);
+  h.submit("resize", 1);
+  CHECK(h.take().jobs.empty());
+  CHECK(h.dispatcher.stats().queued == 1);
+
+  h.ready("B", {"resize"}, 1);
+  SentJob sent = h.take_job();
+  CHECK(sent.worker == "B");
+  CHECK(sent.job.task == "resize");
+}
+
+TEST_CASE("a worker serving several tasks takes the oldest waiting job") {
+  Harness h;
+  h.ready("A", {"x", "y"}, 1);
+  h.ready("B", {"y"}, 1);
+  h.submit("x", 1);
+  SentJob to_a = h.take_job();
+  CHECK(to_a.worker == "A");
+  h.submit("y", 2);
+  SentJob to_b = h.take_job();
+  CHECK(to_b.worker == "B");
+  h.submit("x", 3);
+  h.submit("y", 4);
+  h.submit("x", 5);
+  CHECK(h.take().jobs.empty());
+
+  h.done("A", to_a.job.meta.id);
+  SentJob next = std::move(h.take().jobs.at(0));
+  CHECK(next.worker == "A");
+  CHECK(next.job.task == "x");
+  CHECK(text(next.job.args) == args_of(3));
+
+  // B serves only y: it skips the older x job 5.
+  h.done("B", to_b.job.meta.id);
+  next = std::move(h.take().jobs.at(0));
+  CHECK(next.worker == "B");
+  CHECK(text(next.job.args) == args_of(4));
+  CHECK(h.dispatcher.stats().queued == 1);
+}
+
+TEST_CASE("queues are bounded per task and in total") {
+  DispatcherConfig config;
+  config.max_queue_per_task = 2;
+  config.max_queued_total = 3;
+  config.retry_after = milliseconds(250);
+  Harness h(config);
+
+  h.submit("x", 1);
+  h.submit("x", 2);
+  CHECK(h.take().results.empty());
+  h.submit("x", 3);
+  SentResult full = h.take_result();
+  CHECK(full.result.meta.id == 3);
+  CHECK_FALSE(full.result.meta.ok);
+  CHECK(full.result.meta.code == protocol::error_code::kOverloaded);
+  CHECK(full.result.meta.retry_after_ms == 250);
+  CHECK_THAT(full.result.meta.message, Catch::Contains("queue 'x' is full"));
+
+  h.submit("y", 4);
+  CHECK(h.take().results.empty());
+  h.submit("y", 5);
+  SentResult broker_full = h.take_result();
+  CHECK(broker_full.result.meta.id == 5);
+  CHECK(broker_full.result.meta.code == protocol::error_code::kOverloaded);
+  CHECK_THAT(broker_full.result.meta.message,
+             Catch::Contains("broker is full"));
+
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.rejected_overloaded == 2);
+  CHECK(stats.queued == 3);
+  CHECK(stats.submitted == 5);
+}
+
+TEST_CASE(
+    "a queued job past its deadline gets no_worker or deadline_exceeded") {
+  SECTION("no worker serves the task") {
+    Harness h;
+    h.submit("echo", 1, 500);
+    CHECK(h.dispatcher.next_deadline() <= h.now + milliseconds(500));
+    h.now += milliseconds(499);
+    h.tick();
+    CHECK(h.take().results.empty());
+    h.now += milliseconds(1);
+    h.tick();
+    SentResult expired = h.take_result();
+    CHECK(expired.result.meta.id == 1);
+    CHECK(expired.result.meta.code == protocol::error_code::kNoWorker);
+    CHECK(expired.result.meta.message == "no worker serves task 'echo'");
+    CHECK(h.dispatcher.stats().expired_in_queue == 1);
+    CHECK(h.dispatcher.stats().queued == 0);
+  }
+  SECTION("the task's workers are all busy") {
+    Harness h;
+    h.ready("A", {"echo"}, 1);
+    h.submit("echo", 1, 10'000);
+    h.take_job();
+    h.submit("echo", 2, 500);
+    h.now += milliseconds(500);
+    h.tick();
+    SentResult expired = h.take_result();
+    CHECK(expired.result.meta.id == 2);
+    CHECK(expired.result.meta.code == protocol::error_code::kDeadlineExceeded);
+    CHECK_THAT(expired.result.meta.message,
+               Catch::Contains("waited 500 ms in queue 'echo'"));
+    CHECK(h.dispatcher.stats().queued == 0);
+    CHECK(h.dispatcher.stats().in_flight == 1);
+  }
+}
+
+TEST_CASE("an in-flight job is answered after its deadline plus grace") {
+  Harness h;  // grace 1000 ms
+  h.ready("A", {"echo"}, 1);
+  h.submit("echo", 1, 500);
+  SentJob running = h.take_job();
+  h.submit("echo", 2, 10'000);
+
+  h.now += milliseconds(1499);
+  h.tick();
+  CHECK(h.take().results.empty());
+  h.now += milliseconds(1);
+  h.tick();
+  Sent sent = h.take();
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].result.meta.id == 1);
+  CHECK(sent.results[0].result.meta.code ==
+        protocol::error_code::kDeadlineExceeded);
+  CHECK(sent.jobs.empty());  // the worker's slot is still busy
+  CHECK(h.dispatcher.stats().expired_in_flight == 1);
+
+  // Its late DONE is dropped but frees the slot for the waiting job.
+  h.done("A", running.job.meta.id);
+  sent = h.take();
+  CHECK(sent.results.empty());
+  REQUIRE(sent.jobs.size() == 1);
+  CHECK(text(sent.jobs[0].job.args) == args_of(2));
+  CHECK(h.dispatcher.stats().late_done_dropped == 1);
+}
+
+TEST_CASE("JOB carries the broker's id and the remaining budget") {
+  Harness h;
+  h.submit("echo", 7, 5000, "client-1");
+  h.submit("echo", 7, 5000, "client-2");  // same client id, other client
+  h.now += milliseconds(1200);
+  h.ready("A", {"echo"}, 2);
+  Sent sent = h.take();
+  REQUIRE(sent.jobs.size() == 2);
+  CHECK(sent.jobs[0].job.meta.timeout_ms == 3800);
+  CHECK(sent.jobs[0].job.meta.attempt == 1);
+  CHECK(sent.jobs[0].job.meta.id != sent.jobs[1].job.meta.id);
+
+  h.done("A", sent.jobs[1].job.meta.id);
+  SentResult second = h.take_result();
+  CHECK(second.client == "client-2");
+  CHECK(second.result.meta.id == 7);
+  h.done("A", sent.jobs[0].job.meta.id);
+  CHECK(h.take_result().client == "client-1");
+}
+
+TEST_CASE("a failed DONE keeps its code, message and result") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.submit("echo", 9);
+  SentJob job = h.take_job();
+  h.dispatcher.on_done(
+      "A",
+      {"echo",
+       protocol::OutcomeMeta::failure(
+           job.job.meta.id, protocol::error_code::kTaskFailed, "boom"),
+       bytes("details")},
+      h.now, h.out);
+  SentResult result = h.take_result();
+  CHECK(result.result.meta.id == 9);
+  CHECK_FALSE(result.result.meta.ok);
+  CHECK(result.result.meta.code == protocol::error_code::kTaskFailed);
+  CHECK(result.result.meta.message == "boom");
+  CHECK(text(result.result.result) == "details");
+}
+
+TEST_CASE("a dead worker's jobs go back to the front of their queue") {
+  Harness h;
+  h.ready("A", {"echo"}, 2);
+  h.submit("echo", 1);
+  h.submit("echo", 2);
+  CHECK(h.take().jobs.size() == 2);
+  h.submit("echo", 3);
+
+  h.dispatcher.on_disconnect("A", h.now, h.out);
+  CHECK(h.take().results.empty());
+  CHECK_FALSE(h.dispatcher.knows_worker("A"));
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.requeued == 2);
+  CHECK(stats.workers_lost == 1);
+  CHECK(stats.queued == 3);
+  CHECK(stats.in_flight == 0);
+
+  h.ready("B", {"echo"}, 1);
+  std::vector<std::pair<std::string, std::uint32_t>> order;
+  for (int i = 0; i < 3; ++i) {
+    Sent sent = h.take();  // the previous job's RESULT and the next JOB
+    REQUIRE(sent.jobs.size() == 1);
+    order.emplace_back(text(sent.jobs[0].job.args),
+                       sent.jobs[0].job.meta.attempt);
+    h.done("B", sent.jobs[0].job.meta.id);
+  }
+  CHECK(order == std::vector<std::pair<std::string, std::uint32_t>>{
+                     {args_of(1), 2}, {args_of(2), 2}, {args_of(3), 1}});
+}
+
+TEST_CASE("a requeued job goes straight to another ready worker") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.submit("echo", 1);
+  CHECK(h.take_job().worker == "A");
+  h.dispatcher.on_worker_unreachable("A", h.now, h.out);
+  SentJob retry = h.take_job();
+  CHECK(retry.worker == "B");
+  CHECK(retry.job.meta.attempt == 2);
+  CHECK(text(retry.job.args) == args_of(1));
+}
+
+TEST_CASE("a job fails with internal after max_attempts worker deaths") {
+  DispatcherConfig config;
+  config.max_attempts = 2;
+  Harness h(config);
+  h.ready("A", {"echo"}, 1);
+  h.submit("echo", 1, 60'000);
+  h.take_job();
+  h.dispatcher.on_worker_unreachable("A", h.now, h.out);
+  CHECK(h.take().results.empty());
+
+  h.ready("B", {"echo"}, 1);
+  CHECK(h.take_job().job.meta.attempt == 2);
+  // B falls silent: dead after liveness x interval.
+  h.now += config.heartbeat.interval * config.heartbeat.liveness;
+  h.tick();
+  SentResult failed = h.take_result();
+  CHECK(failed.result.meta.id == 1);
+  CHECK(failed.result.meta.code == protocol::error_code::kInternal);
+  CHECK(failed.result.meta.message ==
+        "worker died while running the job (attempt 2 of 2)");
+  CHECK(failed.result.meta.worker == "B");
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.workers_lost == 2);
+  CHECK(stats.failed_worker_lost == 1);
+  CHECK(stats.workers == 0);
+  CHECK(stats.in_flight == 0);
+}
+
+TEST_CASE("idle workers get heartbeats and silent ones are forgotten") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.now += milliseconds(750);
+  h.tick();
+  CHECK(h.take().controls.empty());
+  h.now += milliseconds(250);
+  h.tick();
+  Sent sent = h.take();
+  REQUIRE(sent.controls.size() == 2);
+  for (const SentControl& control : sent.controls) {
+    CHECK(control.command == Command::Heartbeat);
+    CHECK(control.peer == Outgoing::Peer::worker);
+  }
+
+  // A keeps talking, B does not.
+  for (int second = 0; second < 5; ++second) {
+    h.dispatcher.on_heartbeat("A", h.now, h.out);
+    h.now += milliseconds(1000);
+    h.tick();
+  }
+  h.take();
+  CHECK(h.dispatcher.knows_worker("A"));
+  CHECK_FALSE(h.dispatcher.knows_worker("B"));
+  CHECK(h.dispatcher.stats().workers == 1);
+  CHECK(h.dispatcher.next_deadline() <= h.now + milliseconds(1000));
+}
+
+TEST_CASE("a late or duplicate DONE is dropped and counted once") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.submit("echo", 1);
+  SentJob job = h.take_job();
+  REQUIRE(job.worker == "A");
+
+  h.done("B", job.job.meta.id);  // B does not hold it
+  CHECK(h.take().results.empty());
+  CHECK(h.dispatcher.stats().misrouted_done_dropped == 1);
+
+  h.done("A", job.job.meta.id);
+  CHECK(h.take_result().result.meta.id == 1);
+  h.done("A", job.job.meta.id);
+  CHECK(h.take().results.empty());
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.completed == 1);
+  CHECK(stats.late_done_dropped == 1);
+  CHECK(stats.free_credit == 2);  // credit never exceeds slots
+}
+
+TEST_CASE("READY again resets credit to slots minus the jobs held") {
+  Harness h;
+  h.ready("A", {"echo"}, 2);
+  for (std::uint64_t id = 1; id <= 3; ++id) h.submit("echo", id);
+  Sent first = h.take();
+  REQUIRE(first.jobs.size() == 2);
+  CHECK(h.dispatcher.stats().free_credit == 0);
+
+  h.ready("A", {"echo"}, 3);
+  SentJob third = h.take_job();
+  CHECK(text(third.job.args) == args_of(3));
+  CHECK(h.dispatcher.stats().free_credit == 0);
+
+  h.ready("A", {"echo"}, 1);  // holds 3 > 1 slot: no credit, not negative
+  CHECK(h.dispatcher.stats().free_credit == 0);
+  CHECK(h.dispatcher.stats().workers == 1);
+  h.done("A", third.job.meta.id);
+  CHECK(h.take().results.size() == 1);
+  CHECK(h.dispatcher.stats().free_credit == 1);
+}
+
+TEST_CASE("READY can change the tasks a worker serves") {
+  Harness h;
+  h.ready("A", {"x"}, 1);
+  h.ready("A", {"y"}, 1);
+  h.submit("x", 1);
+  CHECK(h.take().jobs.empty());
+  h.submit("y", 2);
+  CHECK(h.take_job().job.task == "y");
+}
+
+TEST_CASE("messages from unknown workers are answered with DISCONNECT") {
+  Harness h;
+  h.done("ghost", 1);
+  h.dispatcher.on_heartbeat("ghost", h.now, h.out);
+  h.dispatcher.on_disconnect("ghost", h.now, h.out);  // needs no answer
+  Sent sent = h.take();
+  CHECK(sent.results.empty());
+  REQUIRE(sent.controls.size() == 2);
+  for (const SentControl& control : sent.controls) {
+    CHECK(control.peer == Outgoing::Peer::worker);
+    CHECK(control.identity == "ghost");
+    CHECK(control.command == Command::Disconnect);
+  }
+  CHECK(h.dispatcher.stats().unknown_worker_messages == 2);
+  CHECK(h.dispatcher.stats().workers == 0);
+}
+
+TEST_CASE("READY beyond max_workers is ignored and counted") {
+  DispatcherConfig config;
+  config.max_workers = 1;
+  Harness h(config);
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  CHECK(h.dispatcher.knows_worker("A"));
+  CHECK_FALSE(h.dispatcher.knows_worker("B"));
+  CHECK(h.dispatcher.stats().workers_rejected == 1);
+}
+
+TEST_CASE("shutdown disconnects workers and clients with unanswered jobs") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.submit("echo", 1, 10'000, "c1");
+  h.submit("echo", 2, 10'000, "c2");
+  h.submit("echo", 3, 10'000, "c2");
+  h.take();
+  h.dispatcher.on_shutdown(h.out);
+  Sent sent = h.take();
+  std::set<std::pair<std::string, Outgoing::Peer>> told;
+  for (const SentControl& control : sent.controls) {
+    CHECK(control.command == Command::Disconnect);
+    told.emplace(control.identity, control.peer);
+  }
+  CHECK(sent.controls.size() == 3);
+  CHECK(told == std::set<std::pair<std::string, Outgoing::Peer>>{
+                    {"A", Outgoing::Peer::worker},
+                    {"c1", Outgoing::Peer::client},
+                    {"c2", Outgoing::Peer::client}});
+}
+
+TEST_CASE("many jobs through several workers all complete exactly once") {
+  Harness h;
+  h.ready("A", {"echo"}, 3);
+  h.ready("B", {"echo"}, 2);
+  h.ready("C", {"echo"}, 1);
+  std::deque<SentJob> running;
+  std::set<std::uint64_t> answered;
+  const std::uint64_t total = 20'000;
+  for (std::uint64_t id = 1; id <= total; ++id) {
+    if (id % 500 == 0) {  // simulated time passes: stay alive
+      for (const char* worker : {"A", "B", "C"}) {
+        h.dispatcher.on_heartbeat(worker, h.now, h.out);
+      }
+    }
+    h.submit("echo", id);
+    Sent sent = h.take();
+    for (SentJob& job : sent.jobs) running.push_back(std::move(job));
+    // Keep about four jobs in flight; finish the oldest.
+    while (running.size() > 4 || (id == total && !running.empty())) {
+      SentJob job = std::move(running.front());
+      running.pop_front();
+      h.done(job.worker, job.job.meta.id);
+      Sent reply = h.take();
+      REQUIRE(reply.results.size() == 1);
+      CHECK(answered.insert(reply.results[0].result.meta.id).second);
+      for (SentJob& next : reply.jobs) running.push_back(std::move(next));
+      h.now += milliseconds(1);
+      h.tick();
+      h.take();
+    }
+  }
+  CHECK(answered.size() == total);
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.completed == total);
+  CHECK(stats.queued == 0);
+  CHECK(stats.in_flight == 0);
+  CHECK(stats.free_credit == 6);
+}
+
+TEST_CASE("Dispatcher rejects a configuration it cannot honour") {
+  DispatcherConfig no_liveness;
+  no_liveness.heartbeat.liveness = 0;
+  CHECK_THROWS_AS(Dispatcher(no_liveness), std::invalid_argument);
+  DispatcherConfig no_attempts;
+  no_attempts.max_attempts = 0;
+  CHECK_THROWS_AS(Dispatcher(no_attempts), std::invalid_argument);
+  CHECK_NOTHROW(Dispatcher(DispatcherConfig{}));
+}
