@@ -3,6 +3,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -15,7 +16,10 @@ void init_logging(std::string_view role, std::string_view level) {
     throw std::invalid_argument("unknown log level '" + std::string(level) +
                                 "' (trace, debug, info, warn, error, off)");
   }
-  auto logger = spdlog::stderr_logger_mt(std::string(role));
+  // Not registered by name, so calling this again (tests do) replaces the
+  // default logger instead of throwing.
+  auto logger = std::make_shared<spdlog::logger>(
+      std::string(role), std::make_shared<spdlog::sinks::stderr_sink_mt>());
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n %P] %v");
   logger->set_level(parsed);
   logger->flush_on(spdlog::level::info);

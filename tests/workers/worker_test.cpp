@@ -1,0 +1,487 @@
+// End-to-end tests of Worker against a minimal broker: a ROUTER socket
+// driven by the test thread on a free local TCP port.
+#include "monsoon/workers/worker.hpp"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "monsoon/common/protocol.hpp"
+#include "monsoon/common/stop_signals.hpp"
+#include "monsoon/common/value.hpp"
+#include "monsoon/workers/builtin_tasks.hpp"
+#include "monsoon/workers/task_registry.hpp"
+#include "monsoon/workers/worker_main.hpp"
+
+namespace {
+
+using monsoon::Clock;
+using monsoon::Value;
+using monsoon::protocol::Command;
+using monsoon::protocol::Frames;
+using monsoon::workers::Worker;
+using monsoon::workers::WorkerConfig;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+namespace protocol = monsoon::protocol;
+namespace error_code = monsoon::protocol::error_code;
+
+constexpr milliseconds kPatience = seconds{10};
+
+bool eventually(const std::function<bool()>& condition,
+                milliseconds timeout = kPatience) {
+  const auto deadline = Clock::now() + timeout;
+  while (!condition()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(milliseconds{1});
+  }
+  return true;
+}
+
+zmq::message_t msgpack_frame(const Value& value) {
+  const std::string bytes = monsoon::to_msgpack(value);
+  return zmq::message_t(bytes.data(), bytes.size());
+}
+
+Value decode(const zmq::message_t& frame) {
+  return monsoon::from_msgpack(
+      std::string_view(static_cast<const char*>(frame.data()), frame.size()));
+}
+
+Frames job(std::string_view task, std::uint64_t id, const Value& args,
+           std::uint32_t timeout_ms = 30'000) {
+  return protocol::encode_job(Command::Job, task, {id, timeout_ms, 1},
+                              msgpack_frame(args));
+}
+
+class FakeBroker {
+ public:
+  struct Message {
+    std::string identity;
+    Command command;
+    Frames frames;  // without the identity
+  };
+
+  FakeBroker() : socket_(context_, zmq::socket_type::router) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.bind("tcp://127.0.0.1:*");
+    endpoint_ = socket_.get(zmq::sockopt::last_endpoint);
+  }
+
+  const std::string& endpoint() const { return endpoint_; }
+  int heartbeats() const { return heartbeats_; }
+
+  // The next message that is not a HEARTBEAT, or nullopt after `timeout`.
+  std::optional<Message> next(milliseconds timeout = kPatience) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      auto message = receive(deadline);
+      if (!message || message->command != Command::Heartbeat) return message;
+    }
+  }
+
+  // Waits for `count` HEARTBEATs in total; false on timeout or when another
+  // message arrives first.
+  bool await_heartbeats(int count, milliseconds timeout = kPatience) {
+    const auto deadline = Clock::now() + timeout;
+    while (heartbeats_ < count) {
+      auto message = receive(deadline);
+      if (!message || message->command != Command::Heartbeat) return false;
+    }
+    return true;
+  }
+
+  void send(const std::string& identity, Frames frames) {
+    socket_.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      socket_.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore
+                                                    : zmq::send_flags::none);
+    }
+  }
+
+ private:
+  std::optional<Message> receive(Clock::time_point deadline) {
+    for (;;) {
+      const auto left =
+          std::chrono::ceil<milliseconds>(deadline - Clock::now());
+      if (left <= milliseconds{0}) return std::nullopt;
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, left);
+      if ((item.revents & ZMQ_POLLIN) == 0) continue;
+      Frames frames;
+      REQUIRE(zmq::recv_multipart(socket_, std::back_inserter(frames)));
+      REQUIRE(frames.size() >= 2);
+      Message message{frames.front().to_string(), {}, {}};
+      frames.erase(frames.begin());
+      message.command = protocol::decode_command(frames);
+      message.frames = std::move(frames);
+      if (message.command == Command::Heartbeat) ++heartbeats_;
+      return message;
+    }
+  }
+
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+  std::string endpoint_;
+  int heartbeats_ = 0;
+};
+
+// Runs a Worker on its own thread; always stops and joins it.
+class RunningWorker {
+ public:
+  RunningWorker(WorkerConfig config,
+                const monsoon::workers::TaskRegistry& tasks)
+      : worker_(std::move(config), tasks),
+        finished_(std::async(std::launch::async, [this] { worker_.run(); })) {}
+  ~RunningWorker() {
+    worker_.stop();
+    if (finished_.valid()) finished_.wait();
+  }
+
+  Worker& operator*() { return worker_; }
+  Worker* operator->() { return &worker_; }
+
+  // Calls stop() and reports whether run() returned within `limit`.
+  bool stops_within(milliseconds limit) {
+    worker_.stop();
+    if (finished_.wait_for(limit) != std::future_status::ready) return false;
+    finished_.get();  // rethrows what run() threw
+    return true;
+  }
+
+ private:
+  Worker worker_;
+  std::future<void> finished_;
+};
+
+struct Fixture {
+  Fixture() {
+    monsoon::workers::register_builtin_tasks(tasks, {"unused.sqlite3"});
+    tasks.add("big",
+              [](const Value& args, const monsoon::workers::TaskContext&) {
+                return Value(std::string(args.get<std::size_t>(), 'x'));
+              });
+    tasks.add("boom",
+              [](const Value&, const monsoon::workers::TaskContext&) -> Value {
+                throw std::runtime_error("boom!");
+              });
+    config.broker_endpoint = broker.endpoint();
+    config.slots = 2;
+    config.name = "test-worker";
+  }
+
+  FakeBroker::Message expect(Command command) {
+    auto message = broker.next();
+    REQUIRE(message);
+    REQUIRE(protocol::command_name(message->command) ==
+            protocol::command_name(command));
+    return std::move(*message);
+  }
+
+  protocol::WorkerInfo expect_ready() {
+    auto message = expect(Command::Ready);
+    identity = message.identity;
+    return protocol::decode_ready(message.frames);
+  }
+
+  protocol::OutcomeMessage expect_done() {
+    auto message = expect(Command::Done);
+    CHECK(message.identity == identity);
+    return protocol::decode_outcome(Command::Done, message.frames);
+  }
+
+  FakeBroker broker;
+  monsoon::workers::TaskRegistry tasks;
+  WorkerConfig config;
+  std::string identity;  // of the worker's current connection
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(Fixture, "worker config is validated and resolved") {
+  config.tasks = {"echo", "nope"};
+  CHECK_THROWS_AS(Worker(config, tasks), std::invalid_argument);
+  config.tasks = {};
+  config.slots = protocol::kMaxSlots + 1;
+  CHECK_THROWS_AS(Worker(config, tasks), std::invalid_argument);
+  config.slots = 2;
+  config.heartbeat.liveness = 0;
+  CHECK_THROWS_AS(Worker(config, tasks), std::invalid_argument);
+  config.heartbeat.liveness = 3;
+  CHECK_THROWS_AS(Worker(config, monsoon::workers::TaskRegistry{}),
+                  std::invalid_argument);
+
+  config.slots = 0;
+  config.name.clear();
+  config.tasks = {"sleep", "echo", "sleep"};
+  Worker worker(config, tasks);
+  CHECK(worker.config().slots ==
+        std::max(1u, std::thread::hardware_concurrency()));
+  CHECK(worker.config().tasks == std::vector<std::string>{"echo", "sleep"});
+  CHECK(worker.config().name.starts_with("worker-" + std::to_string(getpid()) +
+                                         "@"));
+}
+
+TEST_CASE_METHOD(Fixture, "worker registers, executes jobs and stops") {
+  config.tasks = {"echo", "sleep", "boom", "big"};
+  config.max_message_bytes = 64 * 1024;
+  RunningWorker worker(config, tasks);
+
+  const auto info = expect_ready();
+  CHECK(info.tasks == std::vector<std::string>{"big", "boom", "echo", "sleep"});
+  CHECK(info.slots == 2);
+  CHECK(info.name == "test-worker");
+  CHECK(info.pid == static_cast<std::uint32_t>(getpid()));
+  CHECK(info.heartbeat_ms == 1000);
+
+  const Value args = {{"x", 1}, {"nested", {true, nullptr, "s"}}};
+  broker.send(identity, job("echo", 77, args));
+  auto done = expect_done();
+  CHECK(done.task == "echo");
+  CHECK(done.meta.id == 77);
+  CHECK(done.meta.ok);
+  CHECK(decode(done.result) == args);
+
+  broker.send(identity, job("boom", 78, nullptr));
+  done = expect_done();
+  CHECK(done.meta.id == 78);
+  CHECK_FALSE(done.meta.ok);
+  CHECK(done.meta.code == error_code::kTaskFailed);
+  CHECK(done.meta.message == "boom!");
+
+  broker.send(identity, job("hash", 79, {{"rounds", 1}}));  // not served
+  done = expect_done();
+  CHECK(done.meta.id == 79);
+  CHECK(done.meta.code == error_code::kUnknownTask);
+
+  broker.send(identity,
+              protocol::encode_job(Command::Job, "echo", {80, 1000, 1},
+                                   zmq::message_t("\x81", 1)));
+  done = expect_done();
+  CHECK(done.meta.id == 80);
+  CHECK(done.meta.code == error_code::kBadRequest);
+
+  broker.send(identity, job("big", 81, 100 * 1024));
+  done = expect_done();
+  CHECK(done.meta.id == 81);
+  CHECK(done.meta.code == error_code::kTaskFailed);
+  CHECK(decode(done.result).is_null());
+
+  const auto counters = worker->counters();
+  CHECK(counters.jobs_received == 5);
+  CHECK(counters.jobs_succeeded == 1);
+  CHECK(counters.jobs_failed == 4);
+  CHECK(counters.reconnects == 0);
+
+  CHECK(worker.stops_within(seconds{5}));
+  CHECK(expect(Command::Disconnect).identity == identity);
+}
+
+TEST_CASE_METHOD(Fixture, "worker runs jobs concurrently up to its slots") {
+  config.slots = 2;
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  broker.send(identity, job("sleep", 1, {{"ms", 300}}));
+  broker.send(identity, job("sleep", 2, {{"ms", 300}}));
+  broker.send(identity, job("echo", 3, "over credit"));  // a broker bug
+
+  auto done = expect_done();
+  CHECK(done.meta.id == 3);
+  CHECK(done.meta.code == error_code::kOverloaded);
+  auto first = expect_done();
+  const auto first_done = Clock::now();
+  auto second = expect_done();
+  CHECK(first.meta.ok);
+  CHECK(second.meta.ok);
+  CHECK(first.meta.id + second.meta.id == 3);
+  // Both slept in parallel: the second ended right after the first, not
+  // 300 ms later.
+  CHECK(Clock::now() - first_done < milliseconds{250});
+}
+
+TEST_CASE_METHOD(Fixture, "worker heartbeats while the broker is heard") {
+  config.heartbeat = {milliseconds{20}, 50};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  CHECK(broker.await_heartbeats(5));
+  CHECK(worker->counters().reconnects == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "worker reconnects when the broker falls silent") {
+  config.heartbeat = {milliseconds{30}, 2};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  const std::string first = identity;
+  expect_ready();  // after 60 ms of silence and a back-off
+  CHECK(identity != first);
+  CHECK(worker->counters().reconnects >= 1);
+}
+
+TEST_CASE_METHOD(Fixture, "worker re-registers at once after DISCONNECT") {
+  config.heartbeat = {milliseconds{1000}, 1000};  // no silence-based reconnect
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  const std::string first = identity;
+
+  broker.send(identity, job("sleep", 5, {{"ms", 300}}));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
+  broker.send(identity, protocol::encode_control(Command::Disconnect));
+
+  const auto info = expect_ready();
+  CHECK(identity != first);
+  CHECK(info.slots == 1);  // one slot is still busy with job 5
+  CHECK(worker->counters().reconnects == 1);
+
+  auto done = expect_done();  // on the new connection
+  CHECK(done.meta.id == 5);
+  CHECK(done.meta.ok);
+}
+
+TEST_CASE_METHOD(Fixture, "worker counts and drops malformed messages") {
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  auto send_raw = [&](std::vector<std::string> parts) {
+    Frames frames;
+    for (const auto& part : parts)
+      frames.emplace_back(part.data(), part.size());
+    broker.send(identity, std::move(frames));
+  };
+  const std::string sig(protocol::kSignature);
+  send_raw({"MNS\x02", "\x06"});                     // other version
+  send_raw({sig, std::string("\x09", 1)});           // unknown command
+  send_raw({sig, std::string("\x06", 1), "extra"});  // wrong frame count
+  send_raw({sig, std::string("\x03", 1), "echo", "not msgpack", "\xc0"});
+  send_raw({sig, std::string("\x05", 1), "echo",  // wrong direction
+            monsoon::to_msgpack({{"id", 1}, {"status", "ok"}}), "\xc0"});
+  send_raw({"x"});
+  REQUIRE(
+      eventually([&] { return worker->counters().malformed_dropped == 6; }));
+
+  broker.send(identity, job("echo", 9, "still alive"));
+  auto done = expect_done();
+  CHECK(done.meta.id == 9);
+  CHECK(decode(done.result) == "still alive");
+}
+
+TEST_CASE_METHOD(Fixture,
+                 "stop lets running jobs finish and sends their DONEs") {
+  config.drain_timeout = seconds{10};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  broker.send(identity, job("sleep", 11, {{"ms", 200}}));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
+
+  const auto start = Clock::now();
+  CHECK(worker.stops_within(seconds{5}));
+  CHECK(Clock::now() - start >= milliseconds{150});
+  CHECK(expect(Command::Disconnect).identity == identity);
+  auto done = expect_done();
+  CHECK(done.meta.id == 11);
+  CHECK(done.meta.ok);
+}
+
+TEST_CASE_METHOD(Fixture, "stop cancels jobs still running after the drain") {
+  config.drain_timeout = milliseconds{50};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  broker.send(identity, job("sleep", 12, {{"ms", 60'000}}));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
+  CHECK(worker.stops_within(seconds{5}));
+}
+
+TEST_CASE("stop before run makes run return at once") {
+  FakeBroker broker;
+  monsoon::workers::TaskRegistry tasks;
+  monsoon::workers::register_builtin_tasks(tasks, {"unused.sqlite3"});
+  WorkerConfig config;
+  config.broker_endpoint = broker.endpoint();
+  Worker worker(config, tasks);
+  worker.stop();
+  auto finished = std::async(std::launch::async, [&worker] { worker.run(); });
+  CHECK(finished.wait_for(seconds{5}) == std::future_status::ready);
+  CHECK_FALSE(broker.next(milliseconds{100}));
+}
+
+namespace {
+
+// run_worker_main with these arguments after the program name.
+int run_main(std::vector<std::string> args) {
+  args.insert(args.begin(), "monsoon-worker");
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  monsoon::workers::TaskRegistry tasks;
+  monsoon::workers::register_builtin_tasks(tasks);
+  return monsoon::workers::run_worker_main(static_cast<int>(argv.size()),
+                                           argv.data(), std::move(tasks));
+}
+
+}  // namespace
+
+TEST_CASE("run_worker_main answers --help and rejects invalid flags") {
+  CHECK(run_main({"--help"}) == 0);
+  CHECK(run_main({"--concurrency", "0"}) == 1);
+  CHECK(run_main({"-c", "many"}) == 1);
+  CHECK(run_main({"--heartbeat-ms", "0"}) == 1);
+  CHECK(run_main({"--log-level", "loud"}) == 1);
+  CHECK(run_main({"--no-such-flag"}) == 1);
+  CHECK(run_main({"--tasks", "echo,nope"}) == 1);
+  CHECK(run_main({"--broker", "not an endpoint"}) == 1);
+}
+
+TEST_CASE("run_worker_main serves until SIGTERM") {
+  // As in a worker process: the stop signal must reach only the watcher.
+  monsoon::block_stop_signals();
+  std::string dir_pattern =
+      (std::filesystem::temp_directory_path() / "monsoon-worker-main-XXXXXX")
+          .string();
+  REQUIRE(mkdtemp(dir_pattern.data()) != nullptr);
+  const std::filesystem::path dir = dir_pattern;
+  const auto db_path = dir / "demo.sqlite3";
+
+  FakeBroker broker;
+  auto exit_code = std::async(std::launch::async, [&] {
+    return run_main({"--broker", broker.endpoint(), "-c", "3", "--tasks",
+                     "db.query,echo", "--name", "main-test", "--db-path",
+                     db_path.string(), "--heartbeat-ms", "100"});
+  });
+
+  auto ready = broker.next();
+  REQUIRE(ready);
+  REQUIRE(ready->command == Command::Ready);
+  const auto info = protocol::decode_ready(ready->frames);
+  CHECK(info.tasks == std::vector<std::string>{"db.query", "echo"});
+  CHECK(info.slots == 3);
+  CHECK(info.name == "main-test");
+  CHECK(info.heartbeat_ms == 100);
+
+  broker.send(ready->identity, job("db.query", 1, {{"flag", 2}}));
+  auto done = broker.next();
+  REQUIRE(done);
+  REQUIRE(done->command == Command::Done);
+  auto outcome = protocol::decode_outcome(Command::Done, done->frames);
+  CHECK(outcome.meta.ok);
+  CHECK(decode(outcome.result).size() == 100);
+  CHECK(std::filesystem::exists(db_path));  // --db-path was used
+
+  REQUIRE(kill(getpid(), SIGTERM) == 0);
+  REQUIRE(exit_code.wait_for(seconds{5}) == std::future_status::ready);
+  CHECK(exit_code.get() == 0);
+  auto disconnect = broker.next();
+  REQUIRE(disconnect);
+  CHECK(disconnect->command == Command::Disconnect);
+  std::filesystem::remove_all(dir);
+}

@@ -1,0 +1,27 @@
+// A complete worker process in one call, so that a user's own worker binary
+// is a few lines:
+//
+//   int main(int argc, char** argv) {
+//     monsoon::workers::TaskRegistry registry;
+//     monsoon::workers::register_builtin_tasks(registry);  // optional
+//     registry.add("my.task", my_task);
+//     return monsoon::workers::run_worker_main(argc, argv,
+//                                              std::move(registry));
+//   }
+//
+// It parses the standard flags (--broker, --concurrency/-c, --tasks, --name,
+// --db-path, --heartbeat-ms, --liveness, --drain-timeout-ms,
+// --max-message-bytes, --log-level; see --help), sets up logging, and runs a
+// Worker until SIGINT or SIGTERM. Call it first thing in main, before any
+// other thread exists (it blocks the stop signals for every thread). Returns
+// the process exit code: 0 after a clean stop or --help, 1 for invalid flags
+// or set-up errors (with a message on stderr).
+#pragma once
+
+#include "monsoon/workers/task_registry.hpp"
+
+namespace monsoon::workers {
+
+int run_worker_main(int argc, char** argv, TaskRegistry registry);
+
+}  // namespace monsoon::workers

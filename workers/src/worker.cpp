@@ -1,0 +1,504 @@
+#include "monsoon/workers/worker.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <iterator>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <stop_token>
+#include <thread>
+#include <utility>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "monsoon/common/protocol.hpp"
+#include "monsoon/common/wakeup.hpp"
+#include "monsoon/common/zmq_send.hpp"
+
+namespace monsoon::workers {
+
+namespace {
+
+using protocol::Command;
+using protocol::Frames;
+using std::chrono::milliseconds;
+
+// Messages taken from the socket per wake-up: draining a batch is much
+// cheaper than one poll per message.
+constexpr int kReceiveBatch = 64;
+// Room for everything in a DONE besides the result.
+constexpr std::size_t kEnvelopeBytes =
+    protocol::kMaxMetaBytes + protocol::kMaxTaskNameBytes + 64;
+// DONEs rejecting jobs (unknown task, overloaded) that may wait for the
+// socket on top of one DONE per slot; more are dropped.
+constexpr std::size_t kMaxQueuedRejections = 1024;
+// How long the final close may take to deliver DISCONNECT and last DONEs.
+constexpr milliseconds kFinalFlush{1000};
+constexpr milliseconds kMaxHeartbeatInterval{3'600'000};
+
+struct Job {
+  std::string task;
+  protocol::JobMeta meta;
+  Clock::time_point deadline;
+  zmq::message_t args;
+};
+
+struct Completion {
+  std::string task;
+  std::uint64_t id = 0;
+  TaskOutcome outcome;
+};
+
+std::string default_worker_name() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return "worker-" + std::to_string(getpid()) + "@" +
+         (host[0] != '\0' ? host : "localhost");
+}
+
+WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
+  if (registry.empty()) throw std::invalid_argument("no tasks registered");
+  if (config.broker_endpoint.empty()) {
+    throw std::invalid_argument("empty broker endpoint");
+  }
+  if (config.slots == 0) {
+    config.slots = std::max(1u, std::thread::hardware_concurrency());
+  }
+  if (config.slots > protocol::kMaxSlots) {
+    throw std::invalid_argument("at most " +
+                                std::to_string(protocol::kMaxSlots) + " slots");
+  }
+  if (config.tasks.empty()) {
+    config.tasks = registry.names();
+  } else {
+    std::set<std::string> unique;
+    for (const auto& task : config.tasks) {
+      if (registry.find(task) == nullptr) {
+        throw std::invalid_argument("unknown task '" + task + "'");
+      }
+      unique.insert(task);
+    }
+    config.tasks.assign(unique.begin(), unique.end());
+  }
+  if (config.tasks.size() > protocol::kMaxAnnouncedTasks) {
+    throw std::invalid_argument("a worker serves at most " +
+                                std::to_string(protocol::kMaxAnnouncedTasks) +
+                                " tasks");
+  }
+  if (config.name.empty()) config.name = default_worker_name();
+  if (config.heartbeat.interval < milliseconds{1} ||
+      config.heartbeat.interval > kMaxHeartbeatInterval) {
+    throw std::invalid_argument("heartbeat interval must be 1 ms to 1 hour");
+  }
+  if (config.heartbeat.liveness < 1) {
+    throw std::invalid_argument("liveness must be at least 1");
+  }
+  if (config.drain_timeout < milliseconds{0}) {
+    throw std::invalid_argument("negative drain timeout");
+  }
+  if (config.max_message_bytes <= 2 * kEnvelopeBytes) {
+    throw std::invalid_argument("max message bytes must exceed " +
+                                std::to_string(2 * kEnvelopeBytes));
+  }
+  return config;
+}
+
+}  // namespace
+
+class Worker::Impl {
+ public:
+  Impl(WorkerConfig config, const TaskRegistry& registry)
+      : config_(resolve(std::move(config), registry)),
+        registry_(registry),
+        served_(config_.tasks.begin(), config_.tasks.end()),
+        liveness_(config_.heartbeat, Clock::now()),
+        backoff_(
+            std::max(milliseconds{1}, config_.heartbeat.interval / 4),
+            std::max(milliseconds{1}, config_.heartbeat.interval / 4) * 32) {}
+
+  void run();
+  void stop() noexcept {
+    stop_requested_.store(true);
+    wakeup_.notify();
+  }
+
+  const WorkerConfig& config() const noexcept { return config_; }
+
+  WorkerCounters counters() const noexcept {
+    return {jobs_received_.load(std::memory_order_relaxed),
+            jobs_succeeded_.load(std::memory_order_relaxed),
+            jobs_failed_.load(std::memory_order_relaxed),
+            malformed_dropped_.load(std::memory_order_relaxed),
+            reconnects_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  // Slot threads.
+  void slot_loop(std::stop_token stop);
+
+  // The socket thread: everything below.
+  void serve();
+  void begin_stop(Clock::time_point now);
+  void open_socket(Clock::time_point now);
+  void lose_broker(Clock::time_point now);
+  milliseconds poll_timeout(Clock::time_point now) const;
+  void receive_batch(Clock::time_point now);
+  void handle_message(Frames& frames, Clock::time_point now);
+  void handle_job(Frames& frames, Clock::time_point now);
+  void reject(const std::string& task, std::uint64_t id, std::string_view code,
+              std::string message);
+  void queue_done(const std::string& task, const protocol::OutcomeMeta& meta,
+                  zmq::message_t result);
+  void collect_completions();
+  void flush_unsent(Clock::time_point now);
+  void count_malformed(const std::exception& error);
+
+  const WorkerConfig config_;
+  const TaskRegistry& registry_;
+  const std::set<std::string, std::less<>> served_;
+  Wakeup wakeup_;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> ran_{false};
+
+  // Socket thread -> slot threads. Holds at most `slots` jobs (see held_).
+  std::mutex jobs_mutex_;
+  std::condition_variable_any jobs_ready_;
+  std::deque<Job> jobs_;
+
+  // Slot threads -> socket thread, followed by wakeup_.notify().
+  std::mutex completions_mutex_;
+  std::vector<Completion> completions_;
+  std::vector<Completion> completions_batch_;  // socket thread's spare
+
+  // Socket thread only.
+  zmq::context_t context_;
+  std::optional<zmq::socket_t> socket_;  // empty while backing off
+  std::deque<Frames> unsent_;            // DONEs waiting for the socket
+  std::uint32_t held_ = 0;  // jobs handed to slots and not yet completed
+  PeerLiveness liveness_;
+  Backoff backoff_;
+  Clock::time_point reconnect_at_{};
+  bool stopping_ = false;
+  Clock::time_point drain_deadline_{};
+
+  std::atomic<std::uint64_t> jobs_received_{0};
+  std::atomic<std::uint64_t> jobs_succeeded_{0};
+  std::atomic<std::uint64_t> jobs_failed_{0};
+  std::atomic<std::uint64_t> malformed_dropped_{0};
+  std::atomic<std::uint64_t> reconnects_{0};
+};
+
+void Worker::Impl::slot_loop(std::stop_token stop) {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(jobs_mutex_);
+      if (!jobs_ready_.wait(lock, stop, [this] { return !jobs_.empty(); })) {
+        return;
+      }
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    const TaskContext context{job.task, job.meta.id, job.meta.attempt,
+                              job.deadline, stop};
+    TaskOutcome outcome =
+        execute_task(registry_, context,
+                     std::string_view(static_cast<const char*>(job.args.data()),
+                                      job.args.size()));
+    {
+      std::lock_guard lock(completions_mutex_);
+      completions_.push_back(
+          {std::move(job.task), job.meta.id, std::move(outcome)});
+    }
+    wakeup_.notify();
+  }
+}
+
+void Worker::Impl::run() {
+  if (ran_.exchange(true)) throw std::logic_error("Worker::run called twice");
+  std::vector<std::jthread> slots;
+  slots.reserve(config_.slots);
+  for (std::uint32_t i = 0; i < config_.slots; ++i) {
+    slots.emplace_back([this](std::stop_token stop) { slot_loop(stop); });
+  }
+  serve();
+  if (held_ > 0) {
+    spdlog::warn("drain timeout: cancelling {} running job(s)", held_);
+  }
+  for (auto& slot : slots) slot.request_stop();
+  slots.clear();  // joins; tasks see TaskContext::cancelled()
+  collect_completions();
+  flush_unsent(Clock::now());
+  if (socket_) {
+    socket_->set(zmq::sockopt::linger, static_cast<int>(kFinalFlush.count()));
+    socket_.reset();
+  }
+  context_.close();  // waits up to kFinalFlush for queued messages
+}
+
+void Worker::Impl::serve() {
+  if (!stop_requested_.load()) open_socket(Clock::now());
+  std::vector<zmq_pollitem_t> items;
+  for (;;) {
+    auto now = Clock::now();
+    if (stop_requested_.load() && !stopping_) begin_stop(now);
+    if (stopping_ && ((held_ == 0 && (unsent_.empty() || !socket_)) ||
+                      now >= drain_deadline_)) {
+      return;
+    }
+    if (!stopping_) {
+      if (!socket_ && now >= reconnect_at_) open_socket(now);
+      if (socket_ && liveness_.peer_dead(now)) {
+        lose_broker(now);
+        continue;
+      }
+      if (socket_ && liveness_.heartbeat_due(now)) {
+        Frames heartbeat = protocol::encode_control(Command::Heartbeat);
+        send_frames(*socket_, heartbeat);
+        liveness_.sent(now);  // even if it would block: no busy loop
+      }
+    }
+
+    items.clear();
+    items.push_back({nullptr, wakeup_.fd(), ZMQ_POLLIN, 0});
+    if (socket_) {
+      short events = ZMQ_POLLIN;
+      if (!unsent_.empty()) events |= ZMQ_POLLOUT;
+      items.push_back({socket_->handle(), 0, events, 0});
+    }
+    try {
+      zmq::poll(items, poll_timeout(now));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      continue;
+    }
+    now = Clock::now();
+    if (items[0].revents & ZMQ_POLLIN) wakeup_.drain();
+    collect_completions();
+    if (items.size() > 1 && (items[1].revents & ZMQ_POLLIN)) {
+      receive_batch(now);
+    }
+    flush_unsent(now);
+  }
+}
+
+void Worker::Impl::begin_stop(Clock::time_point now) {
+  stopping_ = true;
+  drain_deadline_ = now + config_.drain_timeout;
+  spdlog::info("stopping: {} job(s) running, waiting up to {} ms", held_,
+               config_.drain_timeout.count());
+  if (socket_) {
+    Frames disconnect = protocol::encode_control(Command::Disconnect);
+    send_frames(*socket_, disconnect);
+  }
+}
+
+void Worker::Impl::open_socket(Clock::time_point now) {
+  socket_.emplace(context_, zmq::socket_type::dealer);
+  socket_->set(zmq::sockopt::linger, 0);
+  socket_->set(zmq::sockopt::maxmsgsize,
+               static_cast<std::int64_t>(config_.max_message_bytes));
+  try {
+    socket_->connect(config_.broker_endpoint);
+  } catch (const zmq::error_t& e) {
+    throw std::invalid_argument("cannot connect to broker endpoint '" +
+                                config_.broker_endpoint + "': " + e.what());
+  }
+  liveness_ = PeerLiveness(config_.heartbeat, now);
+
+  // DONEs still owed (running jobs, unsent answers) each return a credit
+  // when they arrive, so announce only the slots that are free now.
+  const auto owed = static_cast<std::uint64_t>(held_) + unsent_.size();
+  protocol::WorkerInfo info;
+  info.tasks = config_.tasks;
+  info.slots = static_cast<std::uint32_t>(
+      owed >= config_.slots ? 1 : config_.slots - owed);
+  info.name = config_.name;
+  info.pid = static_cast<std::uint32_t>(getpid());
+  info.heartbeat_ms =
+      static_cast<std::uint32_t>(config_.heartbeat.interval.count());
+  Frames ready = protocol::encode_ready(info);
+  send_frames(*socket_, ready);  // a fresh DEALER queues it: never blocks
+  spdlog::info("connecting to {} as {} with {} free slot(s)",
+               config_.broker_endpoint, config_.name, info.slots);
+}
+
+void Worker::Impl::lose_broker(Clock::time_point now) {
+  socket_.reset();
+  reconnects_.fetch_add(1, std::memory_order_relaxed);
+  const milliseconds delay = backoff_.next();
+  reconnect_at_ = now + delay;
+  spdlog::warn(
+      "broker silent for {} ms; reconnecting in {} ms",
+      (config_.heartbeat.interval * config_.heartbeat.liveness).count(),
+      delay.count());
+}
+
+milliseconds Worker::Impl::poll_timeout(Clock::time_point now) const {
+  Clock::time_point until;
+  if (stopping_) {
+    until = drain_deadline_;
+  } else if (socket_) {
+    until = liveness_.next_check();
+  } else {
+    until = reconnect_at_;
+  }
+  return std::max(milliseconds{0},
+                  std::chrono::ceil<milliseconds>(until - now));
+}
+
+void Worker::Impl::receive_batch(Clock::time_point now) {
+  for (int i = 0; i < kReceiveBatch && socket_; ++i) {
+    Frames frames;
+    if (!zmq::recv_multipart(*socket_, std::back_inserter(frames),
+                             zmq::recv_flags::dontwait)) {
+      return;
+    }
+    handle_message(frames, now);
+  }
+}
+
+void Worker::Impl::handle_message(Frames& frames, Clock::time_point now) {
+  try {
+    const Command command = protocol::decode_command(frames);
+    liveness_.heard(now);
+    backoff_.reset();
+    switch (command) {
+      case Command::Job:
+        handle_job(frames, now);
+        return;
+      case Command::Heartbeat:
+        return;
+      case Command::Disconnect:
+        if (stopping_) return;
+        spdlog::warn("broker does not know this worker; registering again");
+        reconnects_.fetch_add(1, std::memory_order_relaxed);
+        socket_.reset();
+        open_socket(now);
+        return;
+      default:
+        throw protocol::ProtocolError(
+            std::string("unexpected command from the broker: ") +
+            std::string(protocol::command_name(command)));
+    }
+  } catch (const protocol::ProtocolError& e) {
+    count_malformed(e);
+  }
+}
+
+void Worker::Impl::handle_job(Frames& frames, Clock::time_point now) {
+  protocol::JobMessage job = protocol::decode_job(Command::Job, frames);
+  jobs_received_.fetch_add(1, std::memory_order_relaxed);
+  if (stopping_) {
+    // We said DISCONNECT: the broker has forgotten us and this job with us.
+    spdlog::debug("dropping job {} received while stopping", job.meta.id);
+    return;
+  }
+  if (!served_.contains(job.task)) {
+    reject(job.task, job.meta.id, protocol::error_code::kUnknownTask,
+           "this worker does not serve task '" + job.task + "'");
+    return;
+  }
+  if (held_ >= config_.slots) {
+    reject(job.task, job.meta.id, protocol::error_code::kOverloaded,
+           "all " + std::to_string(config_.slots) + " slots are busy");
+    return;
+  }
+  ++held_;
+  {
+    std::lock_guard lock(jobs_mutex_);
+    jobs_.push_back({std::move(job.task), job.meta,
+                     now + milliseconds{job.meta.timeout_ms},
+                     std::move(job.args)});
+  }
+  jobs_ready_.notify_one();
+}
+
+void Worker::Impl::reject(const std::string& task, std::uint64_t id,
+                          std::string_view code, std::string message) {
+  if (unsent_.size() >= config_.slots + kMaxQueuedRejections) {
+    spdlog::warn("dropping the answer to job {} ({}): send queue full", id,
+                 code);
+    jobs_failed_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  spdlog::warn("rejecting job {}: {}", id, message);
+  queue_done(task, protocol::OutcomeMeta::failure(id, code, std::move(message)),
+             protocol::nil_payload());
+}
+
+void Worker::Impl::queue_done(const std::string& task,
+                              const protocol::OutcomeMeta& meta,
+                              zmq::message_t result) {
+  auto& counter = meta.ok ? jobs_succeeded_ : jobs_failed_;
+  counter.fetch_add(1, std::memory_order_relaxed);
+  unsent_.push_back(
+      protocol::encode_outcome(Command::Done, task, meta, std::move(result)));
+}
+
+void Worker::Impl::collect_completions() {
+  {
+    std::lock_guard lock(completions_mutex_);
+    completions_batch_.swap(completions_);
+  }
+  const std::size_t max_result_bytes =
+      config_.max_message_bytes - kEnvelopeBytes;
+  for (auto& [task, id, outcome] : completions_batch_) {
+    --held_;
+    if (outcome.result.size() > max_result_bytes) {
+      // The broker would drop the whole connection over it.
+      queue_done(task,
+                 protocol::OutcomeMeta::failure(
+                     id, protocol::error_code::kTaskFailed,
+                     "result of " + std::to_string(outcome.result.size()) +
+                         " bytes exceeds the limit of " +
+                         std::to_string(max_result_bytes)),
+                 protocol::nil_payload());
+    } else if (outcome.ok) {
+      queue_done(task, protocol::OutcomeMeta::success(id),
+                 zmq::message_t(outcome.result.data(), outcome.result.size()));
+    } else {
+      queue_done(task,
+                 protocol::OutcomeMeta::failure(id, outcome.code,
+                                                std::move(outcome.message)),
+                 zmq::message_t(outcome.result.data(), outcome.result.size()));
+    }
+  }
+  completions_batch_.clear();
+}
+
+void Worker::Impl::flush_unsent(Clock::time_point now) {
+  while (socket_ && !unsent_.empty()) {
+    if (send_frames(*socket_, unsent_.front()) != SendResult::sent) return;
+    unsent_.pop_front();
+    liveness_.sent(now);
+  }
+}
+
+void Worker::Impl::count_malformed(const std::exception& error) {
+  const auto count =
+      malformed_dropped_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (std::has_single_bit(count)) {  // rate-limited: 1st, 2nd, 4th, 8th...
+    spdlog::warn("dropped a malformed message ({} so far): {}", count,
+                 error.what());
+  }
+}
+
+Worker::Worker(WorkerConfig config, const TaskRegistry& registry)
+    : impl_(std::make_unique<Impl>(std::move(config), registry)) {}
+Worker::~Worker() = default;
+void Worker::run() { impl_->run(); }
+void Worker::stop() noexcept { impl_->stop(); }
+const WorkerConfig& Worker::config() const noexcept { return impl_->config(); }
+WorkerCounters Worker::counters() const noexcept { return impl_->counters(); }
+
+}  // namespace monsoon::workers
