@@ -74,6 +74,12 @@ TEST_CASE("DONE and RESULT round-trip, ok and error") {
     CHECK(decoded_error.meta.code == "overloaded");
     CHECK(decoded_error.meta.message == "queue full");
     CHECK(decoded_error.meta.retry_after_ms == 1500);
+    CHECK(decoded_error.meta.worker.empty());
+
+    OutcomeMeta traced = OutcomeMeta::success(8);
+    traced.worker = "w1@host";
+    Frames with_worker = encode_outcome(command, "echo", traced, nil_payload());
+    CHECK(decode_outcome(command, with_worker).meta.worker == "w1@host");
   }
 }
 

@@ -1,0 +1,65 @@
+// HttpServer: the front end's HTTP/1.1 server (Boost.Beast, kept out of this
+// header). It answers GET /now, /healthz and /metrics itself and turns
+// POST /jobs/{task} and GET /query/{flag} into jobs on a BrokerLink, replying
+// when their outcome arrives; no request ever blocks an I/O thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "monsoon/frontend/broker_link.hpp"
+#include "monsoon/frontend/routes.hpp"
+
+namespace monsoon::frontend {
+
+struct FrontendConfig {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8000;  // 0 = any free port, see HttpServer::port()
+  int threads = 1;            // I/O threads running the event loop
+  TimeoutPolicy timeouts;
+  std::size_t max_body_bytes = 1u << 20;
+  std::size_t max_header_bytes = 16u << 10;
+  std::size_t max_connections = 10'000;
+  // A keep-alive connection may wait this long for its next request...
+  std::chrono::milliseconds idle_timeout{60'000};
+  // ...which must then arrive completely within this (slowloris defence).
+  // Also bounds writing one response to a client that does not read.
+  std::chrono::milliseconds request_timeout{30'000};
+  // After stop(), how long requests in progress may take to be answered.
+  std::chrono::milliseconds drain_timeout{5'000};
+};
+
+class HttpServer {
+ public:
+  // Binds and listens at once. Throws std::runtime_error (with the OS
+  // reason, e.g. "Address already in use") when it cannot. `link` must
+  // outlive the server.
+  HttpServer(FrontendConfig config, BrokerLink& link);
+  // Not while run() is running. Closes the connections still open; jobs
+  // still pending on the link keep the server's internals alive until they
+  // complete, so the link may be stopped before or after this.
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // The bound TCP port (useful with port 0).
+  std::uint16_t port() const noexcept;
+
+  // Serves on config.threads threads (the caller's included) until stop()
+  // and the drain that follows it complete. Call once.
+  void run();
+
+  // Any thread, any time, idempotent: stops accepting, answers requests in
+  // progress (each with Connection: close), then makes run() return. Those
+  // still unanswered after drain_timeout are dropped with their connection.
+  void stop();
+
+ private:
+  class Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace monsoon::frontend

@@ -1,0 +1,74 @@
+// Request classification for the HTTP front end: which endpoint a request
+// addresses, with which task, arguments and time budget, or which HTTP error
+// answers it. Also the mapping from MNS/1 error codes to HTTP statuses
+// (docs/protocol.md section 6). Pure functions of their inputs, callable from
+// any thread; nothing here knows about sockets or Beast.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace monsoon::frontend {
+
+// HTTP-level error codes that the front end produces itself (the error body's
+// "code"), in addition to the protocol's codes.
+namespace http_error_code {
+inline constexpr std::string_view kNotFound = "not_found";
+inline constexpr std::string_view kMethodNotAllowed = "method_not_allowed";
+inline constexpr std::string_view kPayloadTooLarge = "payload_too_large";
+inline constexpr std::string_view kHeadersTooLarge = "headers_too_large";
+inline constexpr std::string_view kUnsupportedMediaType =
+    "unsupported_media_type";
+}  // namespace http_error_code
+
+struct TimeoutPolicy {
+  std::chrono::milliseconds default_timeout{30'000};
+  std::chrono::milliseconds max_timeout{300'000};
+};
+
+// The parts of a request that decide its route. Views into the caller's
+// request, valid for the duration of the classify() call.
+struct RequestHead {
+  std::string_view method;          // e.g. "GET", case-sensitive
+  std::string_view target;          // origin-form, may carry a query string
+  std::string_view timeout_header;  // X-Timeout-Ms; empty when absent
+};
+
+struct HttpError {
+  int status = 500;
+  std::string code;
+  std::string message;
+  std::string allow;  // the Allow header of a 405; empty otherwise
+};
+
+struct Route {
+  enum class Kind { now, healthz, metrics, job, error };
+  Kind kind = Kind::error;
+
+  // kind == job: run `task` within `timeout`. `fixed_args` holds MessagePack
+  // args implied by the URL (GET /query/{flag}); nullopt = take the body.
+  std::string task;
+  std::optional<std::string> fixed_args;
+  std::chrono::milliseconds timeout{0};
+
+  HttpError error;  // kind == error
+};
+
+// GET /now, GET /healthz, GET /metrics, POST /jobs/{task},
+// GET /query/{flag} (task "db.query" with args {"flag": flag}). Job routes
+// take their timeout from the `timeout_ms` query parameter, else the
+// X-Timeout-Ms header, else the policy's default; it must be 1..max.
+// Unknown paths give 404, known paths with another method 405 + Allow.
+Route classify(const RequestHead& head, const TimeoutPolicy& policy);
+
+// HTTP status for an error code of a RESULT or of a local failure; unknown
+// codes map like "internal" (502).
+int http_status_for_error(std::string_view code) noexcept;
+
+// The Retry-After value (whole seconds, at least 1) for a 503.
+std::uint32_t retry_after_seconds(std::uint32_t retry_after_ms) noexcept;
+
+}  // namespace monsoon::frontend

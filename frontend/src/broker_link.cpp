@@ -1,0 +1,492 @@
+#include "monsoon/frontend/broker_link.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <exception>
+#include <iterator>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+#include <zmq_addon.hpp>
+
+#include "monsoon/common/wakeup.hpp"
+#include "monsoon/common/zmq_send.hpp"
+
+namespace monsoon::frontend {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Receiving in batches keeps wake-ups (the expensive part) rare under load.
+constexpr std::size_t kMaxMessagesPerWakeup = 64;
+constexpr milliseconds kMaxBudgetMargin{100};
+constexpr std::uint32_t kRetryAfterMs = 1000;
+// The deadline heap is rebuilt when stale entries outnumber live ones.
+constexpr std::size_t kMinHeapSizeToCompact = 1024;
+
+struct Submission {
+  std::string task;
+  std::string args;
+  milliseconds timeout;
+  Clock::time_point deadline;
+  JobCompletion completion;
+};
+
+struct PendingJob {
+  milliseconds timeout;
+  JobCompletion completion;
+};
+
+struct DeadlineEntry {
+  Clock::time_point deadline;
+  std::uint64_t id;
+};
+
+// Orders std::*_heap as a min-heap on the deadline.
+bool later(const DeadlineEntry& a, const DeadlineEntry& b) {
+  return a.deadline > b.deadline;
+}
+
+JobOutcome local_failure(std::string_view code, std::string message,
+                         std::uint32_t retry_after_ms = 0) {
+  return {protocol::OutcomeMeta::failure(0, code, std::move(message),
+                                         retry_after_ms),
+          {}};
+}
+
+// The broker gets slightly less time than we wait, so that its own, more
+// specific error (no_worker, deadline_exceeded) arrives before our backstop.
+std::uint32_t broker_budget_ms(milliseconds timeout,
+                               Clock::duration remaining) {
+  auto margin = std::min(timeout / 10, kMaxBudgetMargin);
+  auto budget =
+      std::chrono::duration_cast<milliseconds>(remaining - margin).count();
+  return static_cast<std::uint32_t>(std::clamp<std::int64_t>(
+      budget, 1, static_cast<std::int64_t>(protocol::kMaxTimeoutMs)));
+}
+
+int socket_hwm(std::size_t max_pending) {
+  return static_cast<int>(std::clamp<std::size_t>(max_pending, 1000, INT_MAX));
+}
+
+struct Counters {
+  std::atomic<std::uint64_t> submitted{0};
+  std::atomic<std::uint64_t> completed{0};
+  std::atomic<std::uint64_t> timed_out{0};
+  std::atomic<std::uint64_t> rejected_full{0};
+  std::atomic<std::uint64_t> rejected_unreachable{0};
+  std::atomic<std::uint64_t> send_failed{0};
+  std::atomic<std::uint64_t> late_results_dropped{0};
+  std::atomic<std::uint64_t> malformed_dropped{0};
+  std::atomic<std::uint64_t> reconnects{0};
+};
+
+void bump(std::atomic<std::uint64_t>& counter) {
+  counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+class BrokerLink::Impl {
+ public:
+  explicit Impl(BrokerLinkConfig config)
+      : config_(std::move(config)),
+        liveness_(config_.heartbeat, Clock::now()),
+        backoff_(config_.heartbeat.interval / 4,
+                 config_.heartbeat.interval * 8) {
+    open_socket(Clock::now());
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~Impl() { stop(); }
+
+  void submit(std::string task, std::string args, milliseconds timeout,
+              JobCompletion completion) {
+    if (!protocol::is_valid_task_name(task)) {
+      completion(local_failure(protocol::error_code::kBadRequest,
+                               "invalid task name"));
+      return;
+    }
+    if (stop_requested_.load()) {
+      completion(shutdown_failure());
+      return;
+    }
+    if (in_flight_.fetch_add(1) >= config_.max_pending) {
+      in_flight_.fetch_sub(1);
+      bump(counters_.rejected_full);
+      completion(local_failure(protocol::error_code::kOverloaded,
+                               "too many pending jobs (limit " +
+                                   std::to_string(config_.max_pending) + ")",
+                               kRetryAfterMs));
+      return;
+    }
+    if (!reachable_.load(std::memory_order_relaxed)) {
+      in_flight_.fetch_sub(1);
+      bump(counters_.rejected_unreachable);
+      completion(unreachable_failure());
+      return;
+    }
+    bool was_empty = false;
+    {
+      std::unique_lock lock(submissions_mutex_);
+      if (closed_) {
+        lock.unlock();
+        in_flight_.fetch_sub(1);
+        completion(shutdown_failure());
+        return;
+      }
+      bump(counters_.submitted);
+      was_empty = submissions_.empty();
+      submissions_.push_back({std::move(task), std::move(args), timeout,
+                              Clock::now() + timeout, std::move(completion)});
+    }
+    // The link thread empties the vector on each wake-up, so only the first
+    // submission after that needs to wake it.
+    if (was_empty) wakeup_.notify();
+  }
+
+  bool reachable() const noexcept {
+    return reachable_.load(std::memory_order_relaxed);
+  }
+
+  BrokerLinkStats stats() const noexcept {
+    auto get = [](const std::atomic<std::uint64_t>& counter) {
+      return counter.load(std::memory_order_relaxed);
+    };
+    BrokerLinkStats stats;
+    stats.submitted = get(counters_.submitted);
+    stats.completed = get(counters_.completed);
+    stats.timed_out = get(counters_.timed_out);
+    stats.rejected_full = get(counters_.rejected_full);
+    stats.rejected_unreachable = get(counters_.rejected_unreachable);
+    stats.send_failed = get(counters_.send_failed);
+    stats.late_results_dropped = get(counters_.late_results_dropped);
+    stats.malformed_dropped = get(counters_.malformed_dropped);
+    stats.reconnects = get(counters_.reconnects);
+    stats.pending = in_flight_.load(std::memory_order_relaxed);
+    stats.max_pending = config_.max_pending;
+    stats.reachable = reachable();
+    return stats;
+  }
+
+  void stop() {
+    std::lock_guard lock(stop_mutex_);
+    if (!thread_.joinable()) return;
+    stop_requested_.store(true);
+    wakeup_.notify();
+    thread_.join();
+  }
+
+ private:
+  static JobOutcome unreachable_failure() {
+    return local_failure(link_error_code::kBrokerUnavailable,
+                         "the broker is unreachable", kRetryAfterMs);
+  }
+  static JobOutcome shutdown_failure() {
+    return local_failure(link_error_code::kShuttingDown,
+                         "the front end is shutting down", kRetryAfterMs);
+  }
+
+  void run() {
+    std::vector<zmq::pollitem_t> items;
+    while (!stop_requested_.load()) {
+      try {
+        poll_once(items);
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;
+        spdlog::error("broker link: {}; reconnecting", e.what());
+        lose_broker(Clock::now());
+      }
+    }
+    shut_down();
+  }
+
+  void poll_once(std::vector<zmq::pollitem_t>& items) {
+    auto now = Clock::now();
+    auto wait = std::chrono::ceil<milliseconds>(next_wake() - now);
+    items.clear();
+    items.push_back({nullptr, wakeup_.fd(), ZMQ_POLLIN, 0});
+    if (socket_) items.push_back({socket_->handle(), 0, ZMQ_POLLIN, 0});
+    zmq::poll(items, std::max(wait, milliseconds{0}));
+
+    now = Clock::now();
+    if (items[0].revents & ZMQ_POLLIN) {
+      wakeup_.drain();
+      take_submissions(now);
+    }
+    if (items.size() > 1 && (items[1].revents & ZMQ_POLLIN)) {
+      receive_batch(now);
+    }
+    expire(now);
+    keep_alive(now);
+  }
+
+  Clock::time_point next_wake() const {
+    auto wake = socket_ ? liveness_.next_check() : reconnect_at_;
+    if (!deadlines_.empty()) wake = std::min(wake, deadlines_.front().deadline);
+    return wake;
+  }
+
+  void open_socket(Clock::time_point now) {
+    socket_.emplace(context_, zmq::socket_type::dealer);
+    socket_->set(zmq::sockopt::linger, 0);
+    socket_->set(zmq::sockopt::maxmsgsize,
+                 static_cast<std::int64_t>(config_.max_message_bytes));
+    socket_->set(zmq::sockopt::sndhwm, socket_hwm(config_.max_pending));
+    socket_->set(zmq::sockopt::rcvhwm, socket_hwm(config_.max_pending));
+    socket_->connect(config_.endpoint);
+    liveness_ = PeerLiveness(config_.heartbeat, now);
+    send_heartbeat(now);  // its answer proves the broker reachable
+  }
+
+  // Drops the socket (and with it whatever it still queues) and schedules a
+  // new one; pending jobs stay until their deadlines.
+  void lose_broker(Clock::time_point now) {
+    socket_.reset();
+    reachable_.store(false);
+    reconnect_at_ = now + backoff_.next();
+  }
+
+  void heard(Clock::time_point now) {
+    liveness_.heard(now);
+    if (!reachable_.exchange(true)) {
+      spdlog::info("broker at {} is reachable", config_.endpoint);
+      backoff_.reset();
+    }
+  }
+
+  void send_heartbeat(Clock::time_point now) {
+    auto frames = protocol::encode_control(protocol::Command::Heartbeat);
+    send_frames(*socket_, frames);  // if full, the next one will do
+    liveness_.sent(now);
+  }
+
+  void keep_alive(Clock::time_point now) {
+    if (!socket_) {
+      if (now >= reconnect_at_) {
+        bump(counters_.reconnects);
+        open_socket(now);
+      }
+      return;
+    }
+    if (liveness_.peer_dead(now)) {
+      if (reachable_.load()) {
+        spdlog::warn(
+            "broker at {} is unreachable (silent for {} ms)", config_.endpoint,
+            (config_.heartbeat.interval * config_.heartbeat.liveness).count());
+      }
+      lose_broker(now);
+      return;
+    }
+    if (liveness_.heartbeat_due(now)) send_heartbeat(now);
+  }
+
+  void take_submissions(Clock::time_point now) {
+    {
+      std::lock_guard lock(submissions_mutex_);
+      taken_.swap(submissions_);
+    }
+    for (auto& submission : taken_) {
+      try {
+        send_submission(submission, now);
+      } catch (const zmq::error_t& e) {
+        // Thrown before the job was recorded: it is still ours to complete.
+        bump(counters_.send_failed);
+        finish(submission.completion,
+               local_failure(
+                   protocol::error_code::kInternal,
+                   std::string("cannot send to the broker: ") + e.what()));
+      }
+    }
+    taken_.clear();
+  }
+
+  void send_submission(Submission& submission, Clock::time_point now) {
+    if (!socket_ || !reachable_.load()) {
+      bump(counters_.rejected_unreachable);
+      finish(submission.completion, unreachable_failure());
+      return;
+    }
+    auto remaining = submission.deadline - now;
+    if (remaining <= Clock::duration::zero()) {
+      bump(counters_.timed_out);
+      finish(submission.completion, deadline_failure(submission.timeout));
+      return;
+    }
+    std::uint64_t id = next_id_++;
+    protocol::JobMeta meta{id, broker_budget_ms(submission.timeout, remaining),
+                           1};
+    auto frames = protocol::encode_job(
+        protocol::Command::Submit, submission.task, meta,
+        zmq::message_t(submission.args.data(), submission.args.size()));
+    if (send_frames(*socket_, frames) != SendResult::sent) {
+      bump(counters_.send_failed);
+      finish(submission.completion,
+             local_failure(protocol::error_code::kOverloaded,
+                           "the queue to the broker is full", kRetryAfterMs));
+      return;
+    }
+    pending_.emplace(
+        id, PendingJob{submission.timeout, std::move(submission.completion)});
+    deadlines_.push_back({submission.deadline, id});
+    std::push_heap(deadlines_.begin(), deadlines_.end(), later);
+  }
+
+  void receive_batch(Clock::time_point now) {
+    for (std::size_t i = 0; i < kMaxMessagesPerWakeup && socket_; ++i) {
+      frames_.clear();
+      if (!zmq::recv_multipart(*socket_, std::back_inserter(frames_),
+                               zmq::recv_flags::dontwait)) {
+        return;
+      }
+      handle_message(now);
+    }
+  }
+
+  void handle_message(Clock::time_point now) {
+    try {
+      switch (protocol::decode_command(frames_)) {
+        case protocol::Command::Heartbeat:
+          heard(now);
+          return;
+        case protocol::Command::Result:
+          handle_result(
+              protocol::decode_outcome(protocol::Command::Result, frames_),
+              now);
+          return;
+        case protocol::Command::Disconnect:
+          spdlog::warn("broker at {} is shutting down", config_.endpoint);
+          lose_broker(now);
+          return;
+        default:
+          throw protocol::ProtocolError("command not valid from a broker");
+      }
+    } catch (const protocol::ProtocolError& e) {
+      bump(counters_.malformed_dropped);
+      spdlog::debug("dropped a malformed message from the broker: {}",
+                    e.what());
+    }
+  }
+
+  void handle_result(protocol::OutcomeMessage message, Clock::time_point now) {
+    heard(now);
+    auto it = pending_.find(message.meta.id);
+    if (it == pending_.end()) {
+      bump(counters_.late_results_dropped);
+      return;
+    }
+    JobCompletion completion = std::move(it->second.completion);
+    pending_.erase(it);
+    bump(counters_.completed);
+    finish(completion,
+           JobOutcome{std::move(message.meta), message.result.to_string()});
+  }
+
+  static JobOutcome deadline_failure(milliseconds timeout) {
+    return local_failure(
+        protocol::error_code::kDeadlineExceeded,
+        "no result within " + std::to_string(timeout.count()) + " ms");
+  }
+
+  // Deadline entries of completed jobs stay in the heap until they surface
+  // (lazy deletion) or the heap is compacted.
+  void expire(Clock::time_point now) {
+    while (!deadlines_.empty() && deadlines_.front().deadline <= now) {
+      std::pop_heap(deadlines_.begin(), deadlines_.end(), later);
+      std::uint64_t id = deadlines_.back().id;
+      deadlines_.pop_back();
+      auto it = pending_.find(id);
+      if (it == pending_.end()) continue;
+      PendingJob job = std::move(it->second);
+      pending_.erase(it);
+      bump(counters_.timed_out);
+      finish(job.completion, deadline_failure(job.timeout));
+    }
+    if (deadlines_.size() > kMinHeapSizeToCompact &&
+        deadlines_.size() > 2 * pending_.size()) {
+      std::erase_if(deadlines_, [this](const DeadlineEntry& entry) {
+        return !pending_.contains(entry.id);
+      });
+      std::make_heap(deadlines_.begin(), deadlines_.end(), later);
+    }
+  }
+
+  void finish(JobCompletion& completion, JobOutcome outcome) {
+    try {
+      completion(std::move(outcome));
+    } catch (const std::exception& e) {
+      spdlog::error("a job completion threw: {}", e.what());
+    }
+    in_flight_.fetch_sub(1);
+  }
+
+  void shut_down() {
+    std::vector<Submission> left;
+    {
+      std::lock_guard lock(submissions_mutex_);
+      closed_ = true;
+      left.swap(submissions_);
+    }
+    for (auto& submission : left) {
+      finish(submission.completion, shutdown_failure());
+    }
+    for (auto& [id, job] : pending_) finish(job.completion, shutdown_failure());
+    pending_.clear();
+    deadlines_.clear();
+    socket_.reset();
+    reachable_.store(false);
+  }
+
+  const BrokerLinkConfig config_;
+  Counters counters_;
+  std::atomic<std::size_t> in_flight_{0};
+  std::atomic<bool> reachable_{false};
+  std::atomic<bool> stop_requested_{false};
+  Wakeup wakeup_;
+
+  std::mutex submissions_mutex_;
+  std::vector<Submission> submissions_;  // guarded by submissions_mutex_
+  bool closed_ = false;                  // guarded by submissions_mutex_
+
+  // Owned by the link thread (and by the constructor before it starts).
+  zmq::context_t context_{1};
+  std::optional<zmq::socket_t> socket_;
+  PeerLiveness liveness_;
+  Backoff backoff_;
+  Clock::time_point reconnect_at_;
+  std::uint64_t next_id_ = 1;
+  std::unordered_map<std::uint64_t, PendingJob> pending_;
+  std::vector<DeadlineEntry> deadlines_;  // min-heap, see expire()
+  std::vector<Submission> taken_;
+  protocol::Frames frames_;
+
+  std::mutex stop_mutex_;
+  std::thread thread_;
+};
+
+BrokerLink::BrokerLink(BrokerLinkConfig config)
+    : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+BrokerLink::~BrokerLink() = default;
+
+void BrokerLink::submit(std::string task, std::string args,
+                        std::chrono::milliseconds timeout,
+                        JobCompletion completion) {
+  impl_->submit(std::move(task), std::move(args), timeout,
+                std::move(completion));
+}
+
+bool BrokerLink::reachable() const noexcept { return impl_->reachable(); }
+
+BrokerLinkStats BrokerLink::stats() const noexcept { return impl_->stats(); }
+
+void BrokerLink::stop() { impl_->stop(); }
+
+}  // namespace monsoon::frontend

@@ -1,0 +1,540 @@
+// Modelled on Boost.Beast's advanced_server example: a listener accepting
+// connections and one Session per connection, whose async read -> handle ->
+// write chain runs on the connection's executor (a strand when several I/O
+// threads run the io_context).
+//
+// Lifetime: sessions are owned by the handlers that refer to them. A job's
+// completion, which the BrokerLink may hold past run() and even past
+// ~HttpServer, owns both the session and the Impl (and so the io_context),
+// so a session never outlives the io_context its socket belongs to.
+#include "monsoon/frontend/http_server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "monsoon/common/value.hpp"
+#include "monsoon/frontend/responses.hpp"
+
+namespace monsoon::frontend {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+constexpr std::string_view kJson = "application/json";
+constexpr std::string_view kMsgpack = "application/msgpack";
+constexpr std::string_view kPrometheusText = "text/plain; version=0.0.4";
+constexpr std::string_view kMsgpackNil{"\xc0", 1};
+constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+
+std::string_view to_std(beast::string_view text) {
+  return {text.data(), text.size()};
+}
+
+beast::string_view to_beast(std::string_view text) {
+  return {text.data(), text.size()};
+}
+
+std::string lowercase(std::string_view text) {
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
+  return lower;
+}
+
+// "Application/JSON; charset=utf-8" -> "application/json"
+std::string media_type(std::string_view content_type) {
+  std::string_view type = content_type.substr(0, content_type.find(';'));
+  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
+  while (!type.empty() && type.front() == ' ') type.remove_prefix(1);
+  return lowercase(type);
+}
+
+bool is_msgpack_type(std::string_view type) {
+  return type == kMsgpack || type == "application/x-msgpack";
+}
+
+bool accepts_msgpack(std::string_view accept) {
+  std::string lower = lowercase(accept);
+  return lower.find(kMsgpack) != std::string::npos ||
+         lower.find("application/x-msgpack") != std::string::npos;
+}
+
+bool is_blank(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+  });
+}
+
+// A worker's self-chosen name, made safe to put in a header field.
+std::string header_safe(std::string_view text) {
+  std::string safe(text.substr(0, 256));
+  for (char& c : safe) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte >= 0x7f) c = '?';
+  }
+  return safe;
+}
+
+bool is_parse_error(const beast::error_code& ec) {
+  return ec.category() ==
+         http::make_error_code(http::error::bad_target).category();
+}
+
+struct Counters {
+  std::array<std::atomic<std::uint64_t>, 6> responses_by_class{};
+  std::atomic<std::uint64_t> connections_accepted{0};
+  std::atomic<std::uint64_t> connections_rejected{0};
+  std::atomic<std::uint64_t> open_connections{0};
+  std::atomic<std::uint64_t> requests_in_progress{0};
+};
+
+// The listener and everything the sessions share; HttpServer::Impl.
+class Server : public std::enable_shared_from_this<Server> {
+ public:
+  Server(FrontendConfig config, BrokerLink& link);
+
+  void run();
+  void stop() {
+    net::post(accept_executor_, [this] { begin_drain(); });
+  }
+
+  void request_started() { counters_.requests_in_progress.fetch_add(1); }
+  void request_finished() {
+    // Paired with begin_drain(): whichever of the two sees the other's
+    // write stops the io_context.
+    if (counters_.requests_in_progress.fetch_sub(1) == 1 && draining_.load()) {
+      ioc_.stop();
+    }
+  }
+
+  ServerStats stats() const;
+  ServerLimits limits() const;
+
+  const FrontendConfig config_;
+  BrokerLink& link_;
+  Counters counters_;
+  std::atomic<bool> draining_{false};
+  std::uint16_t port_ = 0;
+
+ private:
+  net::any_io_executor connection_executor();
+  void accept();
+  void on_accept(beast::error_code ec, tcp::socket socket);
+  void begin_drain();
+
+  // Destroyed before the members above, together with every handler still
+  // queued (and the sessions those own).
+  net::io_context ioc_;
+  net::any_io_executor accept_executor_;
+  tcp::acceptor acceptor_;
+  net::steady_timer accept_retry_timer_;
+  net::steady_timer drain_timer_;
+};
+
+// One client connection; serves its requests one at a time, in order.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, Server& server)
+      : server_(server),
+        executor_(socket.get_executor()),
+        stream_(std::move(socket)) {
+    server_.counters_.open_connections.fetch_add(1);
+  }
+  ~Session() { server_.counters_.open_connections.fetch_sub(1); }
+
+  void start() {
+    beast::error_code ignored;
+    stream_.socket().set_option(tcp::no_delay(true), ignored);
+    net::dispatch(executor_,
+                  [self = shared_from_this()] { self->read_request(); });
+  }
+
+  // Any thread: hands a job's outcome to this session's executor.
+  void post_outcome(JobOutcome outcome) {
+    net::post(executor_, [self = shared_from_this(),
+                          outcome = std::move(outcome)]() mutable {
+      self->on_job_done(std::move(outcome));
+    });
+  }
+
+ private:
+  void read_request() {
+    parser_.emplace();
+    parser_->body_limit(server_.config_.max_body_bytes);
+    parser_->header_limit(
+        static_cast<std::uint32_t>(server_.config_.max_header_bytes));
+    stream_.expires_after(buffer_.size() == 0
+                              ? server_.config_.idle_timeout
+                              : server_.config_.request_timeout);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        beast::bind_front_handler(&Session::on_header, shared_from_this()));
+  }
+
+  void on_header(beast::error_code ec, std::size_t) {
+    if (ec || parser_->is_done()) return on_read(ec, 0);
+    stream_.expires_after(server_.config_.request_timeout);
+    if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+      continue_response_ =
+          http::response<http::empty_body>(http::status::continue_, 11);
+      http::async_write(
+          stream_, continue_response_,
+          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            if (ec) return;  // the client is gone
+            self->read_body();
+          });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    http::async_read(
+        stream_, buffer_, *parser_,
+        beast::bind_front_handler(&Session::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (!ec) return handle_request();
+    // Errors that leave nothing to answer: the client closed, went silent
+    // (timeout) or the connection broke.
+    if (!is_parse_error(ec) || ec == http::error::end_of_stream ||
+        ec == http::error::partial_message) {
+      return shutdown();
+    }
+    server_.request_started();
+    version_ = 11;
+    keep_alive_ = false;
+    if (ec == http::error::body_limit) {
+      reply_error(413, http_error_code::kPayloadTooLarge,
+                  "the body exceeds " +
+                      std::to_string(server_.config_.max_body_bytes) +
+                      " bytes");
+    } else if (ec == http::error::header_limit) {
+      reply_error(431, http_error_code::kHeadersTooLarge,
+                  "the header exceeds " +
+                      std::to_string(server_.config_.max_header_bytes) +
+                      " bytes");
+    } else {
+      reply_error(400, protocol::error_code::kBadRequest,
+                  "malformed HTTP request: " + ec.message());
+    }
+  }
+
+  void handle_request() {
+    server_.request_started();
+    worker_.clear();
+    auto& request = parser_->get();
+    version_ = request.version();
+    keep_alive_ =
+        version_ >= 11 && request.keep_alive() && !server_.draining_.load();
+    try {
+      Route route =
+          classify({to_std(request.method_string()), to_std(request.target()),
+                    to_std(request["X-Timeout-Ms"])},
+                   server_.config_.timeouts);
+      switch (route.kind) {
+        case Route::Kind::now:
+          return reply(200, now_body(std::chrono::system_clock::now()), kJson);
+        case Route::Kind::healthz: {
+          bool reachable = server_.link_.reachable();
+          return reply(reachable ? 200 : 503,
+                       healthz_body(reachable, server_.link_.stats().pending),
+                       kJson, reachable ? 0 : 1);
+        }
+        case Route::Kind::metrics:
+          return reply(200,
+                       metrics_text(server_.stats(), server_.link_.stats(),
+                                    server_.limits()),
+                       kPrometheusText);
+        case Route::Kind::job:
+          return start_job(route);
+        case Route::Kind::error:
+          return reply_error(route.error.status, route.error.code,
+                             route.error.message, 0, route.error.allow);
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("failed to handle a request: {}", e.what());
+      reply_error(500, protocol::error_code::kInternal, "internal error");
+    }
+  }
+
+  void start_job(Route& route) {
+    std::string args;
+    if (route.fixed_args) {
+      args = std::move(*route.fixed_args);
+    } else {
+      auto& request = parser_->get();
+      std::string type = media_type(to_std(request[http::field::content_type]));
+      std::string& body = request.body();
+      try {
+        if (type.empty() || type == kJson) {
+          args =
+              is_blank(body) ? std::string(kMsgpackNil) : json_to_msgpack(body);
+        } else if (is_msgpack_type(type)) {
+          if (!body.empty()) validate_msgpack(body);
+          args = body.empty() ? std::string(kMsgpackNil) : std::move(body);
+        } else {
+          return reply_error(415, http_error_code::kUnsupportedMediaType,
+                             "send application/json or application/msgpack");
+        }
+      } catch (const ValueError& e) {
+        return reply_error(400, protocol::error_code::kBadRequest,
+                           std::string("invalid body: ") + e.what());
+      }
+    }
+    wants_msgpack_ =
+        accepts_msgpack(to_std(parser_->get()[http::field::accept]));
+    stream_.expires_never();  // the job's deadline bounds the wait
+    server_.link_.submit(
+        std::move(route.task), std::move(args), route.timeout,
+        Completion{server_.shared_from_this(), shared_from_this()});
+  }
+
+  // Owns the server before the session: members are destroyed in reverse
+  // order, so the session (and its socket) goes before the io_context can.
+  struct Completion {
+    std::shared_ptr<Server> server;
+    std::shared_ptr<Session> session;
+    void operator()(JobOutcome outcome) const {
+      session->post_outcome(std::move(outcome));
+    }
+  };
+
+  void on_job_done(JobOutcome outcome) {
+    const auto& meta = outcome.meta;
+    worker_ = header_safe(meta.worker);
+    if (!meta.ok) {
+      int status = http_status_for_error(meta.code);
+      return reply_error(
+          status, meta.code, meta.message,
+          status == 503 ? retry_after_seconds(meta.retry_after_ms) : 0);
+    }
+    try {
+      if (wants_msgpack_) {
+        validate_msgpack(outcome.result);
+        return reply(200, std::move(outcome.result), kMsgpack);
+      }
+      return reply(200, msgpack_to_json(outcome.result), kJson);
+    } catch (const ValueError& e) {
+      return reply_error(
+          502, protocol::error_code::kInternal,
+          std::string("the task's result is unusable: ") + e.what());
+    }
+  }
+
+  void reply_error(int status, std::string_view code, std::string_view message,
+                   std::uint32_t retry_after_s = 0,
+                   std::string_view allow = {}) {
+    if (status == 503)
+      retry_after_s = std::max<std::uint32_t>(retry_after_s, 1);
+    reply(status, error_body(code, message), kJson, retry_after_s, allow);
+  }
+
+  void reply(int status, std::string body, std::string_view content_type,
+             std::uint32_t retry_after_s = 0, std::string_view allow = {}) {
+    response_ = {};
+    response_.result(static_cast<unsigned>(status));
+    response_.version(version_);
+    response_.set(http::field::server, "monsoon");
+    response_.set(http::field::content_type, to_beast(content_type));
+    if (retry_after_s > 0) {
+      response_.set(http::field::retry_after, std::to_string(retry_after_s));
+    }
+    if (!allow.empty()) response_.set(http::field::allow, to_beast(allow));
+    if (!worker_.empty()) response_.set("X-Monsoon-Worker", worker_);
+    if (server_.draining_.load()) keep_alive_ = false;
+    response_.keep_alive(keep_alive_);
+    response_.body() = std::move(body);
+    response_.prepare_payload();
+    server_.counters_
+        .responses_by_class[static_cast<std::size_t>(
+            std::clamp(status / 100, 1, 5))]
+        .fetch_add(1, std::memory_order_relaxed);
+    stream_.expires_after(server_.config_.request_timeout);
+    http::async_write(
+        stream_, response_,
+        beast::bind_front_handler(&Session::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    server_.request_finished();
+    if (ec) return;  // the client is gone; dropping the session closes it
+    if (!keep_alive_) return shutdown();
+    read_request();
+  }
+
+  void shutdown() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  Server& server_;
+  const net::any_io_executor executor_;  // immutable: read from any thread
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::empty_body> continue_response_;
+  http::response<http::string_body> response_;
+  unsigned version_ = 11;
+  bool keep_alive_ = false;
+  bool wants_msgpack_ = false;
+  std::string worker_;  // X-Monsoon-Worker of the current response
+};
+
+tcp::endpoint resolve(const std::string& host, std::uint16_t port) {
+  net::io_context resolver_context;
+  tcp::resolver resolver(resolver_context);
+  beast::error_code ec;
+  auto results =
+      resolver.resolve(host, std::to_string(port), tcp::resolver::passive, ec);
+  if (ec || results.empty()) {
+    throw std::runtime_error("cannot resolve " + host + ": " + ec.message());
+  }
+  return *results.begin();
+}
+
+Server::Server(FrontendConfig config, BrokerLink& link)
+    : config_(std::move(config)),
+      link_(link),
+      ioc_(std::max(config_.threads, 1)),
+      accept_executor_(connection_executor()),
+      acceptor_(accept_executor_),
+      accept_retry_timer_(accept_executor_),
+      drain_timer_(accept_executor_) {
+  auto endpoint = resolve(config_.host, config_.port);
+  auto where = config_.host + ":" + std::to_string(config_.port);
+  beast::error_code ec;
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
+  port_ = acceptor_.local_endpoint().port();
+  accept();
+}
+
+// A strand only when several threads could run one connection's handlers.
+net::any_io_executor Server::connection_executor() {
+  if (config_.threads > 1) return net::make_strand(ioc_);
+  return ioc_.get_executor();
+}
+
+void Server::run() {
+  auto serve = [this] {
+    for (;;) {
+      try {
+        ioc_.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("unexpected exception in the event loop: {}", e.what());
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int i = 1; i < config_.threads; ++i) helpers.emplace_back(serve);
+  serve();
+  for (auto& helper : helpers) helper.join();
+}
+
+void Server::accept() {
+  acceptor_.async_accept(connection_executor(),
+                         beast::bind_front_handler(&Server::on_accept, this));
+}
+
+void Server::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (!acceptor_.is_open()) return;  // draining
+  if (ec) {
+    // E.g. out of file descriptors: retrying at once would spin.
+    spdlog::warn("accept failed: {}", ec.message());
+    accept_retry_timer_.expires_after(kAcceptRetryDelay);
+    accept_retry_timer_.async_wait([this](beast::error_code wait_ec) {
+      if (!wait_ec) accept();
+    });
+    return;
+  }
+  if (counters_.open_connections.load() >= config_.max_connections) {
+    counters_.connections_rejected.fetch_add(1, std::memory_order_relaxed);
+    beast::error_code ignored;
+    socket.close(ignored);
+  } else {
+    counters_.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+    std::make_shared<Session>(std::move(socket), *this)->start();
+  }
+  accept();
+}
+
+void Server::begin_drain() {
+  if (draining_.exchange(true)) return;
+  beast::error_code ignored;
+  acceptor_.close(ignored);
+  accept_retry_timer_.cancel();
+  auto in_progress = counters_.requests_in_progress.load();
+  if (in_progress == 0) {
+    ioc_.stop();
+    return;
+  }
+  spdlog::info("stopping: answering {} request(s) in progress", in_progress);
+  drain_timer_.expires_after(config_.drain_timeout);
+  drain_timer_.async_wait([this](beast::error_code ec) {
+    if (ec) return;
+    spdlog::warn("stopping: drain timeout, {} request(s) left unanswered",
+                 counters_.requests_in_progress.load());
+    ioc_.stop();
+  });
+}
+
+ServerStats Server::stats() const {
+  ServerStats stats;
+  for (std::size_t i = 0; i < stats.responses_by_class.size(); ++i) {
+    stats.responses_by_class[i] = counters_.responses_by_class[i].load();
+  }
+  stats.connections_accepted = counters_.connections_accepted.load();
+  stats.connections_rejected = counters_.connections_rejected.load();
+  stats.open_connections = counters_.open_connections.load();
+  stats.requests_in_progress = counters_.requests_in_progress.load();
+  return stats;
+}
+
+ServerLimits Server::limits() const {
+  return {config_.max_connections, config_.max_body_bytes,
+          config_.max_header_bytes,
+          static_cast<std::uint64_t>(config_.timeouts.default_timeout.count()),
+          static_cast<std::uint64_t>(config_.timeouts.max_timeout.count())};
+}
+
+}  // namespace
+
+class HttpServer::Impl final : public Server {
+ public:
+  using Server::Server;
+};
+
+HttpServer::HttpServer(FrontendConfig config, BrokerLink& link)
+    : impl_(std::make_shared<Impl>(std::move(config), link)) {}
+
+HttpServer::~HttpServer() = default;
+
+std::uint16_t HttpServer::port() const noexcept { return impl_->port_; }
+
+void HttpServer::run() { impl_->run(); }
+
+void HttpServer::stop() { impl_->stop(); }
+
+}  // namespace monsoon::frontend

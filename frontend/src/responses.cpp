@@ -1,0 +1,145 @@
+#include "monsoon/frontend/responses.hpp"
+
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "monsoon/common/value.hpp"
+
+namespace monsoon::frontend {
+
+std::string error_body(std::string_view code, std::string_view message) {
+  return to_json(Value{
+      {"error",
+       {{"code", std::string(code)}, {"message", std::string(message)}}}});
+}
+
+std::string now_body(std::chrono::system_clock::time_point now) {
+  auto unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     now.time_since_epoch())
+                     .count();
+  std::time_t seconds = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[96];
+  int length = std::snprintf(
+      text, sizeof text,
+      R"({"now_unix_ms":%lld,"now":"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ"})",
+      static_cast<long long>(unix_ms), utc.tm_year + 1900, utc.tm_mon + 1,
+      utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+      static_cast<int>(unix_ms % 1000));
+  return std::string(text, static_cast<std::size_t>(length));
+}
+
+std::string healthz_body(bool broker_reachable, std::uint64_t pending) {
+  return to_json(
+      Value{{"status", broker_reachable ? "ok" : "unavailable"},
+            {"broker", broker_reachable ? "reachable" : "unreachable"},
+            {"pending", pending}});
+}
+
+namespace {
+
+class MetricsWriter {
+ public:
+  void metric(std::string_view name, std::string_view type,
+              std::string_view help, std::uint64_t value) {
+    header(name, type, help);
+    sample(name, {}, value);
+  }
+  void header(std::string_view name, std::string_view type,
+              std::string_view help) {
+    text_ += "# HELP monsoon_frontend_";
+    text_ += name;
+    text_ += ' ';
+    text_ += help;
+    text_ += "\n# TYPE monsoon_frontend_";
+    text_ += name;
+    text_ += ' ';
+    text_ += type;
+    text_ += '\n';
+  }
+  void sample(std::string_view name, std::string_view labels,
+              std::uint64_t value) {
+    text_ += "monsoon_frontend_";
+    text_ += name;
+    text_ += labels;
+    text_ += ' ';
+    text_ += std::to_string(value);
+    text_ += '\n';
+  }
+  std::string take() { return std::move(text_); }
+
+ private:
+  std::string text_;
+};
+
+}  // namespace
+
+std::string metrics_text(const ServerStats& server, const BrokerLinkStats& link,
+                         const ServerLimits& limits) {
+  MetricsWriter out;
+  out.header("http_responses_total", "counter",
+             "HTTP responses sent, by status class.");
+  for (int status_class = 1; status_class <= 5; ++status_class) {
+    out.sample(
+        "http_responses_total",
+        "{class=\"" + std::to_string(status_class) + "xx\"}",
+        server.responses_by_class[static_cast<std::size_t>(status_class)]);
+  }
+  out.metric("http_requests_in_progress", "gauge",
+             "Requests read and not yet answered.",
+             server.requests_in_progress);
+  out.metric("connections_open", "gauge", "Open client connections.",
+             server.open_connections);
+  out.metric("connections_accepted_total", "counter",
+             "Client connections accepted.", server.connections_accepted);
+  out.metric("connections_rejected_total", "counter",
+             "Connections closed at once because max_connections was reached.",
+             server.connections_rejected);
+
+  out.metric("broker_reachable", "gauge",
+             "1 while the broker answers heartbeats.", link.reachable ? 1 : 0);
+  out.metric("jobs_pending", "gauge", "Jobs submitted and not yet completed.",
+             link.pending);
+  out.metric("jobs_submitted_total", "counter",
+             "Jobs accepted for submission to the broker.", link.submitted);
+  out.metric("jobs_completed_total", "counter",
+             "Jobs answered by a RESULT from the broker.", link.completed);
+  out.metric("jobs_timed_out_total", "counter",
+             "Jobs that reached their deadline without a RESULT.",
+             link.timed_out);
+  out.metric("jobs_rejected_full_total", "counter",
+             "Jobs refused because the pending table was full.",
+             link.rejected_full);
+  out.metric("jobs_rejected_unreachable_total", "counter",
+             "Jobs refused because the broker was unreachable.",
+             link.rejected_unreachable);
+  out.metric("jobs_send_failed_total", "counter",
+             "Jobs refused because the queue to the broker was full.",
+             link.send_failed);
+  out.metric("late_results_dropped_total", "counter",
+             "RESULTs for jobs no longer pending.", link.late_results_dropped);
+  out.metric("malformed_messages_dropped_total", "counter",
+             "Invalid messages from the broker.", link.malformed_dropped);
+  out.metric("broker_reconnects_total", "counter",
+             "New sockets opened after losing the broker.", link.reconnects);
+
+  out.metric("limit_max_connections", "gauge",
+             "Configured maximum of open connections.", limits.max_connections);
+  out.metric("limit_max_body_bytes", "gauge",
+             "Configured maximum request body size.", limits.max_body_bytes);
+  out.metric("limit_max_header_bytes", "gauge",
+             "Configured maximum request header size.",
+             limits.max_header_bytes);
+  out.metric("limit_max_pending", "gauge", "Configured maximum pending jobs.",
+             link.max_pending);
+  out.metric("limit_default_timeout_ms", "gauge",
+             "Job timeout when the request sets none.",
+             limits.default_timeout_ms);
+  out.metric("limit_max_timeout_ms", "gauge",
+             "Largest job timeout a request may set.", limits.max_timeout_ms);
+  return out.take();
+}
+
+}  // namespace monsoon::frontend

@@ -1,0 +1,228 @@
+#include "monsoon/frontend/broker_link.hpp"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "fake_broker.hpp"
+#include "monsoon/common/value.hpp"
+#include "test_support.hpp"
+
+using namespace monsoon::frontend;
+using namespace monsoon::frontend::test;
+namespace codes = monsoon::protocol::error_code;
+
+namespace {
+
+BrokerLinkConfig fast_config(const std::string& endpoint) {
+  BrokerLinkConfig config;
+  config.endpoint = endpoint;
+  config.heartbeat.interval = 50ms;
+  config.heartbeat.liveness = 3;
+  return config;
+}
+
+// Waits for the first heartbeat answer, as a front end would before serving.
+void require_reachable(const BrokerLink& link) {
+  REQUIRE(eventually([&] { return link.reachable(); }, 5s));
+}
+
+std::string args_of(const monsoon::Value& value) {
+  return monsoon::to_msgpack(value);
+}
+
+}  // namespace
+
+TEST_CASE("a job's completion runs exactly once, with the broker's result") {
+  FakeBroker broker(/*echo_jobs=*/true);
+  broker.set_worker_name("w1");
+  BrokerLink link(fast_config(broker.endpoint()));
+  require_reachable(link);
+
+  OutcomeRecorder recorder;
+  std::string args = args_of({{"x", 1}});
+  link.submit("echo", args, 5000ms, recorder.completion());
+  REQUIRE(recorder.wait_for(1, 5s));
+
+  auto job = broker.wait_for_job(0, 1s);
+  REQUIRE(job);
+  CHECK(job->task == "echo");
+  CHECK(job->args == args);
+  // The broker's budget leaves a margin (100 ms at most) for its own error.
+  CHECK(job->meta.timeout_ms <= 4900);
+  CHECK(job->meta.timeout_ms >= 4000);
+
+  link.stop();  // joins the link thread: no completion can still be running
+  auto outcomes = recorder.outcomes();
+  REQUIRE(outcomes.size() == 1);
+  CHECK(outcomes[0].meta.ok);
+  CHECK(outcomes[0].result == args);
+  CHECK(outcomes[0].meta.worker == "w1");
+  auto stats = link.stats();
+  CHECK(stats.submitted == 1);
+  CHECK(stats.completed == 1);
+  CHECK(stats.pending == 0);
+}
+
+TEST_CASE("results are matched to their jobs by id") {
+  FakeBroker broker(/*echo_jobs=*/false);
+  BrokerLink link(fast_config(broker.endpoint()));
+  require_reachable(link);
+
+  OutcomeRecorder first;
+  OutcomeRecorder second;
+  link.submit("echo", args_of(1), 5000ms, first.completion());
+  link.submit("echo", args_of(2), 5000ms, second.completion());
+  auto job1 = broker.wait_for_job(0, 5s);
+  auto job2 = broker.wait_for_job(1, 5s);
+  REQUIRE(job1);
+  REQUIRE(job2);
+  CHECK(job1->meta.id != job2->meta.id);
+
+  // Answered in the opposite order.
+  broker.reply(*job2, monsoon::protocol::OutcomeMeta::success(job2->meta.id),
+               job2->args);
+  broker.reply(*job1,
+               monsoon::protocol::OutcomeMeta::failure(
+                   job1->meta.id, codes::kNoWorker, "nobody serves echo"),
+               std::string("\xc0", 1));
+  REQUIRE(first.wait_for(1, 5s));
+  REQUIRE(second.wait_for(1, 5s));
+  auto failed = first.outcomes().at(0);
+  CHECK_FALSE(failed.meta.ok);
+  CHECK(failed.meta.code == codes::kNoWorker);
+  CHECK(failed.meta.message == "nobody serves echo");
+  auto succeeded = second.outcomes().at(0);
+  CHECK(succeeded.meta.ok);
+  CHECK(succeeded.result == args_of(2));
+}
+
+TEST_CASE("a job the broker never answers times out exactly once") {
+  FakeBroker broker(/*echo_jobs=*/false);
+  BrokerLink link(fast_config(broker.endpoint()));
+  require_reachable(link);
+
+  OutcomeRecorder recorder;
+  auto started = std::chrono::steady_clock::now();
+  link.submit("echo", args_of(nullptr), 200ms, recorder.completion());
+  REQUIRE(recorder.wait_for(1, 5s));
+  auto took = std::chrono::steady_clock::now() - started;
+  CHECK(took >= 200ms);
+  CHECK(took < 2s);
+
+  auto outcome = recorder.outcomes().at(0);
+  CHECK_FALSE(outcome.meta.ok);
+  CHECK(outcome.meta.code == codes::kDeadlineExceeded);
+
+  // A RESULT arriving afterwards is dropped.
+  auto job = broker.wait_for_job(0, 1s);
+  REQUIRE(job);
+  broker.reply(*job, monsoon::protocol::OutcomeMeta::success(job->meta.id),
+               job->args);
+  CHECK(eventually([&] { return link.stats().late_results_dropped == 1; }, 5s));
+
+  link.stop();
+  CHECK(recorder.outcomes().size() == 1);
+  CHECK(link.stats().timed_out == 1);
+  CHECK(link.stats().completed == 0);
+}
+
+TEST_CASE("a full pending table refuses jobs at once") {
+  FakeBroker broker(/*echo_jobs=*/false);
+  auto config = fast_config(broker.endpoint());
+  config.max_pending = 2;
+  BrokerLink link(config);
+  require_reachable(link);
+
+  OutcomeRecorder held;
+  link.submit("echo", args_of(1), 10s, held.completion());
+  link.submit("echo", args_of(2), 10s, held.completion());
+  OutcomeRecorder refused;
+  link.submit("echo", args_of(3), 10s, refused.completion());
+  // Refused inside submit(): the outcome is there without waiting.
+  auto outcomes = refused.outcomes();
+  REQUIRE(outcomes.size() == 1);
+  CHECK(outcomes[0].meta.code == codes::kOverloaded);
+  CHECK(outcomes[0].meta.retry_after_ms > 0);
+  CHECK(link.stats().rejected_full == 1);
+  CHECK(link.stats().pending == 2);
+
+  // Stopping completes the pending jobs with shutting_down.
+  link.stop();
+  auto stopped = held.outcomes();
+  REQUIRE(stopped.size() == 2);
+  for (const auto& outcome : stopped) {
+    CHECK(outcome.meta.code == link_error_code::kShuttingDown);
+  }
+  OutcomeRecorder late;
+  link.submit("echo", args_of(4), 10s, late.completion());
+  REQUIRE(late.outcomes().size() == 1);
+  CHECK(late.outcomes()[0].meta.code == link_error_code::kShuttingDown);
+  CHECK(link.stats().pending == 0);
+}
+
+TEST_CASE("an unreachable broker fails jobs fast") {
+  // A bound but silent ROUTER: connections succeed, heartbeats go unanswered.
+  FakeBroker broker(/*echo_jobs=*/true);
+  broker.set_answer_heartbeats(false);
+  BrokerLink link(fast_config(broker.endpoint()));
+  REQUIRE(broker.wait_for_client(5s));  // the link did connect and send
+
+  OutcomeRecorder recorder;
+  link.submit("echo", args_of(1), 10s, recorder.completion());
+  auto outcomes = recorder.outcomes();
+  REQUIRE(outcomes.size() == 1);
+  CHECK(outcomes[0].meta.code == link_error_code::kBrokerUnavailable);
+  CHECK_FALSE(link.reachable());
+  CHECK(link.stats().rejected_unreachable == 1);
+  CHECK_FALSE(broker.wait_for_job(0, 100ms));
+}
+
+TEST_CASE("the link notices a silent broker and recovers when it answers") {
+  FakeBroker broker(/*echo_jobs=*/true);
+  BrokerLink link(fast_config(broker.endpoint()));
+  require_reachable(link);
+
+  broker.set_answer_heartbeats(false);
+  // liveness x interval = 150 ms.
+  REQUIRE(eventually([&] { return !link.reachable(); }, 5s));
+
+  broker.set_answer_heartbeats(true);
+  REQUIRE(eventually([&] { return link.reachable(); }, 5s));
+  CHECK(link.stats().reconnects >= 1);
+
+  OutcomeRecorder recorder;
+  link.submit("echo", args_of("again"), 5s, recorder.completion());
+  REQUIRE(recorder.wait_for(1, 5s));
+  CHECK(recorder.outcomes()[0].meta.ok);
+}
+
+TEST_CASE("malformed messages from the broker are counted and dropped") {
+  FakeBroker broker(/*echo_jobs=*/true);
+  BrokerLink link(fast_config(broker.endpoint()));
+  require_reachable(link);
+  auto client = broker.wait_for_client(1s);
+  REQUIRE(client);
+
+  broker.send_raw(*client, {"junk"});
+  broker.send_raw(*client, {"MNT\x01", "\x06"});  // wrong signature
+  broker.send_raw(*client, {std::string("MNS\x01", 4), "\x02"});  // SUBMIT
+  REQUIRE(eventually([&] { return link.stats().malformed_dropped == 3; }, 5s));
+
+  // Still working.
+  OutcomeRecorder recorder;
+  link.submit("echo", args_of(7), 5s, recorder.completion());
+  REQUIRE(recorder.wait_for(1, 5s));
+  CHECK(recorder.outcomes()[0].meta.ok);
+}
+
+TEST_CASE("an invalid task name is refused without reaching the broker") {
+  FakeBroker broker(/*echo_jobs=*/true);
+  BrokerLink link(fast_config(broker.endpoint()));
+  require_reachable(link);
+
+  OutcomeRecorder recorder;
+  link.submit("no spaces", args_of(1), 5s, recorder.completion());
+  REQUIRE(recorder.outcomes().size() == 1);
+  CHECK(recorder.outcomes()[0].meta.code == codes::kBadRequest);
+  CHECK(link.stats().submitted == 0);
+}

@@ -1,0 +1,495 @@
+#include "monsoon/frontend/http_server.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <functional>
+#include <future>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "fake_broker.hpp"
+#include "monsoon/common/value.hpp"
+#include "test_support.hpp"
+
+using namespace monsoon::frontend;
+using namespace monsoon::frontend::test;
+using Json = nlohmann::json;
+
+namespace {
+
+struct HttpReply {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+std::string lower(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(c));
+  return text;
+}
+
+// A blocking HTTP/1.1 client on a raw socket, so that tests control exactly
+// which bytes go out (pipelining, malformed requests, disconnects). Reads
+// time out after 5 s so that a missing response fails instead of hanging.
+class Client {
+ public:
+  explicit Client(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    REQUIRE(fd_ >= 0);
+    timeval timeout{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&address),
+                      sizeof address) == 0);
+  }
+  ~Client() { close(); }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  void send(std::string_view bytes) {
+    while (!bytes.empty()) {
+      auto sent = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      REQUIRE(sent > 0);
+      bytes.remove_prefix(static_cast<std::size_t>(sent));
+    }
+  }
+
+  // The next complete response; nullopt when the server closed first.
+  std::optional<HttpReply> receive() {
+    for (;;) {
+      if (auto reply = parse()) return reply;
+      if (!fill()) return std::nullopt;
+    }
+  }
+
+  // True when the server closes the connection (no further bytes).
+  bool closed_by_server() { return buffer_.empty() && !fill(); }
+
+  HttpReply exchange(std::string_view request) {
+    send(request);
+    auto reply = receive();
+    REQUIRE(reply);
+    return *reply;
+  }
+
+ private:
+  bool fill() {
+    char chunk[65536];
+    auto got = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (got <= 0) return false;
+    buffer_.append(chunk, static_cast<std::size_t>(got));
+    return true;
+  }
+
+  std::optional<HttpReply> parse() {
+    auto head_end = buffer_.find("\r\n\r\n");
+    if (head_end == std::string::npos) return std::nullopt;
+    HttpReply reply;
+    std::string head = buffer_.substr(0, head_end);
+    reply.status = std::stoi(head.substr(9, 3));
+    std::size_t line_start = head.find("\r\n");
+    while (line_start != std::string::npos) {
+      line_start += 2;
+      auto line_end = head.find("\r\n", line_start);
+      std::string line = head.substr(line_start, line_end - line_start);
+      auto colon = line.find(':');
+      reply.headers[lower(line.substr(0, colon))] = line.substr(colon + 2);
+      line_start = line_end;
+    }
+    std::size_t length = std::stoul(reply.header("content-length"));
+    if (buffer_.size() < head_end + 4 + length) return std::nullopt;
+    reply.body = buffer_.substr(head_end + 4, length);
+    buffer_.erase(0, head_end + 4 + length);
+    return reply;
+  }
+
+  int fd_;
+  std::string buffer_;
+};
+
+std::string request(std::string_view method, std::string_view target,
+                    std::string_view body = {}, std::string_view headers = {}) {
+  std::string text = std::string(method) + " " + std::string(target) +
+                     " HTTP/1.1\r\nHost: test\r\n";
+  if (!body.empty() || method == "POST") {
+    text += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  text += headers;
+  text += "\r\n";
+  text += body;
+  return text;
+}
+
+// A server on a free port with a BrokerLink to a fake broker, serving on a
+// thread of its own until the fixture is destroyed.
+class Fixture {
+ public:
+  explicit Fixture(bool echo_jobs = true,
+                   std::function<void(FrontendConfig&)> configure = {})
+      : broker_(echo_jobs), link_(link_config(broker_.endpoint())) {
+    broker_.set_worker_name("w1");
+    FrontendConfig config;
+    config.port = 0;
+    config.max_body_bytes = 1024;
+    config.max_header_bytes = 1024;
+    if (configure) configure(config);
+    server_.emplace(config, link_);
+    served_ = std::async(std::launch::async, [this] { server_->run(); });
+    REQUIRE(eventually([&] { return link_.reachable(); }, 5s));
+  }
+  ~Fixture() {
+    server_->stop();
+    served_.wait();
+  }
+
+  std::uint16_t port() const { return server_->port(); }
+  FakeBroker& broker() { return broker_; }
+  HttpServer& server() { return *server_; }
+  bool stopped_within(std::chrono::milliseconds timeout) {
+    return served_.wait_for(timeout) == std::future_status::ready;
+  }
+
+ private:
+  static BrokerLinkConfig link_config(const std::string& endpoint) {
+    BrokerLinkConfig config;
+    config.endpoint = endpoint;
+    config.heartbeat.interval = 50ms;
+    return config;
+  }
+
+  FakeBroker broker_;
+  BrokerLink link_;
+  std::optional<HttpServer> server_;
+  std::future<void> served_;
+};
+
+}  // namespace
+
+TEST_CASE("GET /now answers at once with the time") {
+  Fixture fixture;
+  Client client(fixture.port());
+  HttpReply reply = client.exchange(request("GET", "/now"));
+  CHECK(reply.status == 200);
+  CHECK(reply.header("server") == "monsoon");
+  CHECK(reply.header("content-type") == "application/json");
+  CHECK(reply.header("connection") != "close");
+  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  Json body = Json::parse(reply.body);
+  CHECK(std::abs(body["now_unix_ms"].get<std::int64_t>() - now_ms) < 5000);
+  CHECK(body["now"].get<std::string>().back() == 'Z');
+}
+
+TEST_CASE("POST /jobs/{task} returns the task's result as JSON") {
+  Fixture fixture;
+  Client client(fixture.port());
+  const std::string args = R"({"n":[1,-2,3.5],"s":"héllo"})";
+  HttpReply reply = client.exchange(request(
+      "POST", "/jobs/echo", args, "Content-Type: application/json\r\n"));
+  CHECK(reply.status == 200);
+  CHECK(Json::parse(reply.body) == Json::parse(args));
+  CHECK(reply.header("x-monsoon-worker") == "w1");
+
+  // Keep-alive: the same connection serves the next request; an empty body
+  // means null args.
+  HttpReply empty = client.exchange(request("POST", "/jobs/echo"));
+  CHECK(empty.status == 200);
+  CHECK(empty.body == "null");
+
+  auto job = fixture.broker().wait_for_job(1, 1s);
+  REQUIRE(job);
+  CHECK(job->args == std::string("\xc0", 1));
+}
+
+TEST_CASE("MessagePack in and out") {
+  Fixture fixture;
+  Client client(fixture.port());
+  Json args = {{"bytes", Json::binary({0, 1, 255})}};
+  std::string packed = monsoon::to_msgpack(args);
+  HttpReply reply =
+      client.exchange(request("POST", "/jobs/echo", packed,
+                              "Content-Type: application/msgpack\r\n"
+                              "Accept: application/msgpack\r\n"));
+  CHECK(reply.status == 200);
+  CHECK(reply.header("content-type") == "application/msgpack");
+  CHECK(reply.body == packed);
+
+  HttpReply as_json = client.exchange(request(
+      "POST", "/jobs/echo", packed, "Content-Type: application/msgpack\r\n"));
+  CHECK(as_json.status == 200);
+  CHECK(Json::parse(as_json.body) == Json{{"bytes", "AAH/"}});
+}
+
+TEST_CASE("GET /query/{flag} submits db.query") {
+  Fixture fixture;
+  Client client(fixture.port());
+  HttpReply reply = client.exchange(request("GET", "/query/-3"));
+  CHECK(reply.status == 200);
+  CHECK(Json::parse(reply.body) == Json{{"flag", -3}});
+  auto job = fixture.broker().wait_for_job(0, 1s);
+  REQUIRE(job);
+  CHECK(job->task == "db.query");
+}
+
+TEST_CASE("bad requests get a JSON error and the right status") {
+  Fixture fixture;
+  Client client(fixture.port());
+
+  HttpReply bad_json = client.exchange(request(
+      "POST", "/jobs/echo", R"({"a": )", "Content-Type: application/json\r\n"));
+  CHECK(bad_json.status == 400);
+  CHECK(Json::parse(bad_json.body)["error"]["code"] == "bad_request");
+
+  HttpReply bad_msgpack =
+      client.exchange(request("POST", "/jobs/echo", "\x92\x01",
+                              "Content-Type: application/msgpack\r\n"));
+  CHECK(bad_msgpack.status == 400);
+
+  HttpReply wrong_type = client.exchange(
+      request("POST", "/jobs/echo", "x=1", "Content-Type: text/plain\r\n"));
+  CHECK(wrong_type.status == 415);
+
+  HttpReply not_found = client.exchange(request("GET", "/nope"));
+  CHECK(not_found.status == 404);
+  CHECK(Json::parse(not_found.body)["error"]["code"] == "not_found");
+
+  HttpReply wrong_method = client.exchange(request("DELETE", "/now"));
+  CHECK(wrong_method.status == 405);
+  CHECK(wrong_method.header("allow") == "GET");
+
+  HttpReply bad_timeout =
+      client.exchange(request("POST", "/jobs/echo?timeout_ms=0", "1"));
+  CHECK(bad_timeout.status == 400);
+
+  // None of these closed the connection.
+  CHECK(client.exchange(request("GET", "/now")).status == 200);
+  CHECK(fixture.broker().wait_for_job(0, 100ms) == std::nullopt);
+}
+
+TEST_CASE("oversized and malformed requests are answered, then closed") {
+  Fixture fixture;
+  SECTION("body over the limit: 413") {
+    Client client(fixture.port());
+    HttpReply reply =
+        client.exchange(request("POST", "/jobs/echo", std::string(2000, '1')));
+    CHECK(reply.status == 413);
+    CHECK(Json::parse(reply.body)["error"]["code"] == "payload_too_large");
+    CHECK(client.closed_by_server());
+  }
+  SECTION("header over the limit: 431") {
+    Client client(fixture.port());
+    HttpReply reply = client.exchange(request(
+        "GET", "/now", {}, "X-Big: " + std::string(2000, 'a') + "\r\n"));
+    CHECK(reply.status == 431);
+    CHECK(client.closed_by_server());
+  }
+  SECTION("garbage: 400") {
+    Client client(fixture.port());
+    HttpReply reply = client.exchange("NOT HTTP AT ALL\r\n\r\n");
+    CHECK(reply.status == 400);
+    CHECK(client.closed_by_server());
+  }
+}
+
+TEST_CASE("pipelined requests are answered in order") {
+  Fixture fixture;
+  Client client(fixture.port());
+  client.send(request("POST", "/jobs/echo", "1") + request("GET", "/nope") +
+              request("POST", "/jobs/echo", "2") + request("GET", "/healthz"));
+  auto first = client.receive();
+  auto second = client.receive();
+  auto third = client.receive();
+  auto fourth = client.receive();
+  REQUIRE(first);
+  REQUIRE(second);
+  REQUIRE(third);
+  REQUIRE(fourth);
+  CHECK(first->body == "1");
+  CHECK(second->status == 404);
+  CHECK(third->body == "2");
+  CHECK(Json::parse(fourth->body)["broker"] == "reachable");
+}
+
+TEST_CASE("HTTP/1.0 gets one response, then the connection closes") {
+  Fixture fixture;
+  Client client(fixture.port());
+  HttpReply reply = client.exchange("GET /now HTTP/1.0\r\n\r\n");
+  CHECK(reply.status == 200);
+  CHECK(client.closed_by_server());
+}
+
+TEST_CASE("broker errors map to HTTP statuses") {
+  Fixture fixture(/*echo_jobs=*/false);
+  Client client(fixture.port());
+  using monsoon::protocol::OutcomeMeta;
+  const std::string nil("\xc0", 1);
+
+  client.send(request("POST", "/jobs/echo", "1"));
+  auto job = fixture.broker().wait_for_job(0, 5s);
+  REQUIRE(job);
+  fixture.broker().reply(
+      *job,
+      OutcomeMeta::failure(job->meta.id, "overloaded", "queue full", 2500),
+      nil);
+  auto overloaded = client.receive();
+  REQUIRE(overloaded);
+  CHECK(overloaded->status == 503);
+  CHECK(overloaded->header("retry-after") == "3");
+  CHECK(Json::parse(overloaded->body) ==
+        Json{{"error", {{"code", "overloaded"}, {"message", "queue full"}}}});
+
+  client.send(request("POST", "/jobs/echo", "1"));
+  job = fixture.broker().wait_for_job(1, 5s);
+  REQUIRE(job);
+  fixture.broker().reply(
+      *job, OutcomeMeta::failure(job->meta.id, "task_failed", "boom"), nil);
+  auto failed = client.receive();
+  REQUIRE(failed);
+  CHECK(failed->status == 500);
+  CHECK(failed->header("retry-after").empty());
+
+  client.send(request("POST", "/jobs/echo", "1"));
+  job = fixture.broker().wait_for_job(2, 5s);
+  REQUIRE(job);
+  fixture.broker().reply(*job, OutcomeMeta::success(job->meta.id),
+                         "\xc1");  // never valid MessagePack
+  auto unusable = client.receive();
+  REQUIRE(unusable);
+  CHECK(unusable->status == 502);
+}
+
+TEST_CASE("a job without an answer gets 504 at its deadline") {
+  Fixture fixture(/*echo_jobs=*/false);
+  Client client(fixture.port());
+  auto started = std::chrono::steady_clock::now();
+  HttpReply reply = client.exchange(
+      request("POST", "/jobs/echo", "1", "X-Timeout-Ms: 150\r\n"));
+  CHECK(reply.status == 504);
+  CHECK(Json::parse(reply.body)["error"]["code"] == "deadline_exceeded");
+  CHECK(std::chrono::steady_clock::now() - started >= 150ms);
+}
+
+TEST_CASE("an unreachable broker gives 503 with Retry-After") {
+  Fixture fixture;
+  fixture.broker().set_answer_heartbeats(false);
+  Client client(fixture.port());
+  REQUIRE(eventually(
+      [&] { return client.exchange(request("GET", "/healthz")).status == 503; },
+      5s));
+  HttpReply reply = client.exchange(request("POST", "/jobs/echo", "1"));
+  CHECK(reply.status == 503);
+  CHECK(reply.header("retry-after") == "1");
+  CHECK(Json::parse(reply.body)["error"]["code"] == "broker_unavailable");
+}
+
+TEST_CASE("GET /metrics counts responses") {
+  Fixture fixture;
+  Client client(fixture.port());
+  client.exchange(request("GET", "/now"));
+  client.exchange(request("GET", "/nope"));
+  HttpReply reply = client.exchange(request("GET", "/metrics"));
+  CHECK(reply.status == 200);
+  CHECK(reply.header("content-type") == "text/plain; version=0.0.4");
+  CHECK(reply.body.find(
+            "monsoon_frontend_http_responses_total{class=\"2xx\"} 1\n") !=
+        std::string::npos);
+  CHECK(reply.body.find(
+            "monsoon_frontend_http_responses_total{class=\"4xx\"} 1\n") !=
+        std::string::npos);
+  CHECK(reply.body.find("monsoon_frontend_connections_open 1\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("a client that leaves while its job is pending harms nothing") {
+  Fixture fixture(/*echo_jobs=*/false);
+  {
+    Client leaving(fixture.port());
+    leaving.send(request("POST", "/jobs/echo", "1"));
+    REQUIRE(fixture.broker().wait_for_job(0, 5s));
+  }
+  auto job = fixture.broker().wait_for_job(0, 1s);
+  fixture.broker().reply(
+      *job, monsoon::protocol::OutcomeMeta::success(job->meta.id), job->args);
+
+  Client client(fixture.port());
+  REQUIRE(eventually(
+      [&] {
+        HttpReply metrics = client.exchange(request("GET", "/metrics"));
+        return metrics.body.find("monsoon_frontend_jobs_completed_total 1\n") !=
+               std::string::npos;
+      },
+      5s));
+  CHECK(client.exchange(request("GET", "/now")).status == 200);
+}
+
+TEST_CASE("connections beyond the limit are closed at once") {
+  Fixture fixture(true,
+                  [](FrontendConfig& config) { config.max_connections = 1; });
+  Client first(fixture.port());
+  CHECK(first.exchange(request("GET", "/now")).status == 200);
+  Client second(fixture.port());
+  CHECK(second.closed_by_server());
+  CHECK(first.exchange(request("GET", "/now")).status == 200);
+}
+
+TEST_CASE("idle and slow connections are closed") {
+  Fixture fixture(true, [](FrontendConfig& config) {
+    config.idle_timeout = 100ms;
+    config.request_timeout = 100ms;
+  });
+  Client idle(fixture.port());
+  CHECK(idle.exchange(request("GET", "/now")).status == 200);
+  CHECK(idle.closed_by_server());
+
+  Client slow(fixture.port());
+  slow.send("GET /now HTTP/1.1\r\nHost: x\r\n");  // never finished
+  CHECK(slow.closed_by_server());
+}
+
+TEST_CASE("stop() answers the requests in progress, then run() returns") {
+  Fixture fixture(/*echo_jobs=*/false);
+  Client idle(fixture.port());
+  CHECK(idle.exchange(request("GET", "/now")).status == 200);
+  Client waiting(fixture.port());
+  waiting.send(request("POST", "/jobs/echo", "5"));
+  auto job = fixture.broker().wait_for_job(0, 5s);
+  REQUIRE(job);
+
+  fixture.server().stop();
+  CHECK_FALSE(fixture.stopped_within(50ms));  // still waiting for the job
+  fixture.broker().reply(
+      *job, monsoon::protocol::OutcomeMeta::success(job->meta.id), job->args);
+  auto reply = waiting.receive();
+  REQUIRE(reply);
+  CHECK(reply->status == 200);
+  CHECK(reply->body == "5");
+  CHECK(reply->header("connection") == "close");
+  CHECK(fixture.stopped_within(5s));
+}
+
+TEST_CASE("stop() gives up on requests after the drain timeout") {
+  Fixture fixture(false,
+                  [](FrontendConfig& config) { config.drain_timeout = 100ms; });
+  Client waiting(fixture.port());
+  waiting.send(request("POST", "/jobs/echo", "5"));
+  REQUIRE(fixture.broker().wait_for_job(0, 5s));
+  fixture.server().stop();
+  CHECK(fixture.stopped_within(5s));
+}

@@ -1,0 +1,70 @@
+#include "monsoon/frontend/responses.hpp"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+using namespace monsoon::frontend;
+using Json = nlohmann::json;
+
+TEST_CASE("the error body names the code and the message") {
+  Json body = Json::parse(error_body("no_worker", "nobody serves \"x\""));
+  CHECK(body ==
+        Json{{"error",
+              {{"code", "no_worker"}, {"message", "nobody serves \"x\""}}}});
+}
+
+TEST_CASE("an error message with invalid UTF-8 still gives valid JSON") {
+  Json body = Json::parse(error_body("task_failed", "bad \xff byte"));
+  CHECK(body["error"]["message"] == "bad \xef\xbf\xbd byte");
+}
+
+TEST_CASE("/now gives Unix milliseconds and ISO-8601 UTC") {
+  using namespace std::chrono;
+  system_clock::time_point at{milliseconds{1'700'000'000'123}};
+  Json body = Json::parse(now_body(at));
+  CHECK(body["now_unix_ms"] == 1'700'000'000'123);
+  CHECK(body["now"] == "2023-11-14T22:13:20.123Z");
+  CHECK(Json::parse(now_body(system_clock::time_point{}))["now"] ==
+        "1970-01-01T00:00:00.000Z");
+}
+
+TEST_CASE("/healthz reports the broker and the pending jobs") {
+  CHECK(Json::parse(healthz_body(true, 3)) ==
+        Json{{"status", "ok"}, {"broker", "reachable"}, {"pending", 3}});
+  CHECK(Json::parse(healthz_body(false, 0)) == Json{{"status", "unavailable"},
+                                                    {"broker", "unreachable"},
+                                                    {"pending", 0}});
+}
+
+TEST_CASE("/metrics is Prometheus text with every counter") {
+  ServerStats server;
+  server.responses_by_class[2] = 17;
+  server.responses_by_class[5] = 4;
+  server.open_connections = 64;
+  server.connections_rejected = 2;
+  BrokerLinkStats link;
+  link.reachable = true;
+  link.pending = 9;
+  link.late_results_dropped = 5;
+  link.max_pending = 100;
+  ServerLimits limits;
+  limits.max_body_bytes = 1024;
+  std::string text = metrics_text(server, link, limits);
+
+  for (std::string_view line :
+       {"monsoon_frontend_http_responses_total{class=\"2xx\"} 17\n",
+        "monsoon_frontend_http_responses_total{class=\"5xx\"} 4\n",
+        "monsoon_frontend_connections_open 64\n",
+        "monsoon_frontend_connections_rejected_total 2\n",
+        "monsoon_frontend_broker_reachable 1\n",
+        "monsoon_frontend_jobs_pending 9\n",
+        "monsoon_frontend_late_results_dropped_total 5\n",
+        "monsoon_frontend_limit_max_pending 100\n",
+        "monsoon_frontend_limit_max_body_bytes 1024\n",
+        "# TYPE monsoon_frontend_jobs_pending gauge\n",
+        "# TYPE monsoon_frontend_jobs_timed_out_total counter\n"}) {
+    INFO(line);
+    CHECK(text.find(line) != std::string::npos);
+  }
+  CHECK(text.back() == '\n');
+}

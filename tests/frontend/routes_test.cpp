@@ -1,0 +1,160 @@
+#include "monsoon/frontend/routes.hpp"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "monsoon/common/value.hpp"
+#include "monsoon/frontend/broker_link.hpp"
+
+using namespace monsoon::frontend;
+using namespace std::chrono_literals;
+using Kind = Route::Kind;
+
+namespace {
+
+const TimeoutPolicy kPolicy{30'000ms, 300'000ms};
+
+Route route(std::string_view method, std::string_view target,
+            std::string_view timeout_header = {}) {
+  return classify({method, target, timeout_header}, kPolicy);
+}
+
+}  // namespace
+
+TEST_CASE("the front end's own endpoints") {
+  CHECK(route("GET", "/now").kind == Kind::now);
+  CHECK(route("GET", "/healthz").kind == Kind::healthz);
+  CHECK(route("GET", "/metrics").kind == Kind::metrics);
+  CHECK(route("GET", "/now?pretty=1").kind == Kind::now);
+}
+
+TEST_CASE("POST /jobs/{task} runs the task with the body as args") {
+  Route r = route("POST", "/jobs/images:resize");
+  REQUIRE(r.kind == Kind::job);
+  CHECK(r.task == "images:resize");
+  CHECK_FALSE(r.fixed_args);
+  CHECK(r.timeout == 30'000ms);
+
+  CHECK(route("POST", "/jobs/db.query").task == "db.query");
+  CHECK(route("POST", "/jobs/a_b-c").task == "a_b-c");
+  CHECK(route("POST", "/jobs/images%3Aresize").task == "images:resize");
+  CHECK(route("POST", "/jobs/" + std::string(128, 'x')).kind == Kind::job);
+}
+
+TEST_CASE("invalid task names are a 400") {
+  for (const std::string& target : std::vector<std::string>{
+           "/jobs/", "/jobs/bad%20name", "/jobs/a/b", "/jobs/caf%C3%A9",
+           "/jobs/%zz", "/jobs/%4", "/jobs/x%00y",
+           "/jobs/" + std::string(129, 'x')}) {
+    INFO(target);
+    Route r = route("POST", target);
+    REQUIRE(r.kind == Kind::error);
+    CHECK(r.error.status == 400);
+    CHECK(r.error.code == "bad_request");
+  }
+}
+
+TEST_CASE("GET /query/{flag} becomes db.query with the flag") {
+  Route r = route("GET", "/query/42");
+  REQUIRE(r.kind == Kind::job);
+  CHECK(r.task == "db.query");
+  REQUIRE(r.fixed_args);
+  CHECK(monsoon::from_msgpack(*r.fixed_args) == monsoon::Value{{"flag", 42}});
+
+  auto min = route("GET", "/query/-9223372036854775808");
+  REQUIRE(min.kind == Kind::job);
+  CHECK(monsoon::from_msgpack(*min.fixed_args)["flag"] ==
+        std::numeric_limits<std::int64_t>::min());
+  CHECK(route("GET", "/query/9223372036854775807").kind == Kind::job);
+}
+
+TEST_CASE("a flag that is not an int64 is a 400") {
+  for (std::string_view target :
+       {"/query/", "/query/abc", "/query/1.5", "/query/+1", "/query/ 1",
+        "/query/1x", "/query/9223372036854775808",
+        "/query/-9223372036854775809", "/query/1/2"}) {
+    INFO(target);
+    Route r = route("GET", target);
+    REQUIRE(r.kind == Kind::error);
+    CHECK(r.error.status == 400);
+  }
+}
+
+TEST_CASE("unknown paths are 404, known paths with another method 405") {
+  for (std::string_view target :
+       {"/", "/nope", "/now/", "/jobs", "/query", "/NOW", "/jobsx/echo"}) {
+    INFO(target);
+    Route r = route("GET", target);
+    REQUIRE(r.kind == Kind::error);
+    CHECK(r.error.status == 404);
+    CHECK(r.error.code == "not_found");
+  }
+
+  Route post_now = route("POST", "/now");
+  REQUIRE(post_now.kind == Kind::error);
+  CHECK(post_now.error.status == 405);
+  CHECK(post_now.error.allow == "GET");
+
+  Route get_job = route("GET", "/jobs/echo");
+  REQUIRE(get_job.kind == Kind::error);
+  CHECK(get_job.error.status == 405);
+  CHECK(get_job.error.allow == "POST");
+
+  CHECK(route("DELETE", "/query/1").error.status == 405);
+  CHECK(route("PUT", "/healthz").error.status == 405);
+  CHECK(route("post", "/jobs/echo").error.status == 405);
+}
+
+TEST_CASE(
+    "the timeout comes from the query, else the header, else the "
+    "default") {
+  CHECK(route("POST", "/jobs/echo?timeout_ms=250").timeout == 250ms);
+  CHECK(route("POST", "/jobs/echo?a=1&timeout_ms=250&b").timeout == 250ms);
+  CHECK(route("GET", "/query/1?timeout_ms=300000").timeout == 300'000ms);
+  CHECK(route("POST", "/jobs/echo", "1200").timeout == 1200ms);
+  CHECK(route("POST", "/jobs/echo", " 1200 ").timeout == 1200ms);
+  CHECK(route("POST", "/jobs/echo?timeout_ms=7", "1200").timeout == 7ms);
+  CHECK(route("POST", "/jobs/echo?xtimeout_ms=7").timeout == 30'000ms);
+  CHECK(route("POST", "/jobs/echo").timeout == 30'000ms);
+}
+
+TEST_CASE("timeouts outside 1..max are a 400") {
+  for (std::string_view target :
+       {"/jobs/echo?timeout_ms=0", "/jobs/echo?timeout_ms=-1",
+        "/jobs/echo?timeout_ms=abc", "/jobs/echo?timeout_ms=",
+        "/jobs/echo?timeout_ms", "/jobs/echo?timeout_ms=300001",
+        "/jobs/echo?timeout_ms=99999999999999999999999",
+        "/jobs/echo?timeout_ms=1.5"}) {
+    INFO(target);
+    Route r = route("POST", target);
+    REQUIRE(r.kind == Kind::error);
+    CHECK(r.error.status == 400);
+    CHECK(r.error.message.find("300000") != std::string::npos);
+  }
+  for (std::string_view header : {"0", "x", "300001", "-5"}) {
+    INFO(header);
+    CHECK(route("POST", "/jobs/echo", header).error.status == 400);
+  }
+}
+
+TEST_CASE("error codes map to HTTP statuses") {
+  CHECK(http_status_for_error("bad_request") == 400);
+  CHECK(http_status_for_error("unknown_task") == 404);
+  CHECK(http_status_for_error("no_worker") == 504);
+  CHECK(http_status_for_error("deadline_exceeded") == 504);
+  CHECK(http_status_for_error("overloaded") == 503);
+  CHECK(http_status_for_error("task_failed") == 500);
+  CHECK(http_status_for_error("internal") == 502);
+  CHECK(http_status_for_error("some_future_code") == 502);
+  CHECK(http_status_for_error("") == 502);
+  CHECK(http_status_for_error(link_error_code::kBrokerUnavailable) == 503);
+  CHECK(http_status_for_error(link_error_code::kShuttingDown) == 503);
+}
+
+TEST_CASE("Retry-After is whole seconds, at least one") {
+  CHECK(retry_after_seconds(0) == 1);
+  CHECK(retry_after_seconds(1) == 1);
+  CHECK(retry_after_seconds(1000) == 1);
+  CHECK(retry_after_seconds(1001) == 2);
+  CHECK(retry_after_seconds(2500) == 3);
+}

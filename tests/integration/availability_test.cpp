@@ -1,0 +1,45 @@
+// What clients see when parts of the stack are missing.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <signal.h>
+
+#include "stack.hpp"
+
+using monsoon::test::eventually;
+using monsoon::test::HttpResponse;
+using monsoon::test::Stack;
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+TEST_CASE("an unreachable broker means 503 with Retry-After, then recovery",
+          "[integration]") {
+  Stack stack;
+  stack.broker().signal(SIGKILL);
+  REQUIRE(stack.broker().wait_exit(5s));
+
+  REQUIRE(eventually([&] { return stack.get("/healthz").status == 503; }, 10s));
+  HttpResponse job = stack.post_json("/jobs/echo", "1");
+  CHECK(job.status == 503);
+  CHECK_FALSE(job.header("retry-after").empty());
+  CHECK(Json::parse(job.body)["error"]["code"].is_string());
+  // The front end itself still answers.
+  CHECK(stack.get("/now").status == 200);
+
+  stack.start_broker();
+  CHECK(eventually([&] { return stack.post_json("/jobs/echo", "2").status == 200; }, 20s));
+}
+
+TEST_CASE("every process stops cleanly on SIGTERM", "[integration]") {
+  Stack stack;
+  stack.frontend().signal(SIGTERM);
+  stack.workers().at(0).signal(SIGTERM);
+  stack.broker().signal(SIGTERM);
+  for (auto* process : {&stack.frontend(), &stack.workers().at(0), &stack.broker()}) {
+    auto status = process->wait_exit(15s);
+    INFO(stack.logs());
+    REQUIRE(status);
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) == 0);
+  }
+}

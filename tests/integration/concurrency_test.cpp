@@ -1,0 +1,113 @@
+// The seed's whole point: slow work never blocks fast routes, many jobs are
+// in flight at once without mixing up their answers, and workers share load.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <set>
+
+#include "stack.hpp"
+
+using monsoon::test::eventually;
+using monsoon::test::HttpBatch;
+using monsoon::test::HttpRequest;
+using monsoon::test::HttpResponse;
+using monsoon::test::Stack;
+using monsoon::test::StackOptions;
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::size_t pending_jobs(const Stack& stack) {
+  HttpResponse health = stack.get("/healthz");
+  if (health.status != 200) return 0;
+  return Json::parse(health.body).value("pending", std::size_t{0});
+}
+
+}  // namespace
+
+TEST_CASE("/now answers at once while 500 slow jobs are pending", "[integration]") {
+  monsoon::test::raise_open_files_limit();
+  Stack stack(StackOptions::pool(1, 2));
+
+  std::vector<HttpRequest> slow(500, HttpRequest{.method = "POST",
+                                                 .target = "/jobs/sleep?timeout_ms=60000",
+                                                 .body = R"({"ms": 2000})",
+                                                 .headers = {}});
+  HttpBatch batch(stack.http_port(), slow);
+  REQUIRE(batch.send_all(10s));
+  REQUIRE(eventually([&] { return pending_jobs(stack) >= 500; }, 10s));
+
+  for (int i = 0; i < 20; ++i) {
+    auto started = std::chrono::steady_clock::now();
+    HttpResponse now = stack.request({.method = "GET", .target = "/now", .body = {}, .headers = {}}, 1s);
+    INFO("request " << i << ": " << now.error);
+    REQUIRE(now.status == 200);
+    CHECK(std::chrono::steady_clock::now() - started < 1s);
+  }
+  // The slow jobs are still pending: /now did not wait for them.
+  CHECK(pending_jobs(stack) >= 490);
+}
+
+TEST_CASE("1000 concurrent jobs each get their own result", "[integration]") {
+  monsoon::test::raise_open_files_limit();
+  Stack stack(StackOptions::pool(2, 2));
+
+  std::vector<HttpRequest> requests;
+  for (int i = 0; i < 1000; ++i) {
+    requests.push_back({.method = "POST",
+                        .target = "/jobs/echo?timeout_ms=60000",
+                        .body = Json{{"request", i}, {"tag", "r" + std::to_string(i)}}.dump(),
+                        .headers = {{"Content-Type", "application/json"}}});
+  }
+  HttpBatch batch(stack.http_port(), requests);
+  REQUIRE(batch.receive_all(60s));
+  int mismatched = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const HttpResponse& response = batch.responses()[i];
+    INFO("request " << i << ": " << response.status << " " << response.error << " " << response.body);
+    REQUIRE(response.status == 200);
+    Json body = Json::parse(response.body);
+    if (body != Json{{"request", i}, {"tag", "r" + std::to_string(i)}}) ++mismatched;
+  }
+  CHECK(mismatched == 0);
+}
+
+TEST_CASE("workers share the load", "[integration]") {
+  Stack stack(StackOptions::pool(3, 1));
+  // Every worker must have registered before we count.
+  std::map<std::string, int> jobs_per_worker;
+  std::vector<HttpRequest> requests(200, HttpRequest{.method = "POST",
+                                                     .target = "/jobs/sleep?timeout_ms=60000",
+                                                     .body = R"({"ms": 5})",
+                                                     .headers = {}});
+  REQUIRE(eventually(
+      [&] {
+        // Three concurrent 100 ms jobs land on three distinct workers once all
+        // three are registered (one slot each).
+        HttpBatch probe(stack.http_port(),
+                        std::vector<HttpRequest>(3, HttpRequest{.method = "POST",
+                                                                .target = "/jobs/sleep",
+                                                                .body = R"({"ms": 100})",
+                                                                .headers = {}}));
+        probe.receive_all(10s);
+        std::set<std::string> names;
+        for (const auto& r : probe.responses()) names.insert(r.header("x-monsoon-worker"));
+        return names.size() == 3;
+      },
+      20s));
+
+  HttpBatch batch(stack.http_port(), requests);
+  REQUIRE(batch.receive_all(60s));
+  for (const auto& response : batch.responses()) {
+    REQUIRE(response.status == 200);
+    ++jobs_per_worker[response.header("x-monsoon-worker")];
+  }
+  INFO(Json(jobs_per_worker).dump());
+  REQUIRE(jobs_per_worker.size() == 3);
+  for (const auto& [worker, count] : jobs_per_worker) {
+    CHECK_FALSE(worker.empty());
+    CHECK(count > 0);
+  }
+}

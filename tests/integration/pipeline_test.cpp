@@ -1,0 +1,197 @@
+// End to end through real processes: HTTP -> front end -> broker -> worker.
+#include <catch2/catch.hpp>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "monsoon/common/value.hpp"
+#include "stack.hpp"
+
+using monsoon::test::HttpRequest;
+using monsoon::test::HttpResponse;
+using monsoon::test::Stack;
+using monsoon::test::StackOptions;
+using Json = nlohmann::json;
+
+namespace {
+
+Stack& shared_stack() {
+  static Stack stack([] {
+    StackOptions options = StackOptions::pool(1, 4);
+    options.frontend_args = {"--max-body-bytes", "65536"};
+    options.worker_executable = MONSOON_TEST_WORKER_BIN;
+    return options;
+  }());
+  return stack;
+}
+
+Json error_of(const HttpResponse& response) {
+  INFO(response.body);
+  Json body = Json::parse(response.body);
+  REQUIRE(body.contains("error"));
+  REQUIRE(body["error"]["code"].is_string());
+  REQUIRE(body["error"]["message"].is_string());
+  return body["error"];
+}
+
+}  // namespace
+
+TEST_CASE("echo returns its JSON args unchanged", "[integration]") {
+  Stack& stack = shared_stack();
+  const char* args =
+      R"({"n":[1,-2,3.25,18446744073709551615],"s":"天气 🌧️","nested":{"a":{"b":[null,true]}}})";
+  HttpResponse response = stack.post_json("/jobs/echo", args);
+  INFO(response.body << response.error);
+  REQUIRE(response.status == 200);
+  CHECK(response.header("content-type").find("application/json") == 0);
+  CHECK(Json::parse(response.body) == Json::parse(args));
+  CHECK_FALSE(response.header("x-monsoon-worker").empty());
+}
+
+TEST_CASE("an empty body means null args", "[integration]") {
+  HttpResponse response = shared_stack().post_json("/jobs/echo", "");
+  REQUIRE(response.status == 200);
+  CHECK(Json::parse(response.body).is_null());
+}
+
+TEST_CASE("msgpack in and out when the client asks for it", "[integration]") {
+  Stack& stack = shared_stack();
+  Json args = {{"bytes", Json::binary({0, 1, 2, 255})}, {"k", 1}};
+  HttpResponse response = stack.request(
+      {.method = "POST",
+       .target = "/jobs/echo",
+       .body = monsoon::to_msgpack(args),
+       .headers = {{"Content-Type", "application/msgpack"},
+                   {"Accept", "application/msgpack"}}});
+  REQUIRE(response.status == 200);
+  CHECK(response.header("content-type") == "application/msgpack");
+  CHECK(monsoon::from_msgpack(response.body) == args);
+
+  // The same binary value rendered for a JSON client is base64.
+  HttpResponse as_json = stack.request(
+      {.method = "POST",
+       .target = "/jobs/echo",
+       .body = monsoon::to_msgpack(args),
+       .headers = {{"Content-Type", "application/msgpack"}}});
+  REQUIRE(as_json.status == 200);
+  CHECK(Json::parse(as_json.body) == Json{{"bytes", "AAEC/w=="}, {"k", 1}});
+}
+
+TEST_CASE("sleep, hash and db.query run on the worker", "[integration]") {
+  Stack& stack = shared_stack();
+
+  HttpResponse slept = stack.post_json("/jobs/sleep", R"({"ms": 50})");
+  INFO(slept.body);
+  REQUIRE(slept.status == 200);
+  CHECK(Json::parse(slept.body)["slept_ms"] == 50);
+
+  HttpResponse hashed = stack.post_json("/jobs/hash", R"({"rounds": 1, "data": "abc"})");
+  INFO(hashed.body);
+  REQUIRE(hashed.status == 200);
+  CHECK(Json::parse(hashed.body) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  HttpResponse hashed_more =
+      stack.post_json("/jobs/hash", R"({"rounds": 1000, "data": "abc"})");
+  REQUIRE(hashed_more.status == 200);
+  CHECK(Json::parse(hashed_more.body).get<std::string>().size() == 64);
+  CHECK(hashed_more.body != hashed.body);
+
+  HttpResponse rows = stack.get("/query/3");
+  INFO(rows.body);
+  REQUIRE(rows.status == 200);
+  Json table = Json::parse(rows.body);
+  REQUIRE(table.is_array());
+  REQUIRE_FALSE(table.empty());
+  for (const auto& row : table) CHECK(row["flag"] == 3);
+
+  HttpResponse none = stack.get("/query/999");
+  REQUIRE(none.status == 200);
+  CHECK(Json::parse(none.body) == Json::array());
+}
+
+TEST_CASE("/now and /healthz answer from the front end", "[integration]") {
+  Stack& stack = shared_stack();
+  HttpResponse now = stack.get("/now");
+  REQUIRE(now.status == 200);
+  CHECK(Json::parse(now.body)["now_unix_ms"].is_number_integer());
+  HttpResponse health = stack.get("/healthz");
+  REQUIRE(health.status == 200);
+  CHECK(Json::parse(health.body)["broker"] == "reachable");
+}
+
+TEST_CASE("bad requests get clear errors", "[integration]") {
+  Stack& stack = shared_stack();
+
+  HttpResponse malformed = stack.post_json("/jobs/echo", R"({"a": )");
+  CHECK(malformed.status == 400);
+  CHECK(error_of(malformed)["code"] == "bad_request");
+
+  HttpResponse bad_msgpack = stack.request({.method = "POST",
+                                            .target = "/jobs/echo",
+                                            .body = "\x92\x01",
+                                            .headers = {{"Content-Type", "application/msgpack"}}});
+  CHECK(bad_msgpack.status == 400);
+
+  CHECK(stack.get("/no/such/route").status == 404);
+  CHECK(stack.get("/jobs/echo").status == 405);
+  CHECK(stack.post_json("/jobs/bad%20name", "1").status == 400);
+  CHECK(stack.get("/query/not-a-number").status == 400);
+  CHECK(stack.post_json("/jobs/echo?timeout_ms=0", "1").status == 400);
+  CHECK(stack.post_json("/jobs/echo?timeout_ms=abc", "1").status == 400);
+
+  HttpResponse too_large =
+      stack.post_json("/jobs/echo", "\"" + std::string(70000, 'x') + "\"");
+  CHECK(too_large.status == 413);
+
+  HttpResponse bad_args = stack.post_json("/jobs/sleep", R"({"ms": "long"})");
+  CHECK(bad_args.status == 400);
+  CHECK(error_of(bad_args)["code"] == "bad_request");
+}
+
+TEST_CASE("a task that throws becomes a 500 with its message", "[integration]") {
+  Stack& stack = shared_stack();
+  HttpResponse failed = stack.post_json("/jobs/test.fail", R"({"message": "disk on fire"})");
+  REQUIRE(failed.status == 500);
+  Json error = error_of(failed);
+  CHECK(error["code"] == "task_failed");
+  CHECK(error["message"].get<std::string>().find("disk on fire") != std::string::npos);
+  // The worker survived: the next job succeeds.
+  CHECK(stack.post_json("/jobs/echo", "1").status == 200);
+}
+
+TEST_CASE("a job past its deadline gets 504", "[integration]") {
+  Stack& stack = shared_stack();
+  auto started = std::chrono::steady_clock::now();
+  HttpResponse late = stack.post_json("/jobs/sleep?timeout_ms=300", R"({"ms": 5000})");
+  auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE(late.status == 504);
+  CHECK(error_of(late)["code"] == "deadline_exceeded");
+  CHECK(took < std::chrono::seconds(4));
+
+  HttpResponse by_header = stack.request({.method = "POST",
+                                          .target = "/jobs/sleep",
+                                          .body = R"({"ms": 5000})",
+                                          .headers = {{"X-Timeout-Ms", "200"}}});
+  CHECK(by_header.status == 504);
+}
+
+TEST_CASE("a task no worker serves fails clearly at its deadline", "[integration]") {
+  Stack& stack = shared_stack();
+  HttpResponse response = stack.post_json("/jobs/nobody.serves.this?timeout_ms=500", "{}");
+  REQUIRE(response.status == 504);
+  Json error = error_of(response);
+  CHECK(error["code"] == "no_worker");
+  CHECK(error["message"].get<std::string>().find("nobody.serves.this") != std::string::npos);
+}
+
+TEST_CASE("a standard HTTP client keeps its connection alive", "[integration]") {
+  Stack& stack = shared_stack();
+  httplib::Client client("127.0.0.1", stack.http_port());
+  client.set_keep_alive(true);
+  client.set_tcp_nodelay(true);
+  for (int i = 0; i < 50; ++i) {
+    auto result = client.Post("/jobs/echo", std::to_string(i), "application/json");
+    REQUIRE(result);
+    REQUIRE(result->status == 200);
+    CHECK(result->body == std::to_string(i));
+  }
+}

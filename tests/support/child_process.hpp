@@ -1,0 +1,41 @@
+// A real process started by a test, with its stdout/stderr captured in a log
+// file. The destructor stops it (SIGTERM, then SIGKILL after a deadline), and
+// the child is killed by the kernel if the test process itself dies, so no
+// test leaves orphans behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace monsoon::test {
+
+class ChildProcess {
+ public:
+  // Throws std::system_error when the process cannot be started.
+  ChildProcess(std::string executable, std::vector<std::string> args,
+               std::string log_path);
+  ~ChildProcess();
+  ChildProcess(ChildProcess&& other) noexcept;
+  ChildProcess& operator=(ChildProcess&&) = delete;
+  ChildProcess(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  void signal(int signal_number) const;
+  // Waits until the process exits; returns its wait status, or nullopt when
+  // it is still running at the deadline.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  bool running();
+  std::string log() const;  // everything it printed so far
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::string log_path_;
+};
+
+}  // namespace monsoon::test

@@ -1,0 +1,130 @@
+#include "stack.hpp"
+
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+namespace monsoon::test {
+
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+void poll_interval_pause() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+void raise_open_files_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+Stack::Stack(StackOptions options) : options_(std::move(options)) {
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "monsoon-test-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  directory_ = pattern;
+  http_port_ = free_port();
+  client_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_port());
+  worker_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_port());
+
+  start_broker();
+  for (int i = 0; i < options_.workers; ++i) start_worker();
+  std::vector<std::string> frontend_args = {
+      "--host", "127.0.0.1", "--port", std::to_string(http_port_), "--broker",
+      client_endpoint_, "--heartbeat-ms", "200", "--drain-timeout-ms", "1000"};
+  frontend_args.insert(frontend_args.end(), options_.frontend_args.begin(),
+                       options_.frontend_args.end());
+  frontend_.emplace_back(MONSOON_FRONTEND_BIN, frontend_args,
+                         directory_ + "/frontend.log");
+
+  bool ready = eventually(
+      [&] {
+        HttpRequest echo{.method = "POST", .target = "/jobs/echo?timeout_ms=1000",
+                         .body = "\"ping\"", .headers = {}};
+        return http_request(http_port_, echo, std::chrono::seconds(2)).status == 200;
+      },
+      std::chrono::seconds(20));
+  if (!ready) {
+    throw std::runtime_error("the stack did not answer an echo job in 20 s\n" + logs());
+  }
+}
+
+Stack::~Stack() {
+  // Front end first, so no request is left waiting on a stopped broker.
+  frontend_.clear();
+  workers_.clear();
+  broker_.clear();
+  std::error_code ignored;
+  std::filesystem::remove_all(directory_, ignored);
+}
+
+void Stack::start_broker() {
+  std::vector<std::string> args = {"--client-endpoint", client_endpoint_,
+                                   "--worker-endpoint", worker_endpoint_,
+                                   "--heartbeat-ms", "200"};
+  args.insert(args.end(), options_.broker_args.begin(), options_.broker_args.end());
+  broker_.clear();
+  broker_.emplace_back(MONSOON_BROKER_BIN, args, directory_ + "/broker.log");
+}
+
+void Stack::start_worker(const std::vector<std::string>& extra_args) {
+  std::string name = "worker-" + std::to_string(workers_.size() + 1);
+  std::vector<std::string> args = {
+      "--broker", worker_endpoint_, "--concurrency",
+      std::to_string(options_.worker_concurrency), "--name", name, "--db-path",
+      directory_ + "/demo.sqlite3", "--heartbeat-ms", "200"};
+  args.insert(args.end(), options_.worker_args.begin(), options_.worker_args.end());
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  workers_.emplace_back(options_.worker_executable, args,
+                        directory_ + "/" + name + ".log");
+}
+
+HttpResponse Stack::request(HttpRequest request,
+                            std::chrono::milliseconds timeout) const {
+  return http_request(http_port_, std::move(request), timeout);
+}
+
+HttpResponse Stack::get(const std::string& target) const {
+  return request({.method = "GET", .target = target, .body = {}, .headers = {}});
+}
+
+HttpResponse Stack::post_json(const std::string& target, const std::string& body) const {
+  return request({.method = "POST",
+                  .target = target,
+                  .body = body,
+                  .headers = {{"Content-Type", "application/json"}}});
+}
+
+std::string Stack::logs() const {
+  std::string out;
+  auto append = [&out](const std::vector<ChildProcess>& processes) {
+    for (const auto& process : processes) {
+      out += "---- " + process.log_path() + "\n" + process.log();
+    }
+  };
+  append(broker_);
+  append(workers_);
+  append(frontend_);
+  return out;
+}
+
+}  // namespace monsoon::test

@@ -1,0 +1,93 @@
+// A whole Monsoon stack of real processes on 127.0.0.1 for integration tests:
+// one broker, N workers and one front end, on ports chosen free at run time,
+// with logs and the demo database in a private temporary directory.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "child_process.hpp"
+#include "http_batch.hpp"
+
+namespace monsoon::test {
+
+struct StackOptions {
+  // The usual variation: how many workers, with how many slots each.
+  static StackOptions pool(int workers, int concurrency) {
+    StackOptions options;
+    options.workers = workers;
+    options.worker_concurrency = concurrency;
+    return options;
+  }
+
+  int workers = 1;
+  int worker_concurrency = 2;
+  std::vector<std::string> broker_args;
+  std::vector<std::string> worker_args;
+  std::vector<std::string> frontend_args;
+  // The worker executable; tests that need extra tasks use their own.
+  std::string worker_executable = MONSOON_WORKER_BIN;
+};
+
+class Stack {
+ public:
+  // Starts every process and waits until an echo job makes the round trip.
+  // Throws std::runtime_error (with the processes' logs) if it does not.
+  explicit Stack(StackOptions options = {});
+  ~Stack();
+
+  std::uint16_t http_port() const { return http_port_; }
+  const std::string& client_endpoint() const { return client_endpoint_; }
+  const std::string& worker_endpoint() const { return worker_endpoint_; }
+  const std::string& directory() const { return directory_; }
+
+  // A request to the front end, waiting at most `timeout` for the answer.
+  HttpResponse request(HttpRequest request,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  HttpResponse get(const std::string& target) const;
+  HttpResponse post_json(const std::string& target, const std::string& body) const;
+
+  ChildProcess& broker() { return broker_.at(0); }
+  ChildProcess& frontend() { return frontend_.at(0); }
+  std::vector<ChildProcess>& workers() { return workers_; }
+
+  void start_broker();
+  void start_worker(const std::vector<std::string>& extra_args = {});
+  // Everything each process printed, for failure messages.
+  std::string logs() const;
+
+ private:
+  StackOptions options_;
+  std::string directory_;
+  std::uint16_t http_port_ = 0;
+  std::string client_endpoint_;
+  std::string worker_endpoint_;
+  std::vector<ChildProcess> broker_;
+  std::vector<ChildProcess> workers_;
+  std::vector<ChildProcess> frontend_;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+std::uint16_t free_port();
+
+void poll_interval_pause();
+
+// Polls `condition` every few milliseconds until it holds or the timeout
+// passes; returns its last value. The way tests wait, instead of sleeping.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    poll_interval_pause();
+  }
+  return true;
+}
+
+// Raises this process's open-files limit to its hard limit (children inherit
+// it), for tests that hold thousands of connections.
+void raise_open_files_limit();
+
+}  // namespace monsoon::test
