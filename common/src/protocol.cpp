@@ -82,8 +82,8 @@ std::uint64_t get_uint(const msgpack::object& map, std::string_view key,
     if (fallback) return *fallback;
     throw ProtocolError("missing key '" + std::string(key) + "'");
   }
-  if (value->type != msgpack::type::POSITIVE_INTEGER ||
-      value->via.u64 < min || value->via.u64 > max) {
+  if (value->type != msgpack::type::POSITIVE_INTEGER || value->via.u64 < min ||
+      value->via.u64 > max) {
     throw ProtocolError("key '" + std::string(key) +
                         "' is not an integer in range");
   }
@@ -181,12 +181,12 @@ JobMessage decode_job(Command expected, std::span<zmq::message_t> frames) {
   auto handle = unpack_map(frames[3]);
   const msgpack::object& meta = handle.get();
   job.meta.id = get_uint(meta, "id", 0, UINT64_MAX);
-  job.meta.timeout_ms =
-      static_cast<std::uint32_t>(get_uint(meta, "timeout_ms", 1, kMaxTimeoutMs));
-  job.meta.attempt = static_cast<std::uint32_t>(get_uint(
-      meta, "attempt", 1, UINT32_MAX,
-      expected == Command::Submit ? std::optional<std::uint64_t>(1)
-                                  : std::nullopt));
+  job.meta.timeout_ms = static_cast<std::uint32_t>(
+      get_uint(meta, "timeout_ms", 1, kMaxTimeoutMs));
+  job.meta.attempt = static_cast<std::uint32_t>(
+      get_uint(meta, "attempt", 1, UINT32_MAX,
+               expected == Command::Submit ? std::optional<std::uint64_t>(1)
+                                           : std::nullopt));
   job.args = std::move(frames[4]);
   return job;
 }
@@ -229,7 +229,8 @@ WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
       tasks->via.array.size == 0) {
     throw ProtocolError("'tasks' is not a non-empty array");
   }
-  for (const auto& task : std::span(tasks->via.array.ptr, tasks->via.array.size)) {
+  for (const auto& task :
+       std::span(tasks->via.array.ptr, tasks->via.array.size)) {
     if (task.type != msgpack::type::STR) {
       throw ProtocolError("'tasks' holds a non-string");
     }
@@ -240,7 +241,8 @@ WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
   worker.slots =
       static_cast<std::uint32_t>(get_uint(info, "slots", 1, kMaxSlots));
   worker.name = get_string(info, "name", false);
-  worker.pid = static_cast<std::uint32_t>(get_uint(info, "pid", 0, UINT32_MAX, 0));
+  worker.pid =
+      static_cast<std::uint32_t>(get_uint(info, "pid", 0, UINT32_MAX, 0));
   worker.heartbeat_ms = static_cast<std::uint32_t>(
       get_uint(info, "heartbeat_ms", 0, UINT32_MAX, 0));
   return worker;

@@ -113,7 +113,8 @@ Value with_binary_as_base64(const Value& value) {
   if (value.is_binary()) return base64(value.get_binary());
   if (value.is_array()) {
     Value out = Value::array();
-    for (const auto& element : value) out.push_back(with_binary_as_base64(element));
+    for (const auto& element : value)
+      out.push_back(with_binary_as_base64(element));
     return out;
   }
   if (value.is_object()) {

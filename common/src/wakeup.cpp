@@ -10,7 +10,8 @@
 namespace monsoon {
 
 Wakeup::Wakeup() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-  if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  if (fd_ < 0)
+    throw std::system_error(errno, std::generic_category(), "eventfd");
 }
 
 Wakeup::~Wakeup() { ::close(fd_); }

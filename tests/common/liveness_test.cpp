@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "monsoon/common/liveness.hpp"
+
+#include <catch2/catch.hpp>
 
 using namespace std::chrono_literals;
 using monsoon::Clock;

@@ -1,7 +1,8 @@
+#include "monsoon/common/protocol.hpp"
+
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
 
-#include "monsoon/common/protocol.hpp"
 #include "monsoon/common/value.hpp"
 
 using namespace monsoon::protocol;
@@ -40,7 +41,8 @@ Frames submit_with_meta(WriteMeta write_meta) {
 TEST_CASE("SUBMIT and JOB round-trip with payload untouched") {
   for (Command command : {Command::Submit, Command::Job}) {
     std::string args = monsoon::json_to_msgpack(R"({"x":[1,2,{"y":"z"}]})");
-    JobMeta meta{.id = 0xFFFF'FFFF'FFFF'FFFFull, .timeout_ms = 1234, .attempt = 3};
+    JobMeta meta{
+        .id = 0xFFFF'FFFF'FFFF'FFFFull, .timeout_ms = 1234, .attempt = 3};
     Frames frames = encode_job(command, "db.query", meta, frame(args));
     REQUIRE(frames.size() == 5);
     CHECK(view(frames[0]) == kSignature);
@@ -99,7 +101,8 @@ TEST_CASE("READY round-trip") {
 }
 
 TEST_CASE("control messages have no body") {
-  CHECK(decode_command(encode_control(Command::Heartbeat)) == Command::Heartbeat);
+  CHECK(decode_command(encode_control(Command::Heartbeat)) ==
+        Command::Heartbeat);
   CHECK(decode_command(encode_control(Command::Disconnect)) ==
         Command::Disconnect);
   CHECK_THROWS_AS(encode_control(Command::Submit), std::invalid_argument);
@@ -136,7 +139,8 @@ TEST_CASE("foreign and malformed frames are rejected") {
     CHECK_THROWS_AS(decode_command(frames), ProtocolError);
   }
   SECTION("missing frame") {
-    Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+    Frames frames =
+        encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
     frames.pop_back();
     CHECK_THROWS_AS(decode_command(frames), ProtocolError);
   }
@@ -148,7 +152,8 @@ TEST_CASE("foreign and malformed frames are rejected") {
     for (std::string_view bad :
          {std::string_view(""), std::string_view("has space"),
           std::string_view("slash/"), std::string_view("nul\0", 4)}) {
-      Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+      Frames frames =
+          encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
       frames[2] = frame(bad);
       CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
     }
@@ -156,19 +161,22 @@ TEST_CASE("foreign and malformed frames are rejected") {
     CHECK(is_valid_task_name(std::string(128, 'a')));
   }
   SECTION("meta that is not msgpack") {
-    Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+    Frames frames =
+        encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
     frames[3] = frame("\xc1garbage");
     CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
   }
   SECTION("truncated meta") {
-    Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+    Frames frames =
+        encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
     std::string meta(view(frames[3]));
     frames[3] = frame(meta.substr(0, meta.size() - 1));
     CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
   }
   SECTION("meta with a hostile array length") {
     // map{ "id": array32 of 4 billion elements } in 12 bytes.
-    Frames frames = encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
+    Frames frames =
+        encode_job(Command::Submit, "echo", {1, 10, 1}, nil_payload());
     frames[3] = frame(std::string_view("\x81\xa2id\xdd\xff\xff\xff\xff", 9));
     CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
   }
@@ -227,8 +235,8 @@ TEST_CASE("foreign and malformed frames are rejected") {
     CHECK(job.meta.attempt == 1);
   }
   SECTION("outcome with an unknown status") {
-    Frames frames = encode_outcome(Command::Done, "echo", OutcomeMeta::success(1),
-                                   nil_payload());
+    Frames frames = encode_outcome(Command::Done, "echo",
+                                   OutcomeMeta::success(1), nil_payload());
     msgpack::sbuffer buffer;
     msgpack::packer packer(buffer);
     packer.pack_map(2);
@@ -240,7 +248,8 @@ TEST_CASE("foreign and malformed frames are rejected") {
     CHECK_THROWS_AS(decode_outcome(Command::Done, frames), ProtocolError);
   }
   SECTION("READY with no tasks or zero slots") {
-    WorkerInfo info{.tasks = {}, .slots = 1, .name = "", .pid = 0, .heartbeat_ms = 0};
+    WorkerInfo info{
+        .tasks = {}, .slots = 1, .name = "", .pid = 0, .heartbeat_ms = 0};
     CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
     info.tasks = {"echo"};
     info.slots = 0;
@@ -253,7 +262,8 @@ TEST_CASE("every truncation of a valid message is rejected or decodes safely") {
                                frame(monsoon::json_to_msgpack("[1,2,3]")));
   std::string meta(view(original[3]));
   for (std::size_t length = 0; length < meta.size(); ++length) {
-    Frames frames = encode_job(Command::Submit, "echo", {5, 100, 1}, nil_payload());
+    Frames frames =
+        encode_job(Command::Submit, "echo", {5, 100, 1}, nil_payload());
     frames[3] = frame(std::string_view(meta).substr(0, length));
     CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
   }

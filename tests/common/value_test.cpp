@@ -1,7 +1,7 @@
+#include "monsoon/common/value.hpp"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-
-#include "monsoon/common/value.hpp"
 
 using monsoon::Value;
 using monsoon::ValueError;
@@ -23,7 +23,8 @@ TEST_CASE("JSON -> msgpack -> JSON preserves nested values") {
 }
 
 TEST_CASE("unicode strings survive both encodings") {
-  const char* text = R"(["héllo", "天气", "🌧️", "\u0000nul", "\ud83d\ude00"])";
+  const char* text =
+      R"(["héllo", "天气", "🌧️", "\u0000nul", "\ud83d\ude00"])";
   Value value = json_round_trip(text);
   CHECK(value == Value::parse(text));
   CHECK(value[1].get<std::string>() == "天气");
@@ -51,7 +52,8 @@ TEST_CASE("binary values round-trip in msgpack and render as base64 in JSON") {
   REQUIRE(back["blob"].is_binary());
   const std::vector<std::uint8_t>& blob = back["blob"].get_binary();
   CHECK(blob == std::vector<std::uint8_t>{0x00, 0xff, 0x10, 0x80});
-  CHECK(monsoon::to_json(back) == R"({"blob":"AP8QgA==","list":["TQ==","TWE="]})");
+  CHECK(monsoon::to_json(back) ==
+        R"({"blob":"AP8QgA==","list":["TQ==","TWE="]})");
 }
 
 TEST_CASE("invalid UTF-8 from msgpack is replaced, not fatal") {
@@ -70,7 +72,8 @@ TEST_CASE("malformed JSON is rejected with a message") {
 TEST_CASE("nesting beyond the limit is rejected without recursion") {
   std::string deep_json = std::string(100000, '[') + std::string(100000, ']');
   CHECK_THROWS_AS(monsoon::parse_json(deep_json), ValueError);
-  CHECK_NOTHROW(monsoon::parse_json(std::string(128, '[') + std::string(128, ']')));
+  CHECK_NOTHROW(
+      monsoon::parse_json(std::string(128, '[') + std::string(128, ']')));
   // Brackets inside strings do not count.
   CHECK_NOTHROW(monsoon::parse_json("\"" + std::string(1000, '[') + "\""));
 
@@ -83,13 +86,17 @@ TEST_CASE("nesting beyond the limit is rejected without recursion") {
 TEST_CASE("malformed msgpack is rejected") {
   CHECK_THROWS_AS(monsoon::validate_msgpack(""), ValueError);
   CHECK_THROWS_AS(monsoon::validate_msgpack("\xc1"), ValueError);  // never used
-  CHECK_THROWS_AS(monsoon::validate_msgpack("\x92\x01"), ValueError);  // truncated
-  CHECK_THROWS_AS(monsoon::validate_msgpack("\x01\x02"), ValueError);  // trailing
+  CHECK_THROWS_AS(monsoon::validate_msgpack("\x92\x01"),
+                  ValueError);  // truncated
+  CHECK_THROWS_AS(monsoon::validate_msgpack("\x01\x02"),
+                  ValueError);  // trailing
   // array32 claiming 4 billion elements: rejected, and nothing huge allocated.
-  CHECK_THROWS_AS(monsoon::from_msgpack(std::string_view("\xdd\xff\xff\xff\xff", 5)),
-                  ValueError);
+  CHECK_THROWS_AS(
+      monsoon::from_msgpack(std::string_view("\xdd\xff\xff\xff\xff", 5)),
+      ValueError);
   // str32 claiming 4 GiB.
-  CHECK_THROWS_AS(monsoon::from_msgpack(std::string_view("\xdb\xff\xff\xff\xff", 5)),
-                  ValueError);
+  CHECK_THROWS_AS(
+      monsoon::from_msgpack(std::string_view("\xdb\xff\xff\xff\xff", 5)),
+      ValueError);
   CHECK_NOTHROW(monsoon::validate_msgpack("\x92\x01\xc0"));
 }

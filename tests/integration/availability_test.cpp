@@ -1,8 +1,8 @@
 // What clients see when parts of the stack are missing.
+#include <signal.h>
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-
-#include <signal.h>
 
 #include "stack.hpp"
 
@@ -27,7 +27,8 @@ TEST_CASE("an unreachable broker means 503 with Retry-After, then recovery",
   CHECK(stack.get("/now").status == 200);
 
   stack.start_broker();
-  CHECK(eventually([&] { return stack.post_json("/jobs/echo", "2").status == 200; }, 20s));
+  CHECK(eventually(
+      [&] { return stack.post_json("/jobs/echo", "2").status == 200; }, 20s));
 }
 
 TEST_CASE("every process stops cleanly on SIGTERM", "[integration]") {
@@ -35,7 +36,8 @@ TEST_CASE("every process stops cleanly on SIGTERM", "[integration]") {
   stack.frontend().signal(SIGTERM);
   stack.workers().at(0).signal(SIGTERM);
   stack.broker().signal(SIGTERM);
-  for (auto* process : {&stack.frontend(), &stack.workers().at(0), &stack.broker()}) {
+  for (auto* process :
+       {&stack.frontend(), &stack.workers().at(0), &stack.broker()}) {
     auto status = process->wait_exit(15s);
     INFO(stack.logs());
     REQUIRE(status);

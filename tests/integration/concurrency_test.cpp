@@ -1,9 +1,8 @@
 // The seed's whole point: slow work never blocks fast routes, many jobs are
 // in flight at once without mixing up their answers, and workers share load.
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "stack.hpp"
@@ -27,21 +26,24 @@ std::size_t pending_jobs(const Stack& stack) {
 
 }  // namespace
 
-TEST_CASE("/now answers at once while 500 slow jobs are pending", "[integration]") {
+TEST_CASE("/now answers at once while 500 slow jobs are pending",
+          "[integration]") {
   monsoon::test::raise_open_files_limit();
   Stack stack(StackOptions::pool(1, 2));
 
-  std::vector<HttpRequest> slow(500, HttpRequest{.method = "POST",
-                                                 .target = "/jobs/sleep?timeout_ms=60000",
-                                                 .body = R"({"ms": 2000})",
-                                                 .headers = {}});
+  std::vector<HttpRequest> slow(
+      500, HttpRequest{.method = "POST",
+                       .target = "/jobs/sleep?timeout_ms=60000",
+                       .body = R"({"ms": 2000})",
+                       .headers = {}});
   HttpBatch batch(stack.http_port(), slow);
   REQUIRE(batch.send_all(10s));
   REQUIRE(eventually([&] { return pending_jobs(stack) >= 500; }, 10s));
 
   for (int i = 0; i < 20; ++i) {
     auto started = std::chrono::steady_clock::now();
-    HttpResponse now = stack.request({.method = "GET", .target = "/now", .body = {}, .headers = {}}, 1s);
+    HttpResponse now = stack.request(
+        {.method = "GET", .target = "/now", .body = {}, .headers = {}}, 1s);
     INFO("request " << i << ": " << now.error);
     REQUIRE(now.status == 200);
     CHECK(std::chrono::steady_clock::now() - started < 1s);
@@ -56,20 +58,23 @@ TEST_CASE("1000 concurrent jobs each get their own result", "[integration]") {
 
   std::vector<HttpRequest> requests;
   for (int i = 0; i < 1000; ++i) {
-    requests.push_back({.method = "POST",
-                        .target = "/jobs/echo?timeout_ms=60000",
-                        .body = Json{{"request", i}, {"tag", "r" + std::to_string(i)}}.dump(),
-                        .headers = {{"Content-Type", "application/json"}}});
+    requests.push_back(
+        {.method = "POST",
+         .target = "/jobs/echo?timeout_ms=60000",
+         .body = Json{{"request", i}, {"tag", "r" + std::to_string(i)}}.dump(),
+         .headers = {{"Content-Type", "application/json"}}});
   }
   HttpBatch batch(stack.http_port(), requests);
   REQUIRE(batch.receive_all(60s));
   int mismatched = 0;
   for (int i = 0; i < 1000; ++i) {
     const HttpResponse& response = batch.responses()[i];
-    INFO("request " << i << ": " << response.status << " " << response.error << " " << response.body);
+    INFO("request " << i << ": " << response.status << " " << response.error
+                    << " " << response.body);
     REQUIRE(response.status == 200);
     Json body = Json::parse(response.body);
-    if (body != Json{{"request", i}, {"tag", "r" + std::to_string(i)}}) ++mismatched;
+    if (body != Json{{"request", i}, {"tag", "r" + std::to_string(i)}})
+      ++mismatched;
   }
   CHECK(mismatched == 0);
 }
@@ -78,22 +83,25 @@ TEST_CASE("workers share the load", "[integration]") {
   Stack stack(StackOptions::pool(3, 1));
   // Every worker must have registered before we count.
   std::map<std::string, int> jobs_per_worker;
-  std::vector<HttpRequest> requests(200, HttpRequest{.method = "POST",
-                                                     .target = "/jobs/sleep?timeout_ms=60000",
-                                                     .body = R"({"ms": 5})",
-                                                     .headers = {}});
+  std::vector<HttpRequest> requests(
+      200, HttpRequest{.method = "POST",
+                       .target = "/jobs/sleep?timeout_ms=60000",
+                       .body = R"({"ms": 5})",
+                       .headers = {}});
   REQUIRE(eventually(
       [&] {
         // Three concurrent 100 ms jobs land on three distinct workers once all
         // three are registered (one slot each).
-        HttpBatch probe(stack.http_port(),
-                        std::vector<HttpRequest>(3, HttpRequest{.method = "POST",
-                                                                .target = "/jobs/sleep",
-                                                                .body = R"({"ms": 100})",
-                                                                .headers = {}}));
+        HttpBatch probe(
+            stack.http_port(),
+            std::vector<HttpRequest>(3, HttpRequest{.method = "POST",
+                                                    .target = "/jobs/sleep",
+                                                    .body = R"({"ms": 100})",
+                                                    .headers = {}}));
         probe.receive_all(10s);
         std::set<std::string> names;
-        for (const auto& r : probe.responses()) names.insert(r.header("x-monsoon-worker"));
+        for (const auto& r : probe.responses())
+          names.insert(r.header("x-monsoon-worker"));
         return names.size() == 3;
       },
       20s));

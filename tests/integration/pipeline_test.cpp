@@ -1,6 +1,7 @@
 // End to end through real processes: HTTP -> front end -> broker -> worker.
-#include <catch2/catch.hpp>
 #include <httplib.h>
+
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "monsoon/common/value.hpp"
@@ -56,22 +57,22 @@ TEST_CASE("an empty body means null args", "[integration]") {
 TEST_CASE("msgpack in and out when the client asks for it", "[integration]") {
   Stack& stack = shared_stack();
   Json args = {{"bytes", Json::binary({0, 1, 2, 255})}, {"k", 1}};
-  HttpResponse response = stack.request(
-      {.method = "POST",
-       .target = "/jobs/echo",
-       .body = monsoon::to_msgpack(args),
-       .headers = {{"Content-Type", "application/msgpack"},
-                   {"Accept", "application/msgpack"}}});
+  HttpResponse response =
+      stack.request({.method = "POST",
+                     .target = "/jobs/echo",
+                     .body = monsoon::to_msgpack(args),
+                     .headers = {{"Content-Type", "application/msgpack"},
+                                 {"Accept", "application/msgpack"}}});
   REQUIRE(response.status == 200);
   CHECK(response.header("content-type") == "application/msgpack");
   CHECK(monsoon::from_msgpack(response.body) == args);
 
   // The same binary value rendered for a JSON client is base64.
-  HttpResponse as_json = stack.request(
-      {.method = "POST",
-       .target = "/jobs/echo",
-       .body = monsoon::to_msgpack(args),
-       .headers = {{"Content-Type", "application/msgpack"}}});
+  HttpResponse as_json =
+      stack.request({.method = "POST",
+                     .target = "/jobs/echo",
+                     .body = monsoon::to_msgpack(args),
+                     .headers = {{"Content-Type", "application/msgpack"}}});
   REQUIRE(as_json.status == 200);
   CHECK(Json::parse(as_json.body) == Json{{"bytes", "AAEC/w=="}, {"k", 1}});
 }
@@ -84,7 +85,8 @@ TEST_CASE("sleep, hash and db.query run on the worker", "[integration]") {
   REQUIRE(slept.status == 200);
   CHECK(Json::parse(slept.body)["slept_ms"] == 50);
 
-  HttpResponse hashed = stack.post_json("/jobs/hash", R"({"rounds": 1, "data": "abc"})");
+  HttpResponse hashed =
+      stack.post_json("/jobs/hash", R"({"rounds": 1, "data": "abc"})");
   INFO(hashed.body);
   REQUIRE(hashed.status == 200);
   CHECK(Json::parse(hashed.body) ==
@@ -125,10 +127,11 @@ TEST_CASE("bad requests get clear errors", "[integration]") {
   CHECK(malformed.status == 400);
   CHECK(error_of(malformed)["code"] == "bad_request");
 
-  HttpResponse bad_msgpack = stack.request({.method = "POST",
-                                            .target = "/jobs/echo",
-                                            .body = "\x92\x01",
-                                            .headers = {{"Content-Type", "application/msgpack"}}});
+  HttpResponse bad_msgpack =
+      stack.request({.method = "POST",
+                     .target = "/jobs/echo",
+                     .body = "\x92\x01",
+                     .headers = {{"Content-Type", "application/msgpack"}}});
   CHECK(bad_msgpack.status == 400);
 
   CHECK(stack.get("/no/such/route").status == 404);
@@ -147,13 +150,16 @@ TEST_CASE("bad requests get clear errors", "[integration]") {
   CHECK(error_of(bad_args)["code"] == "bad_request");
 }
 
-TEST_CASE("a task that throws becomes a 500 with its message", "[integration]") {
+TEST_CASE("a task that throws becomes a 500 with its message",
+          "[integration]") {
   Stack& stack = shared_stack();
-  HttpResponse failed = stack.post_json("/jobs/test.fail", R"({"message": "disk on fire"})");
+  HttpResponse failed =
+      stack.post_json("/jobs/test.fail", R"({"message": "disk on fire"})");
   REQUIRE(failed.status == 500);
   Json error = error_of(failed);
   CHECK(error["code"] == "task_failed");
-  CHECK(error["message"].get<std::string>().find("disk on fire") != std::string::npos);
+  CHECK(error["message"].get<std::string>().find("disk on fire") !=
+        std::string::npos);
   // The worker survived: the next job succeeds.
   CHECK(stack.post_json("/jobs/echo", "1").status == 200);
 }
@@ -161,35 +167,42 @@ TEST_CASE("a task that throws becomes a 500 with its message", "[integration]") 
 TEST_CASE("a job past its deadline gets 504", "[integration]") {
   Stack& stack = shared_stack();
   auto started = std::chrono::steady_clock::now();
-  HttpResponse late = stack.post_json("/jobs/sleep?timeout_ms=300", R"({"ms": 5000})");
+  HttpResponse late =
+      stack.post_json("/jobs/sleep?timeout_ms=300", R"({"ms": 5000})");
   auto took = std::chrono::steady_clock::now() - started;
   REQUIRE(late.status == 504);
   CHECK(error_of(late)["code"] == "deadline_exceeded");
   CHECK(took < std::chrono::seconds(4));
 
-  HttpResponse by_header = stack.request({.method = "POST",
-                                          .target = "/jobs/sleep",
-                                          .body = R"({"ms": 5000})",
-                                          .headers = {{"X-Timeout-Ms", "200"}}});
+  HttpResponse by_header =
+      stack.request({.method = "POST",
+                     .target = "/jobs/sleep",
+                     .body = R"({"ms": 5000})",
+                     .headers = {{"X-Timeout-Ms", "200"}}});
   CHECK(by_header.status == 504);
 }
 
-TEST_CASE("a task no worker serves fails clearly at its deadline", "[integration]") {
+TEST_CASE("a task no worker serves fails clearly at its deadline",
+          "[integration]") {
   Stack& stack = shared_stack();
-  HttpResponse response = stack.post_json("/jobs/nobody.serves.this?timeout_ms=500", "{}");
+  HttpResponse response =
+      stack.post_json("/jobs/nobody.serves.this?timeout_ms=500", "{}");
   REQUIRE(response.status == 504);
   Json error = error_of(response);
   CHECK(error["code"] == "no_worker");
-  CHECK(error["message"].get<std::string>().find("nobody.serves.this") != std::string::npos);
+  CHECK(error["message"].get<std::string>().find("nobody.serves.this") !=
+        std::string::npos);
 }
 
-TEST_CASE("a standard HTTP client keeps its connection alive", "[integration]") {
+TEST_CASE("a standard HTTP client keeps its connection alive",
+          "[integration]") {
   Stack& stack = shared_stack();
   httplib::Client client("127.0.0.1", stack.http_port());
   client.set_keep_alive(true);
   client.set_tcp_nodelay(true);
   for (int i = 0; i < 50; ++i) {
-    auto result = client.Post("/jobs/echo", std::to_string(i), "application/json");
+    auto result =
+        client.Post("/jobs/echo", std::to_string(i), "application/json");
     REQUIRE(result);
     REQUIRE(result->status == 200);
     CHECK(result->body == std::to_string(i));

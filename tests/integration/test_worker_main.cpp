@@ -10,9 +10,11 @@
 int main(int argc, char** argv) {
   monsoon::workers::TaskRegistry registry;
   monsoon::workers::register_builtin_tasks(registry);
-  registry.add("test.fail", [](const monsoon::Value& args,
-                               const monsoon::workers::TaskContext&) -> monsoon::Value {
-    throw std::runtime_error(args.value("message", std::string("failed")));
-  });
+  registry.add(
+      "test.fail",
+      [](const monsoon::Value& args,
+         const monsoon::workers::TaskContext&) -> monsoon::Value {
+        throw std::runtime_error(args.value("message", std::string("failed")));
+      });
   return monsoon::workers::run_worker_main(argc, argv, std::move(registry));
 }

@@ -23,8 +23,10 @@ ChildProcess::ChildProcess(std::string executable,
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
 
-  int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) throw std::system_error(errno, std::generic_category(), log_path_);
+  int log_fd = ::open(log_path_.c_str(),
+                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0)
+    throw std::system_error(errno, std::generic_category(), log_path_);
   pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ < 0) {
@@ -79,7 +81,9 @@ std::optional<int> ChildProcess::wait_exit(std::chrono::milliseconds timeout) {
   }
 }
 
-bool ChildProcess::running() { return !wait_exit(std::chrono::milliseconds(0)); }
+bool ChildProcess::running() {
+  return !wait_exit(std::chrono::milliseconds(0));
+}
 
 std::string ChildProcess::log() const {
   std::ifstream in(log_path_);

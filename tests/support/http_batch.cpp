@@ -98,7 +98,8 @@ HttpBatch::HttpBatch(std::uint16_t port, std::vector<HttpRequest> requests)
   for (std::size_t i = 0; i < requests.size(); ++i) {
     Connection& connection = connections_[i];
     connection.out = serialise(requests[i]);
-    connection.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    connection.fd =
+        ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (connection.fd < 0) {
       responses_[i].error = std::string("socket: ") + std::strerror(errno);
       connection.finished = true;
@@ -140,16 +141,18 @@ bool HttpBatch::pump(std::chrono::milliseconds timeout, Done done) {
       fds.push_back({c.fd, events, 0});
       index.push_back(i);
     }
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    int ready = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()) + 1);
+    auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    int ready =
+        ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()) + 1);
     if (ready < 0 && errno != EINTR) return false;
     for (std::size_t k = 0; k < fds.size(); ++k) {
       if (fds[k].revents == 0) continue;
       Connection& c = connections_[index[k]];
       HttpResponse& response = responses_[index[k]];
       if ((fds[k].revents & POLLOUT) && c.written < c.out.size()) {
-        ssize_t n = ::send(c.fd, c.out.data() + c.written, c.out.size() - c.written,
-                           MSG_NOSIGNAL);
+        ssize_t n = ::send(c.fd, c.out.data() + c.written,
+                           c.out.size() - c.written, MSG_NOSIGNAL);
         if (n > 0) c.written += static_cast<std::size_t>(n);
       }
       if (fds[k].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -158,8 +161,9 @@ bool HttpBatch::pump(std::chrono::milliseconds timeout, Done done) {
           c.in.append(buffer, static_cast<std::size_t>(n));
           c.finished = parse_response(c.in, response);
         } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-          response.error = n == 0 ? "connection closed before a full response"
-                                  : std::string("recv: ") + std::strerror(errno);
+          response.error = n == 0
+                               ? "connection closed before a full response"
+                               : std::string("recv: ") + std::strerror(errno);
           c.finished = true;
         }
       }
@@ -170,9 +174,10 @@ bool HttpBatch::pump(std::chrono::milliseconds timeout, Done done) {
 
 bool HttpBatch::send_all(std::chrono::milliseconds timeout) {
   return pump(timeout, [this] {
-    return std::all_of(connections_.begin(), connections_.end(), [](const Connection& c) {
-      return c.finished || c.written == c.out.size();
-    });
+    return std::all_of(connections_.begin(), connections_.end(),
+                       [](const Connection& c) {
+                         return c.finished || c.written == c.out.size();
+                       });
   });
 }
 
@@ -188,7 +193,8 @@ HttpResponse http_request(std::uint16_t port, HttpRequest request,
   HttpBatch batch(port, {std::move(request)});
   if (!batch.receive_all(timeout)) {
     HttpResponse response = batch.responses()[0];
-    response.error = "no response within " + std::to_string(timeout.count()) + " ms";
+    response.error =
+        "no response within " + std::to_string(timeout.count()) + " ms";
     return response;
   }
   return batch.responses()[0];

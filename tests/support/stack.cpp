@@ -31,7 +31,8 @@ void poll_interval_pause() {
 
 void raise_open_files_limit() {
   rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
+      limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &limit);
   }
@@ -40,7 +41,8 @@ void raise_open_files_limit() {
 Stack::Stack(StackOptions options) : options_(std::move(options)) {
   std::string pattern =
       (std::filesystem::temp_directory_path() / "monsoon-test-XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  if (::mkdtemp(pattern.data()) == nullptr)
+    throw std::runtime_error("mkdtemp failed");
   directory_ = pattern;
   http_port_ = free_port();
   client_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_port());
@@ -48,9 +50,16 @@ Stack::Stack(StackOptions options) : options_(std::move(options)) {
 
   start_broker();
   for (int i = 0; i < options_.workers; ++i) start_worker();
-  std::vector<std::string> frontend_args = {
-      "--host", "127.0.0.1", "--port", std::to_string(http_port_), "--broker",
-      client_endpoint_, "--heartbeat-ms", "200", "--drain-timeout-ms", "1000"};
+  std::vector<std::string> frontend_args = {"--host",
+                                            "127.0.0.1",
+                                            "--port",
+                                            std::to_string(http_port_),
+                                            "--broker",
+                                            client_endpoint_,
+                                            "--heartbeat-ms",
+                                            "200",
+                                            "--drain-timeout-ms",
+                                            "1000"};
   frontend_args.insert(frontend_args.end(), options_.frontend_args.begin(),
                        options_.frontend_args.end());
   frontend_.emplace_back(MONSOON_FRONTEND_BIN, frontend_args,
@@ -58,13 +67,17 @@ Stack::Stack(StackOptions options) : options_(std::move(options)) {
 
   bool ready = eventually(
       [&] {
-        HttpRequest echo{.method = "POST", .target = "/jobs/echo?timeout_ms=1000",
-                         .body = "\"ping\"", .headers = {}};
-        return http_request(http_port_, echo, std::chrono::seconds(2)).status == 200;
+        HttpRequest echo{.method = "POST",
+                         .target = "/jobs/echo?timeout_ms=1000",
+                         .body = "\"ping\"",
+                         .headers = {}};
+        return http_request(http_port_, echo, std::chrono::seconds(2)).status ==
+               200;
       },
       std::chrono::seconds(20));
   if (!ready) {
-    throw std::runtime_error("the stack did not answer an echo job in 20 s\n" + logs());
+    throw std::runtime_error("the stack did not answer an echo job in 20 s\n" +
+                             logs());
   }
 }
 
@@ -80,8 +93,9 @@ Stack::~Stack() {
 void Stack::start_broker() {
   std::vector<std::string> args = {"--client-endpoint", client_endpoint_,
                                    "--worker-endpoint", worker_endpoint_,
-                                   "--heartbeat-ms", "200"};
-  args.insert(args.end(), options_.broker_args.begin(), options_.broker_args.end());
+                                   "--heartbeat-ms",    "200"};
+  args.insert(args.end(), options_.broker_args.begin(),
+              options_.broker_args.end());
   broker_.clear();
   broker_.emplace_back(MONSOON_BROKER_BIN, args, directory_ + "/broker.log");
 }
@@ -89,10 +103,13 @@ void Stack::start_broker() {
 void Stack::start_worker(const std::vector<std::string>& extra_args) {
   std::string name = "worker-" + std::to_string(workers_.size() + 1);
   std::vector<std::string> args = {
-      "--broker", worker_endpoint_, "--concurrency",
-      std::to_string(options_.worker_concurrency), "--name", name, "--db-path",
-      directory_ + "/demo.sqlite3", "--heartbeat-ms", "200"};
-  args.insert(args.end(), options_.worker_args.begin(), options_.worker_args.end());
+      "--broker",       worker_endpoint_,
+      "--concurrency",  std::to_string(options_.worker_concurrency),
+      "--name",         name,
+      "--db-path",      directory_ + "/demo.sqlite3",
+      "--heartbeat-ms", "200"};
+  args.insert(args.end(), options_.worker_args.begin(),
+              options_.worker_args.end());
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   workers_.emplace_back(options_.worker_executable, args,
                         directory_ + "/" + name + ".log");
@@ -104,10 +121,12 @@ HttpResponse Stack::request(HttpRequest request,
 }
 
 HttpResponse Stack::get(const std::string& target) const {
-  return request({.method = "GET", .target = target, .body = {}, .headers = {}});
+  return request(
+      {.method = "GET", .target = target, .body = {}, .headers = {}});
 }
 
-HttpResponse Stack::post_json(const std::string& target, const std::string& body) const {
+HttpResponse Stack::post_json(const std::string& target,
+                              const std::string& body) const {
   return request({.method = "POST",
                   .target = target,
                   .body = body,

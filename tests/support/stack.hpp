@@ -44,10 +44,11 @@ class Stack {
   const std::string& directory() const { return directory_; }
 
   // A request to the front end, waiting at most `timeout` for the answer.
-  HttpResponse request(HttpRequest request,
-                       std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  HttpResponse request(HttpRequest request, std::chrono::milliseconds timeout =
+                                                std::chrono::seconds(30)) const;
   HttpResponse get(const std::string& target) const;
-  HttpResponse post_json(const std::string& target, const std::string& body) const;
+  HttpResponse post_json(const std::string& target,
+                         const std::string& body) const;
 
   ChildProcess& broker() { return broker_.at(0); }
   ChildProcess& frontend() { return frontend_.at(0); }

@@ -13,7 +13,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
 #include <zmq.hpp>
 
 namespace monsoon::protocol {
@@ -68,16 +67,19 @@ struct JobMeta {
 struct OutcomeMeta {
   std::uint64_t id = 0;
   bool ok = true;
-  std::string code;     // empty when ok
-  std::string message;  // empty when ok
+  std::string code;                  // empty when ok
+  std::string message;               // empty when ok
   std::uint32_t retry_after_ms = 0;  // 0 = absent
   std::string worker;  // RESULT only: name of the worker that ran the job
 
-  static OutcomeMeta success(std::uint64_t id) { return {id, true, {}, {}, 0, {}}; }
+  static OutcomeMeta success(std::uint64_t id) {
+    return {id, true, {}, {}, 0, {}};
+  }
   static OutcomeMeta failure(std::uint64_t id, std::string_view code,
                              std::string message,
                              std::uint32_t retry_after_ms = 0) {
-    return {id, false, std::string(code), std::move(message), retry_after_ms, {}};
+    return {id, false, std::string(code), std::move(message), retry_after_ms,
+            {}};
   }
 };
 

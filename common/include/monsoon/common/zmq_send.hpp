@@ -4,7 +4,6 @@
 
 #include <span>
 #include <string_view>
-
 #include <zmq.hpp>
 
 namespace monsoon {

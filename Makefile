@@ -1,0 +1,48 @@
+# Thin wrapper over CMake. `make run` and `make test` work on a fresh Debian 12
+# machine: both install what is missing first.
+PORT ?= 8000
+WORKERS ?= 2
+CONCURRENCY ?= $(shell nproc)
+JOBS ?= 2
+BUILD_DIR ?= build
+SANITIZE_DIR ?= build-sanitize
+
+.PHONY: all deps build run test test-sanitize format format-check clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD_DIR)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD_DIR)/CMakeCache.txt
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+run: build
+	@bash scripts/run-stack.sh $(BUILD_DIR)/bin $(PORT) $(WORKERS) $(CONCURRENCY)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
+test-sanitize: deps
+	bash scripts/install-deps.sh clang libclang-rt-14-dev
+	CXX=clang++ cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=Debug \
+	  -DMONSOON_SANITIZE=address,undefined
+	cmake --build $(SANITIZE_DIR) -j$(JOBS)
+	cd $(SANITIZE_DIR) && ASAN_OPTIONS=detect_leaks=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j$(JOBS)
+
+FORMAT_FILES = $(shell git ls-files '*.cpp' '*.hpp')
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR)

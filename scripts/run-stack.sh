@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs a whole Monsoon stack on 127.0.0.1 (broker, a worker pool, front end)
+# until Ctrl-C or SIGTERM, then stops every process it started, by PID.
+# Usage: run-stack.sh BIN_DIR [PORT] [WORKERS] [CONCURRENCY]
+set -euo pipefail
+
+bin=${1:?usage: run-stack.sh BIN_DIR [PORT] [WORKERS] [CONCURRENCY]}
+port=${2:-8000}
+workers=${3:-2}
+concurrency=${4:-$(nproc)}
+state=${MONSOON_STATE_DIR:-$(dirname "$bin")/run}
+client_endpoint=${MONSOON_CLIENT_ENDPOINT:-tcp://127.0.0.1:5555}
+worker_endpoint=${MONSOON_WORKER_ENDPOINT:-tcp://127.0.0.1:5556}
+mkdir -p "$state"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  if [[ ${#pids[@]} -gt 0 ]]; then
+    echo
+    echo "Stopping Monsoon (pids ${pids[*]})..."
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    # Give each process time to finish what it holds, then insist.
+    for _ in $(seq 100); do
+      kill -0 "${pids[@]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+  fi
+}
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+"$bin/monsoon-broker" --client-endpoint "$client_endpoint" \
+  --worker-endpoint "$worker_endpoint" &
+pids+=($!)
+for i in $(seq "$workers"); do
+  "$bin/monsoon-worker" --broker "$worker_endpoint" --concurrency "$concurrency" \
+    --name "worker-$i@$(hostname)" --db-path "$state/demo.sqlite3" &
+  pids+=($!)
+done
+"$bin/monsoon-frontend" --host 127.0.0.1 --port "$port" --broker "$client_endpoint" &
+pids+=($!)
+
+url="http://127.0.0.1:$port"
+for _ in $(seq 100); do
+  curl -fsS "$url/healthz" >/dev/null 2>&1 && break
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "a Monsoon process exited during start-up; see the log above" >&2; exit 1; }
+  done
+  sleep 0.1
+done
+
+cat <<EOT
+
+Monsoon is running at $url  ($workers workers x $concurrency slots; Ctrl-C stops it)
+
+  curl $url/now
+  curl -X POST $url/jobs/echo -H 'Content-Type: application/json' -d '{"hello": "monsoon"}'
+  curl $url/query/3
+
+EOT
+wait -n "${pids[@]}" || true
+echo "A Monsoon process exited; stopping the rest." >&2
+exit 1
