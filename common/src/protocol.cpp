@@ -5,10 +5,6 @@
 namespace monsoon::protocol {
 namespace {
 
-std::string_view view(const zmq::message_t& frame) {
-  return {static_cast<const char*>(frame.data()), frame.size()};
-}
-
 // Frames after signature and command, per command (docs/protocol.md section 2).
 std::size_t body_frames(Command command) {
   switch (command) {
@@ -43,9 +39,9 @@ void expect_command(Command expected, std::span<const zmq::message_t> frames) {
 msgpack::object_handle unpack_map(const zmq::message_t& frame) {
   if (frame.size() > kMaxMetaBytes) throw ProtocolError("meta frame too large");
   // Limits keep a hostile length prefix from allocating more than the frame.
-  msgpack::unpack_limit limit(/*array=*/kMaxAnnouncedTasks, /*map=*/64,
+  msgpack::unpack_limit limit(/*array=*/kMaxMetaBytes, /*map=*/kMaxMetaBytes,
                               /*str=*/kMaxMetaBytes, /*bin=*/kMaxMetaBytes,
-                              /*ext=*/kMaxMetaBytes, /*depth=*/4);
+                              /*ext=*/kMaxMetaBytes, /*depth=*/kMaxMetaDepth);
   msgpack::object_handle handle;
   try {
     std::size_t offset = 0;
@@ -104,7 +100,7 @@ std::string get_string(const msgpack::object& map, std::string_view key,
 }
 
 std::string decode_task(const zmq::message_t& frame) {
-  std::string_view task = view(frame);
+  std::string_view task = frame_view(frame);
   if (!is_valid_task_name(task)) throw ProtocolError("invalid task name");
   return std::string(task);
 }
@@ -157,7 +153,7 @@ bool is_valid_task_name(std::string_view name) noexcept {
 
 Command decode_command(std::span<const zmq::message_t> frames) {
   if (frames.size() < 2) throw ProtocolError("fewer than 2 frames");
-  if (view(frames[0]) != kSignature) {
+  if (frame_view(frames[0]) != kSignature) {
     throw ProtocolError("bad signature or protocol version");
   }
   if (frames[1].size() != 1) throw ProtocolError("command frame is not 1 byte");
@@ -226,8 +222,10 @@ WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
   WorkerInfo worker;
   const msgpack::object* tasks = find_key(info, "tasks");
   if (tasks == nullptr || tasks->type != msgpack::type::ARRAY ||
-      tasks->via.array.size == 0) {
-    throw ProtocolError("'tasks' is not a non-empty array");
+      tasks->via.array.size == 0 ||
+      tasks->via.array.size > kMaxAnnouncedTasks) {
+    throw ProtocolError("'tasks' is not an array of 1 to " +
+                        std::to_string(kMaxAnnouncedTasks) + " names");
   }
   for (const auto& task :
        std::span(tasks->via.array.ptr, tasks->via.array.size)) {
@@ -240,6 +238,10 @@ WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
   }
   worker.slots =
       static_cast<std::uint32_t>(get_uint(info, "slots", 1, kMaxSlots));
+  if (find_key(info, "free") != nullptr) {
+    worker.free =
+        static_cast<std::uint32_t>(get_uint(info, "free", 0, worker.slots));
+  }
   worker.name = get_string(info, "name", false);
   worker.pid =
       static_cast<std::uint32_t>(get_uint(info, "pid", 0, UINT32_MAX, 0));
@@ -307,11 +309,15 @@ Frames encode_outcome(Command command, std::string_view task,
 Frames encode_ready(const WorkerInfo& info) {
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  packer.pack_map(5);
+  packer.pack_map(info.free ? 6 : 5);
   packer.pack("tasks");
   packer.pack(info.tasks);
   packer.pack("slots");
   packer.pack(info.slots);
+  if (info.free) {
+    packer.pack("free");
+    packer.pack(*info.free);
+  }
   packer.pack("name");
   packer.pack(info.name);
   packer.pack("pid");
@@ -331,8 +337,7 @@ Frames encode_control(Command command) {
 }
 
 zmq::message_t nil_payload() {
-  const std::uint8_t nil = 0xc0;
-  return zmq::message_t(&nil, 1);
+  return zmq::message_t(kMsgpackNil.data(), kMsgpackNil.size());
 }
 
 }  // namespace monsoon::protocol

@@ -85,9 +85,25 @@ TEST_CASE("DONE and RESULT round-trip, ok and error") {
   }
 }
 
+TEST_CASE("READY without 'free' decodes without it") {
+  msgpack::sbuffer buffer;
+  msgpack::packer packer(buffer);
+  packer.pack_map(2);
+  packer.pack("tasks");
+  packer.pack(std::vector<std::string>{"echo"});
+  packer.pack("slots");
+  packer.pack(4);
+  Frames frames;
+  frames.push_back(frame(kSignature));
+  frames.push_back(frame("\x01"));
+  frames.push_back(msgpack_frame(buffer));
+  CHECK_FALSE(decode_ready(frames).free.has_value());
+}
+
 TEST_CASE("READY round-trip") {
   WorkerInfo info{.tasks = {"echo", "sleep", "images:resize"},
                   .slots = 8,
+                  .free = 3,
                   .name = "w1@host",
                   .pid = 4242,
                   .heartbeat_ms = 1000};
@@ -95,6 +111,7 @@ TEST_CASE("READY round-trip") {
   WorkerInfo decoded = decode_ready(frames);
   CHECK(decoded.tasks == info.tasks);
   CHECK(decoded.slots == 8);
+  CHECK(decoded.free == 3);
   CHECK(decoded.name == "w1@host");
   CHECK(decoded.pid == 4242);
   CHECK(decoded.heartbeat_ms == 1000);
@@ -248,11 +265,24 @@ TEST_CASE("foreign and malformed frames are rejected") {
     CHECK_THROWS_AS(decode_outcome(Command::Done, frames), ProtocolError);
   }
   SECTION("READY with no tasks or zero slots") {
-    WorkerInfo info{
-        .tasks = {}, .slots = 1, .name = "", .pid = 0, .heartbeat_ms = 0};
+    WorkerInfo info;
+    info.slots = 1;
     CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
     info.tasks = {"echo"};
     info.slots = 0;
+    CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
+  }
+  SECTION("READY announcing more free slots than slots") {
+    WorkerInfo info;
+    info.tasks = {"echo"};
+    info.slots = 2;
+    info.free = 3;
+    CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
+  }
+  SECTION("READY announcing too many tasks") {
+    WorkerInfo info;
+    info.tasks.assign(kMaxAnnouncedTasks + 1, "echo");
+    info.slots = 1;
     CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
   }
 }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -21,6 +22,7 @@ inline constexpr std::uint8_t kVersion = 1;
 inline constexpr std::string_view kSignature{"MNS\x01", 4};
 inline constexpr std::size_t kMaxTaskNameBytes = 128;
 inline constexpr std::size_t kMaxMetaBytes = 4096;
+inline constexpr std::size_t kMaxMetaDepth = 32;
 inline constexpr std::size_t kMaxValueDepth = 128;
 inline constexpr std::uint32_t kMaxTimeoutMs = 86'400'000;
 inline constexpr std::size_t kMaxAnnouncedTasks = 1024;
@@ -87,6 +89,9 @@ struct OutcomeMeta {
 struct WorkerInfo {
   std::vector<std::string> tasks;
   std::uint32_t slots = 0;
+  // Slots free right now; less than `slots` when a worker re-registers while
+  // jobs from before are still running. Absent means all `slots`.
+  std::optional<std::uint32_t> free;
   std::string name;
   std::uint32_t pid = 0;
   std::uint32_t heartbeat_ms = 0;
@@ -129,7 +134,13 @@ Frames encode_outcome(Command command, std::string_view task,
 Frames encode_ready(const WorkerInfo& info);
 Frames encode_control(Command command);  // Heartbeat or Disconnect
 
-// A MessagePack nil, for error outcomes.
+// A MessagePack nil, for error outcomes and absent args.
+inline constexpr std::string_view kMsgpackNil{"\xc0", 1};
 zmq::message_t nil_payload();
+
+// The bytes of a frame, valid while the frame lives.
+inline std::string_view frame_view(const zmq::message_t& frame) {
+  return {static_cast<const char*>(frame.data()), frame.size()};
+}
 
 }  // namespace monsoon::protocol
