@@ -57,10 +57,6 @@ bool receive(zmq::socket_t& socket, protocol::Frames& frames) {
   }
 }
 
-std::string_view view(const zmq::message_t& frame) {
-  return frame.to_string_view();
-}
-
 }  // namespace
 
 struct Broker::Impl {
@@ -140,7 +136,7 @@ struct Broker::Impl {
       // ROUTER always prepends the sender's identity.
       std::span<zmq::message_t> body(frames);
       try {
-        (this->*handle)(view(frames[0]), body.subspan(1), now);
+        (this->*handle)(protocol::frame_view(frames[0]), body.subspan(1), now);
       } catch (const protocol::ProtocolError& e) {
         drop_malformed(role, e.what(), now);
       }

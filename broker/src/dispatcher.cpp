@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <list>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include "log_throttle.hpp"
 
@@ -84,14 +86,22 @@ struct Worker {
 
   std::string identity;
   std::string name;
+  std::uint32_t pid = 0;
   std::vector<Membership> tasks;
   std::uint32_t slots = 0;
   std::uint32_t credit = 0;
   std::uint64_t stamp = 0;
-  bool listed = false;  // in the ready sets of its tasks (iff credit > 0)
+  // In the ready sets of its tasks (iff credit > 0 and not draining).
+  bool listed = false;
+  // It said DISCONNECT: it gets no new JOB and is forgotten once it holds
+  // no job.
+  bool draining = false;
   std::unordered_set<JobId> held;
   PeerLiveness liveness;
 };
+
+// How a reconnecting worker is recognised under its new routing identity.
+using NameAndPid = std::pair<std::string, std::uint32_t>;
 
 struct Deadline {
   Clock::time_point at;
@@ -151,6 +161,7 @@ struct Dispatcher::State {
   DispatcherConfig config;
   Clock::duration scan_period;  // how often workers' liveness is checked
   StringMap<Worker> workers;
+  std::map<NameAndPid, Worker*> workers_by_name;  // named workers only
   StringMap<TaskState> tasks;
   std::unordered_map<JobId, Job> jobs;  // queued and in flight
   std::vector<Deadline> heap;           // lazy: may hold finished jobs
@@ -206,7 +217,7 @@ struct Dispatcher::State {
   }
 
   void list(Worker& worker) {
-    if (worker.credit == 0) return;
+    if (worker.credit == 0 || worker.draining) return;
     ReadyKey key{worker.slots - worker.credit, worker.slots, worker.stamp,
                  &worker};
     for (Membership& m : worker.tasks) m.pos = m.task->ready.insert(key).first;
@@ -374,33 +385,105 @@ struct Dispatcher::State {
     }
   }
 
-  void lose_worker(Worker& worker, std::string_view reason,
-                   Clock::time_point now, Outbox& out) {
+  // Records the worker's name and pid, under which a reconnect finds it.
+  void index_by_name(Worker& worker, const std::string& name,
+                     std::uint32_t pid) {
+    unindex_by_name(worker);
+    worker.name = name;
+    worker.pid = pid;
+    if (!name.empty()) workers_by_name[{name, pid}] = &worker;
+  }
+
+  void unindex_by_name(Worker& worker) {
+    auto it = workers_by_name.find({worker.name, worker.pid});
+    if (it != workers_by_name.end() && it->second == &worker) {
+      workers_by_name.erase(it);
+    }
+  }
+
+  // The registration a READY with this name and pid continues, if any.
+  Worker* find_by_name(const std::string& name, std::uint32_t pid) {
+    if (name.empty()) return nullptr;
+    auto it = workers_by_name.find({name, pid});
+    return it == workers_by_name.end() ? nullptr : it->second;
+  }
+
+  // Drops the worker's registration. Its jobs must have been moved,
+  // requeued or failed already.
+  void forget_worker(Worker& worker) {
     unlist(worker);
     free_credit -= worker.credit;
-    ++counters.workers_lost;
+    unindex_by_name(worker);
+    set_tasks(worker, {});
+    workers.erase(workers.find(worker.identity));
+  }
 
-    // Requeue newest first so that the oldest ends up at the very front.
+  // Moves the jobs of `old` (the same worker process under its previous
+  // routing identity) to `worker` and forgets `old`; nothing is requeued.
+  void take_over(Worker& worker, Worker& old) {
+    for (JobId id : old.held) {
+      jobs.at(id).worker = &worker;
+      worker.held.insert(id);
+    }
+    spdlog::info("worker {} reconnected: it still holds {} job(s)",
+                 display_name(worker), old.held.size());
+    old.held.clear();
+    forget_worker(old);
+    ++counters.workers_reconnected;
+  }
+
+  // Stops dispatching to the worker; it keeps its jobs until it answers
+  // them (section 5: DISCONNECT from a worker).
+  void start_draining(Worker& worker) {
+    worker.draining = true;
+    change_credit(worker, 0);
+    spdlog::info("worker {} stopping: waiting for its {} job(s)",
+                 display_name(worker), worker.held.size());
+  }
+
+  // Forgets a draining worker once it holds no job.
+  void forget_if_drained(Worker& worker) {
+    if (!worker.draining || !worker.held.empty()) return;
+    spdlog::info("worker {} stopped", display_name(worker));
+    forget_worker(worker);
+    ++counters.workers_stopped;
+  }
+
+  // Forgets dead workers and requeues their jobs. All of them leave the
+  // ready sets first, so no requeued job goes to another dead worker (which
+  // would burn one more attempt).
+  void lose_workers(const std::vector<Worker*>& dead, std::string_view reason,
+                    Clock::time_point now, Outbox& out) {
+    for (Worker* worker : dead) change_credit(*worker, 0);
+    struct Tally {
+      std::size_t requeued = 0;
+      std::size_t failed = 0;
+    };
+    std::unordered_map<Worker*, Tally> tallies;
     std::vector<Job*> held;
-    for (JobId id : worker.held) held.push_back(&jobs.at(id));
+    for (Worker* worker : dead) {
+      for (JobId id : worker->held) held.push_back(&jobs.at(id));
+    }
+    // Requeue newest first so that the oldest ends up at the very front.
     std::sort(held.begin(), held.end(),
               [](const Job* a, const Job* b) { return a->id > b->id; });
     std::vector<TaskState*> requeued_to;
-    std::size_t failed = 0;
     for (Job* job : held) {
+      Tally& tally = tallies[job->worker];
       if (now >= job->deadline) {
-        ++failed;
+        ++tally.failed;
         fail_job(*job, error_code::kDeadlineExceeded,
                  "deadline passed while the job ran on a worker that died",
                  out);
       } else if (job->attempt >= config.max_attempts) {
-        ++failed;
+        ++tally.failed;
         fail_job(*job, error_code::kInternal,
                  "worker died while running the job (attempt " +
                      std::to_string(job->attempt) + " of " +
                      std::to_string(config.max_attempts) + ")",
                  out);
       } else {
+        ++tally.requeued;
         job->worker = nullptr;
         ++job->attempt;
         TaskState& task = task_state(job->task);
@@ -408,13 +491,16 @@ struct Dispatcher::State {
         requeued_to.push_back(&task);
       }
     }
-    counters.requeued += held.size() - failed;
-    counters.failed_worker_lost += failed;
-    spdlog::warn("worker {} lost ({}): {} jobs requeued, {} failed",
-                 display_name(worker), reason, held.size() - failed, failed);
-
-    set_tasks(worker, {});
-    workers.erase(workers.find(worker.identity));
+    for (Worker* worker : dead) {
+      const Tally& tally = tallies[worker];
+      counters.requeued += tally.requeued;
+      counters.failed_worker_lost += tally.failed;
+      ++counters.workers_lost;
+      spdlog::warn("worker {} lost ({}): {} jobs requeued, {} failed",
+                   display_name(*worker), reason, tally.requeued, tally.failed);
+      worker->held.clear();
+      forget_worker(*worker);
+    }
     std::sort(requeued_to.begin(), requeued_to.end());
     requeued_to.erase(std::unique(requeued_to.begin(), requeued_to.end()),
                       requeued_to.end());
@@ -476,9 +562,13 @@ void Dispatcher::on_ready(std::string_view identity,
                           Clock::time_point now, Outbox& out) {
   State& s = *state_;
   Worker* worker = s.find_worker(identity);
+  // The same process under a previous identity: it reconnected on a new
+  // socket (section 4).
+  Worker* previous = s.find_by_name(info.name, info.pid);
+  if (previous == worker) previous = nullptr;
   bool known = worker != nullptr;
   if (!known) {
-    if (s.workers.size() >= s.config.max_workers) {
+    if (previous == nullptr && s.workers.size() >= s.config.max_workers) {
       ++s.counters.workers_rejected;
       std::uint64_t suppressed = 0;
       if (s.rejected_log.allow(now, suppressed)) {
@@ -498,13 +588,18 @@ void Dispatcher::on_ready(std::string_view identity,
     }
   }
   s.unlist(*worker);
-  worker->name = info.name;
+  s.index_by_name(*worker, info.name, info.pid);
   worker->slots = info.slots;
+  worker->draining = false;
   worker->liveness.heard(now);
   s.set_tasks(*worker, info.tasks);
+  if (previous != nullptr) s.take_over(*worker, *previous);
+  // Jobs it holds answer with DONEs that each return a credit, so they
+  // must not be counted as free twice.
   auto holding = static_cast<std::uint32_t>(
       std::min<std::size_t>(worker->held.size(), info.slots));
-  s.change_credit(*worker, info.slots - holding);
+  s.change_credit(
+      *worker, std::min(info.free.value_or(info.slots), info.slots - holding));
   // Re-registrations are routine (and peer-controlled): keep them quiet.
   spdlog::log(known ? spdlog::level::debug : spdlog::level::info,
               "worker {} ready: {} slots ({} free), {} tasks",
@@ -538,6 +633,10 @@ void Dispatcher::on_done(std::string_view identity,
     s.jobs.erase(it);
     ++s.counters.completed;
   }
+  if (worker->draining) {
+    s.forget_if_drained(*worker);
+    return;
+  }
   if (worker->credit < worker->slots) {
     s.change_credit(*worker, worker->credit + 1);
   }
@@ -555,17 +654,19 @@ void Dispatcher::on_heartbeat(std::string_view identity, Clock::time_point now,
 }
 
 void Dispatcher::on_disconnect(std::string_view identity, Clock::time_point now,
-                               Outbox& out) {
+                               Outbox&) {
   // An unknown worker saying goodbye needs no answer.
-  if (Worker* worker = state_->find_worker(identity)) {
-    state_->lose_worker(*worker, "it disconnected", now, out);
-  }
+  Worker* worker = state_->find_worker(identity);
+  if (worker == nullptr) return;
+  worker->liveness.heard(now);
+  if (!worker->draining) state_->start_draining(*worker);
+  state_->forget_if_drained(*worker);
 }
 
 void Dispatcher::on_worker_unreachable(std::string_view identity,
                                        Clock::time_point now, Outbox& out) {
   if (Worker* worker = state_->find_worker(identity)) {
-    state_->lose_worker(*worker, "unreachable", now, out);
+    state_->lose_workers({worker}, "unreachable", now, out);
   }
 }
 
@@ -587,12 +688,14 @@ void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
       // The worker keeps its slot busy until it answers; its late DONE
       // returns the credit.
       ++s.counters.expired_in_flight;
-      job.worker->held.erase(id);
-      std::string message = "job ran on worker " + display_name(*job.worker) +
+      Worker& holder = *job.worker;
+      holder.held.erase(id);
+      std::string message = "job ran on worker " + display_name(holder) +
                             " for " +
                             std::to_string(elapsed_ms(job.submitted_at, now)) +
                             " ms since it was submitted, past its deadline";
       s.fail_job(job, error_code::kDeadlineExceeded, std::move(message), out);
+      s.forget_if_drained(holder);
     } else {
       s.push_deadline(job.deadline + s.config.in_flight_grace, id, now);
     }
@@ -608,9 +711,7 @@ void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
                        protocol::encode_control(Command::Heartbeat), now, out);
     }
   }
-  for (Worker* worker : dead) {
-    s.lose_worker(*worker, "silent for too long", now, out);
-  }
+  if (!dead.empty()) s.lose_workers(dead, "silent for too long", now, out);
   s.next_scan =
       s.workers.empty() ? Clock::time_point::max() : now + s.scan_period;
 }
@@ -668,6 +769,8 @@ std::string to_string(const DispatcherStats& s) {
          " requeued=" + std::to_string(s.requeued) +
          " failed_worker_lost=" + std::to_string(s.failed_worker_lost) +
          " workers_lost=" + std::to_string(s.workers_lost) +
+         " workers_reconnected=" + std::to_string(s.workers_reconnected) +
+         " workers_stopped=" + std::to_string(s.workers_stopped) +
          " workers_rejected=" + std::to_string(s.workers_rejected) +
          " unknown_worker_messages=" +
          std::to_string(s.unknown_worker_messages) +

@@ -139,3 +139,49 @@ TEST_CASE("Broker relays a job from a client to a worker and back") {
   CHECK(running.broker().stats().completed == 1);
   CHECK(running.broker().stats().malformed_dropped == 1);
 }
+
+TEST_CASE("Broker relays the DONE of a stopping worker exactly once") {
+  RunningBroker running(ephemeral_config());
+  zmq::context_t context;
+  zmq::socket_t worker = dealer(context, running.broker().worker_endpoint());
+  zmq::socket_t client = dealer(context, running.broker().client_endpoint());
+
+  protocol::WorkerInfo info;
+  info.tasks = {"echo"};
+  info.slots = 1;
+  info.name = "stopping-worker";
+  send(worker, protocol::encode_ready(info));
+  const std::string args = "\xa2hi";  // MessagePack "hi"
+  send(client, protocol::encode_job(Command::Submit, "echo", {7, 5000, 1},
+                                    zmq::message_t(args.data(), args.size())));
+  protocol::Frames job_frames = receive(worker);
+  protocol::JobMessage job = protocol::decode_job(Command::Job, job_frames);
+
+  send(worker, protocol::encode_control(Command::Disconnect));
+  send(worker,
+       protocol::encode_outcome(Command::Done, "echo",
+                                protocol::OutcomeMeta::success(job.meta.id),
+                                std::move(job.args)));
+
+  protocol::Frames result_frames = receive(client);
+  protocol::OutcomeMessage result =
+      protocol::decode_outcome(Command::Result, result_frames);
+  CHECK(result.meta.id == 7);
+  CHECK(result.meta.ok);
+  CHECK(result.meta.worker == "stopping-worker");
+  CHECK(result.result.to_string() == args);
+
+  // Nothing else: no second RESULT, and the job was not sent out again.
+  client.set(zmq::sockopt::rcvtimeo, 300);
+  zmq::message_t extra;
+  CHECK_FALSE(client.recv(extra).has_value());
+  worker.set(zmq::sockopt::rcvtimeo, 300);
+  CHECK_FALSE(worker.recv(extra).has_value());
+
+  CHECK(running.stop_within(seconds(5)));
+  DispatcherStats stats = running.broker().stats();
+  CHECK(stats.completed == 1);
+  CHECK(stats.dispatched == 1);
+  CHECK(stats.workers_stopped == 1);
+  CHECK(stats.workers == 0);
+}

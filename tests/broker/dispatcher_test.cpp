@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 
 using namespace monsoon;
@@ -60,6 +61,18 @@ struct Harness {
     info.slots = slots;
     info.name = worker;
     dispatcher.on_ready(worker, info, now, out);
+  }
+
+  // READY of worker process `name` (pid 42) over the connection `identity`.
+  void ready_as(const std::string& identity, const std::string& name,
+                std::uint32_t slots, std::optional<std::uint32_t> free) {
+    protocol::WorkerInfo info;
+    info.tasks = {"echo"};
+    info.slots = slots;
+    info.free = free;
+    info.name = name;
+    info.pid = 42;
+    dispatcher.on_ready(identity, info, now, out);
   }
 
   void submit(const std::string& task, std::uint64_t client_id,
@@ -409,7 +422,7 @@ TEST_CASE("a dead worker's jobs go back to the front of their queue") {
   CHECK(h.take().jobs.size() == 2);
   h.submit("echo", 3);
 
-  h.dispatcher.on_disconnect("A", h.now, h.out);
+  h.dispatcher.on_worker_unreachable("A", h.now, h.out);
   CHECK(h.take().results.empty());
   CHECK_FALSE(h.dispatcher.knows_worker("A"));
   DispatcherStats stats = h.dispatcher.stats();
@@ -429,6 +442,242 @@ TEST_CASE("a dead worker's jobs go back to the front of their queue") {
   }
   CHECK(order == std::vector<std::pair<std::string, std::uint32_t>>{
                      {args_of(1), 2}, {args_of(2), 2}, {args_of(3), 1}});
+}
+
+TEST_CASE("no job of a dead worker goes to another dead worker") {
+  DispatcherConfig config;
+  config.max_attempts = 2;
+  Harness h(config);
+  // Each holds one job and still has credit for another.
+  h.ready("A", {"echo"}, 2);
+  h.ready("B", {"echo"}, 2);
+  h.submit("echo", 1, 60'000);
+  h.submit("echo", 2, 60'000);
+  Sent first = h.take();
+  REQUIRE(first.jobs.size() == 2);
+  REQUIRE(first.jobs[0].worker != first.jobs[1].worker);
+
+  // Both fall silent: one scan finds both dead.
+  h.now += config.heartbeat.interval * config.heartbeat.liveness;
+  h.tick();
+  Sent sent = h.take();
+  CHECK(sent.jobs.empty());
+  CHECK(sent.results.empty());  // no attempt burned on a dead worker
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.workers_lost == 2);
+  CHECK(stats.requeued == 2);
+  CHECK(stats.failed_worker_lost == 0);
+  CHECK(stats.dispatched == 2);
+  CHECK(stats.queued == 2);
+
+  h.ready("C", {"echo"}, 2);
+  sent = h.take();
+  REQUIRE(sent.jobs.size() == 2);
+  for (const SentJob& job : sent.jobs) {
+    CHECK(job.worker == "C");
+    CHECK(job.job.meta.attempt == 2);
+  }
+  CHECK(text(sent.jobs[0].job.args) == args_of(1));  // oldest first
+}
+
+TEST_CASE("a stopping worker finishes its jobs and gets no new ones") {
+  Harness h;
+  h.ready("A", {"echo"}, 2);
+  h.submit("echo", 1);
+  h.submit("echo", 2);
+  Sent running = h.take();
+  REQUIRE(running.jobs.size() == 2);
+  h.submit("echo", 3);
+
+  h.dispatcher.on_disconnect("A", h.now, h.out);
+  Sent sent = h.take();
+  CHECK(sent.jobs.empty());
+  CHECK(sent.results.empty());
+  CHECK(sent.controls.empty());
+  CHECK(h.dispatcher.knows_worker("A"));
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.requeued == 0);
+  CHECK(stats.in_flight == 2);
+  CHECK(stats.queued == 1);
+  CHECK(stats.free_credit == 0);
+
+  // Its DONEs are relayed; the credit they return is not used.
+  h.done("A", running.jobs[0].job.meta.id);
+  sent = h.take();
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].result.meta.id == 1);
+  CHECK(sent.jobs.empty());
+  CHECK(h.dispatcher.knows_worker("A"));
+
+  // Heartbeats keep it alive while it drains.
+  h.now += milliseconds(2500);
+  h.dispatcher.on_heartbeat("A", h.now, h.out);
+  h.now += milliseconds(2500);
+  h.tick();
+  CHECK(h.take().jobs.empty());
+  CHECK(h.dispatcher.knows_worker("A"));
+
+  h.done("A", running.jobs[1].job.meta.id);
+  sent = h.take();
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].result.meta.id == 2);
+  CHECK(sent.jobs.empty());
+  CHECK_FALSE(h.dispatcher.knows_worker("A"));  // holds nothing: forgotten
+  stats = h.dispatcher.stats();
+  CHECK(stats.workers_stopped == 1);
+  CHECK(stats.workers_lost == 0);
+  CHECK(stats.completed == 2);
+  CHECK(stats.workers == 0);
+  CHECK(stats.queued == 1);
+
+  h.ready("B", {"echo"}, 1);
+  CHECK(text(h.take_job().job.args) == args_of(3));
+}
+
+TEST_CASE("an idle worker that disconnects is forgotten at once") {
+  Harness h;
+  h.ready("A", {"echo"}, 2);
+  h.dispatcher.on_disconnect("A", h.now, h.out);
+  CHECK(h.take().controls.empty());
+  CHECK_FALSE(h.dispatcher.knows_worker("A"));
+  CHECK(h.dispatcher.stats().workers_stopped == 1);
+  CHECK(h.dispatcher.stats().free_credit == 0);
+  h.submit("echo", 1);
+  CHECK(h.take().jobs.empty());
+}
+
+TEST_CASE("a stopping worker that falls silent has its jobs requeued") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.submit("echo", 1);
+  SentJob to_a = h.take_job();
+  REQUIRE(to_a.worker == "A");
+  h.dispatcher.on_disconnect("A", h.now, h.out);
+  CHECK(h.take().jobs.empty());
+
+  // B keeps talking, A does not.
+  for (int second = 0; second < 3; ++second) {
+    h.now += milliseconds(1000);
+    h.dispatcher.on_heartbeat("B", h.now, h.out);
+    h.tick();
+  }
+  Sent sent = h.take();
+  REQUIRE(sent.jobs.size() == 1);
+  CHECK(sent.jobs[0].worker == "B");
+  CHECK(sent.jobs[0].job.meta.attempt == 2);
+  CHECK_FALSE(h.dispatcher.knows_worker("A"));
+  CHECK(h.dispatcher.stats().workers_lost == 1);
+}
+
+TEST_CASE("a stopping worker whose last job expires is forgotten") {
+  Harness h;  // grace 1000 ms
+  h.ready("A", {"echo"}, 1);
+  h.submit("echo", 1, 500);
+  h.take_job();
+  h.dispatcher.on_disconnect("A", h.now, h.out);
+  h.now += milliseconds(1500);
+  h.dispatcher.on_heartbeat("A", h.now, h.out);
+  h.tick();
+  Sent sent = h.take();
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].result.meta.code ==
+        protocol::error_code::kDeadlineExceeded);
+  CHECK_FALSE(h.dispatcher.knows_worker("A"));
+  CHECK(h.dispatcher.stats().workers_stopped == 1);
+}
+
+TEST_CASE("a reconnected worker keeps its jobs under its new identity") {
+  Harness h;
+  h.ready_as("conn-1", "w@host", 2, std::nullopt);
+  h.submit("echo", 1);
+  h.submit("echo", 2);
+  Sent running = h.take();
+  REQUIRE(running.jobs.size() == 2);
+
+  // Same process, new socket; job 1 finished meanwhile and its DONE is about
+  // to follow the READY, job 2 still runs.
+  h.ready_as("conn-2", "w@host", 2, 0);
+  CHECK(h.take().jobs.empty());
+  CHECK_FALSE(h.dispatcher.knows_worker("conn-1"));
+  CHECK(h.dispatcher.knows_worker("conn-2"));
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.workers == 1);
+  CHECK(stats.workers_reconnected == 1);
+  CHECK(stats.workers_lost == 0);
+  CHECK(stats.requeued == 0);
+  CHECK(stats.in_flight == 2);
+  CHECK(stats.free_credit == 0);
+
+  h.done("conn-2", running.jobs[0].job.meta.id);
+  SentResult result = h.take_result();
+  CHECK(result.result.meta.id == 1);
+  CHECK(result.result.meta.worker == "w@host");
+  CHECK(h.dispatcher.stats().misrouted_done_dropped == 0);
+  CHECK(h.dispatcher.stats().free_credit == 1);
+  h.done("conn-2", running.jobs[1].job.meta.id);
+  CHECK(h.take_result().result.meta.id == 2);
+  CHECK(h.dispatcher.stats().free_credit == 2);
+  CHECK(h.dispatcher.stats().completed == 2);
+
+  // A late message on the old connection finds no registration.
+  h.dispatcher.on_heartbeat("conn-1", h.now, h.out);
+  CHECK(h.take().controls.size() == 1);
+}
+
+TEST_CASE("only the same name and pid take over a registration") {
+  Harness h;
+  h.ready_as("conn-1", "w@host", 1, std::nullopt);
+  h.submit("echo", 1);
+  h.take_job();
+
+  protocol::WorkerInfo other_pid;
+  other_pid.tasks = {"echo"};
+  other_pid.slots = 1;
+  other_pid.name = "w@host";
+  other_pid.pid = 43;
+  h.dispatcher.on_ready("conn-2", other_pid, h.now, h.out);
+  protocol::WorkerInfo anonymous = other_pid;
+  anonymous.name.clear();
+  h.dispatcher.on_ready("conn-3", anonymous, h.now, h.out);
+  h.dispatcher.on_ready("conn-4", anonymous, h.now, h.out);
+  h.take();
+  CHECK(h.dispatcher.stats().workers == 4);
+  CHECK(h.dispatcher.stats().workers_reconnected == 0);
+  CHECK(h.dispatcher.stats().in_flight == 1);
+}
+
+TEST_CASE("a reconnecting worker is accepted at max_workers") {
+  DispatcherConfig config;
+  config.max_workers = 1;
+  Harness h(config);
+  h.ready_as("conn-1", "w@host", 1, std::nullopt);
+  h.ready_as("conn-2", "w@host", 1, std::nullopt);
+  CHECK(h.dispatcher.knows_worker("conn-2"));
+  CHECK_FALSE(h.dispatcher.knows_worker("conn-1"));
+  CHECK(h.dispatcher.stats().workers_rejected == 0);
+}
+
+TEST_CASE("READY credit is the lesser of free and slots minus jobs held") {
+  Harness h;
+  h.ready_as("A", "w@host", 4, std::nullopt);
+  h.submit("echo", 1);
+  SentJob held = h.take_job();
+  CHECK(h.dispatcher.stats().free_credit == 3);
+
+  h.ready_as("A", "w@host", 4, 2);  // the worker knows better
+  CHECK(h.dispatcher.stats().free_credit == 2);
+  h.ready_as("A", "w@host", 4, 4);  // but the broker holds one job
+  CHECK(h.dispatcher.stats().free_credit == 3);
+  h.ready_as("A", "w@host", 4, 0);
+  CHECK(h.dispatcher.stats().free_credit == 0);
+
+  // A DONE returns one credit, up to slots.
+  h.done("A", held.job.meta.id);
+  CHECK(h.take_result().result.meta.id == 1);
+  CHECK(h.dispatcher.stats().free_credit == 1);
+  for (int i = 0; i < 5; ++i) h.done("A", 999);
+  CHECK(h.dispatcher.stats().free_credit == 4);
 }
 
 TEST_CASE("a requeued job goes straight to another ready worker") {

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -148,6 +149,19 @@ TEST_CASE("execute_task turns exceptions into error outcomes") {
   CHECK_FALSE(json.ok);
   CHECK(json.code == error_code::kTaskFailed);
   CHECK_FALSE(json.message.empty());
+}
+
+TEST_CASE("execute_task reports running out of memory as internal") {
+  TaskRegistry registry;
+  registry.add("greedy", [](const Value&, const TaskContext&) -> Value {
+    throw std::bad_alloc();
+  });
+  auto outcome = execute_task(registry, context_for("greedy"),
+                              monsoon::to_msgpack(Value::object()));
+  CHECK_FALSE(outcome.ok);
+  CHECK(outcome.code == error_code::kInternal);
+  CHECK(outcome.message == "out of memory");
+  CHECK(monsoon::from_msgpack(outcome.result).is_null());
 }
 
 TEST_CASE("TaskError with an empty code means task_failed") {

@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -20,6 +21,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "child_process.hpp"
 #include "monsoon/common/protocol.hpp"
 #include "monsoon/common/stop_signals.hpp"
 #include "monsoon/common/value.hpp"
@@ -76,9 +78,10 @@ class FakeBroker {
     Frames frames;  // without the identity
   };
 
-  FakeBroker() : socket_(context_, zmq::socket_type::router) {
+  explicit FakeBroker(const std::string& endpoint = "tcp://127.0.0.1:*")
+      : socket_(context_, zmq::socket_type::router) {
     socket_.set(zmq::sockopt::linger, 0);
-    socket_.bind("tcp://127.0.0.1:*");
+    socket_.bind(endpoint);
     endpoint_ = socket_.get(zmq::sockopt::last_endpoint);
   }
 
@@ -343,7 +346,11 @@ TEST_CASE_METHOD(Fixture, "worker re-registers at once after DISCONNECT") {
 
   const auto info = expect_ready();
   CHECK(identity != first);
-  CHECK(info.slots == 1);  // one slot is still busy with job 5
+  CHECK(info.slots == 2);
+  REQUIRE(info.free);
+  CHECK(*info.free == 1);             // one slot is still busy with job 5
+  CHECK(info.name == "test-worker");  // so the broker moves job 5 over
+  CHECK(info.pid == static_cast<std::uint32_t>(getpid()));
   CHECK(worker->counters().reconnects == 1);
 
   auto done = expect_done();  // on the new connection
@@ -401,6 +408,110 @@ TEST_CASE_METHOD(Fixture, "stop cancels jobs still running after the drain") {
   broker.send(identity, job("sleep", 12, {{"ms", 60'000}}));
   REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
   CHECK(worker.stops_within(seconds{5}));
+}
+
+TEST_CASE_METHOD(Fixture, "a stopping worker heartbeats while it drains") {
+  config.heartbeat = {milliseconds{20}, 1000};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  broker.send(identity, job("sleep", 13, {{"ms", 400}}));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
+
+  worker->stop();
+  CHECK(expect(Command::Disconnect).identity == identity);
+  const int before = broker.heartbeats();
+  auto done = expect_done();  // next() counts the heartbeats on the way
+  CHECK(done.meta.id == 13);
+  CHECK(broker.heartbeats() - before >= 5);
+}
+
+TEST_CASE_METHOD(Fixture, "a job that crosses DISCONNECT still runs") {
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  broker.send(identity, job("sleep", 14, {{"ms", 300}}));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
+  worker->stop();
+  CHECK(expect(Command::Disconnect).identity == identity);
+
+  // Sent by the broker before it saw the DISCONNECT: it holds it for us.
+  broker.send(identity, job("echo", 15, "late"));
+  auto done = expect_done();
+  CHECK(done.meta.id == 15);
+  CHECK(done.meta.ok);
+  CHECK(decode(done.result) == "late");
+  CHECK(expect_done().meta.id == 14);
+}
+
+TEST_CASE("a DONE finished while the broker is away follows the new READY") {
+  auto broker = std::make_optional<FakeBroker>();
+  const std::string endpoint = broker->endpoint();
+  monsoon::workers::TaskRegistry tasks;
+  monsoon::workers::register_builtin_tasks(tasks, {"unused.sqlite3"});
+  WorkerConfig config;
+  config.broker_endpoint = endpoint;
+  config.slots = 2;
+  config.heartbeat = {milliseconds{100}, 3};
+  RunningWorker worker(config, tasks);
+  auto ready = broker->next();
+  REQUIRE(ready);
+  REQUIRE(ready->command == Command::Ready);
+  broker->send(ready->identity, job("sleep", 21, {{"ms", 50}}));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
+
+  // The job ends while no broker listens, then the worker gives up on its
+  // connection; the broker comes back after that.
+  broker.reset();
+  REQUIRE(eventually([&] { return worker->counters().reconnects >= 1; }));
+  broker.emplace(endpoint);
+
+  ready = broker->next();
+  REQUIRE(ready);
+  REQUIRE(ready->command == Command::Ready);
+  const auto info = protocol::decode_ready(ready->frames);
+  CHECK(info.slots == 2);
+  REQUIRE(info.free);
+  CHECK(*info.free == 1);  // the DONE still owed returns the other one
+  auto done = broker->next();
+  REQUIRE(done);
+  REQUIRE(done->command == Command::Done);
+  CHECK(done->identity == ready->identity);
+  CHECK(protocol::decode_outcome(Command::Done, done->frames).meta.id == 21);
+}
+
+// Run by the next test in a child process (hidden from normal runs): the
+// worker must end the process when a task ignores cancellation.
+TEST_CASE_METHOD(Fixture, "stubborn task helper", "[.]") {
+  tasks.add("stubborn",
+            [](const Value&, const monsoon::workers::TaskContext&) -> Value {
+              std::this_thread::sleep_for(seconds{60});
+              return nullptr;
+            });
+  config.drain_timeout = milliseconds{50};
+  config.cancel_grace = milliseconds{200};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  broker.send(identity, job("stubborn", 1, nullptr));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
+  worker->stop();
+  std::this_thread::sleep_for(seconds{20});  // the worker exits first
+}
+
+TEST_CASE("a task that ignores cancellation cannot hang the worker") {
+  const auto self = std::filesystem::read_symlink("/proc/self/exe");
+  const auto log =
+      std::filesystem::temp_directory_path() /
+      ("monsoon-stubborn-task-" + std::to_string(getpid()) + ".log");
+  std::filesystem::remove(log);
+  monsoon::test::ChildProcess child(self.string(), {"stubborn task helper"},
+                                    log.string());
+  const auto status = child.wait_exit(seconds{15});
+  const std::string output = child.log();
+  std::filesystem::remove(log);
+  INFO(output);
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == EXIT_FAILURE);
+  CHECK(output.find("exiting without waiting for them") != std::string::npos);
 }
 
 TEST_CASE("stop before run makes run return at once") {

@@ -59,11 +59,9 @@ std::vector<std::string> TaskRegistry::names() const {
 
 namespace {
 
-constexpr std::string_view kMsgpackNil{"\xc0", 1};
-
 TaskOutcome failure(std::string_view code, std::string message) {
   return {false, std::string(code), std::move(message),
-          std::string(kMsgpackNil)};
+          std::string(protocol::kMsgpackNil)};
 }
 
 }  // namespace
@@ -108,10 +106,14 @@ TaskOutcome execute_task(const TaskRegistry& registry,
                      std::string("unusable result: ") + e.what());
     }
     return {true, {}, {}, std::move(encoded)};
+  } catch (const std::bad_alloc&) {
+    // Report it rather than die. Strings short enough to need no allocation.
+    return {false, std::string(error_code::kInternal), "out of memory",
+            std::string(protocol::kMsgpackNil)};
   } catch (...) {
-    // Out of memory, or a bug of ours: report it rather than die. Short
-    // strings only, which need no allocation.
-    return {false, "internal", "out of memory", std::string(kMsgpackNil)};
+    // Whatever a task throws is handled above: this is a bug of ours.
+    return {false, std::string(error_code::kInternal), "internal error",
+            std::string(protocol::kMsgpackNil)};
   }
 }
 

@@ -8,6 +8,7 @@
 #include <bit>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <iterator>
 #include <mutex>
@@ -44,6 +45,9 @@ constexpr std::size_t kMaxQueuedRejections = 1024;
 // How long the final close may take to deliver DISCONNECT and last DONEs.
 constexpr milliseconds kFinalFlush{1000};
 constexpr milliseconds kMaxHeartbeatInterval{3'600'000};
+// Floor of the reconnect back-off, so that a tiny heartbeat interval cannot
+// turn reconnecting into a busy loop.
+constexpr milliseconds kMinReconnectDelay{10};
 
 struct Job {
   std::string task;
@@ -102,14 +106,19 @@ WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
   if (config.heartbeat.liveness < 1) {
     throw std::invalid_argument("liveness must be at least 1");
   }
-  if (config.drain_timeout < milliseconds{0}) {
-    throw std::invalid_argument("negative drain timeout");
+  if (config.drain_timeout < milliseconds{0} ||
+      config.cancel_grace < milliseconds{0}) {
+    throw std::invalid_argument("negative drain timeout or cancel grace");
   }
   if (config.max_message_bytes <= 2 * kEnvelopeBytes) {
     throw std::invalid_argument("max message bytes must exceed " +
                                 std::to_string(2 * kEnvelopeBytes));
   }
   return config;
+}
+
+milliseconds first_reconnect_delay(const HeartbeatSettings& heartbeat) {
+  return std::max(kMinReconnectDelay, heartbeat.interval / 4);
 }
 
 }  // namespace
@@ -121,9 +130,8 @@ class Worker::Impl {
         registry_(registry),
         served_(config_.tasks.begin(), config_.tasks.end()),
         liveness_(config_.heartbeat, Clock::now()),
-        backoff_(
-            std::max(milliseconds{1}, config_.heartbeat.interval / 4),
-            std::max(milliseconds{1}, config_.heartbeat.interval / 4) * 32) {}
+        backoff_(first_reconnect_delay(config_.heartbeat),
+                 first_reconnect_delay(config_.heartbeat) * 32) {}
 
   void run();
   void stop() noexcept {
@@ -148,6 +156,9 @@ class Worker::Impl {
   // The socket thread: everything below.
   void serve();
   void begin_stop(Clock::time_point now);
+  bool drained(Clock::time_point now) const;
+  std::size_t unsent_dones() const;
+  bool await_cancelled_tasks();
   void open_socket(Clock::time_point now);
   void lose_broker(Clock::time_point now);
   milliseconds poll_timeout(Clock::time_point now) const;
@@ -158,6 +169,7 @@ class Worker::Impl {
               std::string message);
   void queue_done(const std::string& task, const protocol::OutcomeMeta& meta,
                   zmq::message_t result);
+  void queue_first(Command command);
   void collect_completions();
   void flush_unsent(Clock::time_point now);
   void count_malformed(const std::exception& error);
@@ -182,7 +194,14 @@ class Worker::Impl {
   // Socket thread only.
   zmq::context_t context_;
   std::optional<zmq::socket_t> socket_;  // empty while backing off
-  std::deque<Frames> unsent_;            // DONEs waiting for the socket
+  // Messages waiting for the socket, in sending order: a READY for a new
+  // connection first, then a DISCONNECT when stopping, then DONEs. Holds at
+  // most one DONE per slot plus kMaxQueuedRejections rejections.
+  struct Unsent {
+    Command command;
+    Frames frames;
+  };
+  std::deque<Unsent> unsent_;
   std::uint32_t held_ = 0;  // jobs handed to slots and not yet completed
   PeerLiveness liveness_;
   Backoff backoff_;
@@ -234,9 +253,17 @@ void Worker::Impl::run() {
   if (held_ > 0) {
     spdlog::warn("drain timeout: cancelling {} running job(s)", held_);
   }
-  for (auto& slot : slots) slot.request_stop();
-  slots.clear();  // joins; tasks see TaskContext::cancelled()
-  collect_completions();
+  for (auto& slot : slots) slot.request_stop();  // TaskContext::cancelled()
+  if (!await_cancelled_tasks()) {
+    // Joining would hang: a task ignores cancellation.
+    spdlog::critical(
+        "{} job(s) still running {} ms after cancellation; exiting without "
+        "waiting for them",
+        held_, config_.cancel_grace.count());
+    spdlog::default_logger()->flush();
+    std::_Exit(EXIT_FAILURE);
+  }
+  slots.clear();  // joins: every slot thread is idle
   flush_unsent(Clock::now());
   if (socket_) {
     socket_->set(zmq::sockopt::linger, static_cast<int>(kFinalFlush.count()));
@@ -251,21 +278,18 @@ void Worker::Impl::serve() {
   for (;;) {
     auto now = Clock::now();
     if (stop_requested_.load() && !stopping_) begin_stop(now);
-    if (stopping_ && ((held_ == 0 && (unsent_.empty() || !socket_)) ||
-                      now >= drain_deadline_)) {
-      return;
+    if (stopping_ && drained(now)) return;
+    // No reconnect while stopping: a new registration would get new jobs.
+    if (!socket_ && !stopping_ && now >= reconnect_at_) open_socket(now);
+    if (socket_ && liveness_.peer_dead(now)) {
+      lose_broker(now);
+      continue;
     }
-    if (!stopping_) {
-      if (!socket_ && now >= reconnect_at_) open_socket(now);
-      if (socket_ && liveness_.peer_dead(now)) {
-        lose_broker(now);
-        continue;
-      }
-      if (socket_ && liveness_.heartbeat_due(now)) {
-        Frames heartbeat = protocol::encode_control(Command::Heartbeat);
-        send_frames(*socket_, heartbeat);
-        liveness_.sent(now);  // even if it would block: no busy loop
-      }
+    // Also while draining: the broker keeps our jobs only while it hears us.
+    if (socket_ && liveness_.heartbeat_due(now)) {
+      Frames heartbeat = protocol::encode_control(Command::Heartbeat);
+      send_frames(*socket_, heartbeat);
+      liveness_.sent(now);  // even if it would block: no busy loop
     }
 
     items.clear();
@@ -296,15 +320,51 @@ void Worker::Impl::begin_stop(Clock::time_point now) {
   drain_deadline_ = now + config_.drain_timeout;
   spdlog::info("stopping: {} job(s) running, waiting up to {} ms", held_,
                config_.drain_timeout.count());
-  if (socket_) {
-    Frames disconnect = protocol::encode_control(Command::Disconnect);
-    send_frames(*socket_, disconnect);
+  // The broker then sends no new job but still takes our DONEs.
+  if (socket_) queue_first(Command::Disconnect);
+  flush_unsent(now);
+}
+
+// Every job answered and every DONE handed to ZeroMQ (or no socket left to
+// hand them to), or out of time. A DISCONNECT still waiting is not worth
+// waiting for: the final flush tries it once more.
+bool Worker::Impl::drained(Clock::time_point now) const {
+  if (now >= drain_deadline_) return true;
+  if (held_ > 0) return false;
+  return !socket_ || unsent_dones() == 0;
+}
+
+std::size_t Worker::Impl::unsent_dones() const {
+  return static_cast<std::size_t>(std::count_if(
+      unsent_.begin(), unsent_.end(),
+      [](const Unsent& message) { return message.command == Command::Done; }));
+}
+
+// Waits up to cancel_grace for the cancelled jobs to return, collecting
+// their DONEs. False if some still run.
+bool Worker::Impl::await_cancelled_tasks() {
+  const auto deadline = Clock::now() + config_.cancel_grace;
+  for (;;) {
+    collect_completions();
+    const auto now = Clock::now();
+    if (held_ == 0) return true;
+    if (now >= deadline) return false;
+    zmq_pollitem_t wakeup{nullptr, wakeup_.fd(), ZMQ_POLLIN, 0};
+    try {
+      zmq::poll(&wakeup, 1, std::chrono::ceil<milliseconds>(deadline - now));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    wakeup_.drain();
   }
 }
 
 void Worker::Impl::open_socket(Clock::time_point now) {
   socket_.emplace(context_, zmq::socket_type::dealer);
   socket_->set(zmq::sockopt::linger, 0);
+  // Without a connection a send would block rather than park the message in
+  // a pipe that the next socket reset throws away: DONEs wait in unsent_.
+  socket_->set(zmq::sockopt::immediate, 1);
   socket_->set(zmq::sockopt::maxmsgsize,
                static_cast<std::int64_t>(config_.max_message_bytes));
   try {
@@ -315,43 +375,52 @@ void Worker::Impl::open_socket(Clock::time_point now) {
   }
   liveness_ = PeerLiveness(config_.heartbeat, now);
 
+  std::erase_if(unsent_, [](const Unsent& message) {
+    return message.command == Command::Ready;  // for a socket now gone
+  });
   // DONEs still owed (running jobs, unsent answers) each return a credit
-  // when they arrive, so announce only the slots that are free now.
-  const auto owed = static_cast<std::uint64_t>(held_) + unsent_.size();
+  // when they arrive, so only the other slots are free now. Same name and
+  // pid: the broker hands the jobs it knows we hold to this connection.
+  const std::uint64_t owed = held_ + unsent_dones();
   protocol::WorkerInfo info;
   info.tasks = config_.tasks;
-  info.slots = static_cast<std::uint32_t>(
-      owed >= config_.slots ? 1 : config_.slots - owed);
+  info.slots = config_.slots;
+  info.free = static_cast<std::uint32_t>(
+      config_.slots - std::min<std::uint64_t>(owed, config_.slots));
   info.name = config_.name;
   info.pid = static_cast<std::uint32_t>(getpid());
   info.heartbeat_ms =
       static_cast<std::uint32_t>(config_.heartbeat.interval.count());
-  Frames ready = protocol::encode_ready(info);
-  send_frames(*socket_, ready);  // a fresh DEALER queues it: never blocks
-  spdlog::info("connecting to {} as {} with {} free slot(s)",
-               config_.broker_endpoint, config_.name, info.slots);
+  unsent_.push_front({Command::Ready, protocol::encode_ready(info)});
+  flush_unsent(now);
+  spdlog::info("connecting to {} as {} with {} of {} slot(s) free",
+               config_.broker_endpoint, config_.name, *info.free, info.slots);
 }
 
 void Worker::Impl::lose_broker(Clock::time_point now) {
   socket_.reset();
+  const auto silence =
+      (config_.heartbeat.interval * config_.heartbeat.liveness).count();
+  if (stopping_) {
+    spdlog::warn("broker silent for {} ms while stopping; not reconnecting",
+                 silence);
+    return;
+  }
   reconnects_.fetch_add(1, std::memory_order_relaxed);
   const milliseconds delay = backoff_.next();
   reconnect_at_ = now + delay;
-  spdlog::warn(
-      "broker silent for {} ms; reconnecting in {} ms",
-      (config_.heartbeat.interval * config_.heartbeat.liveness).count(),
-      delay.count());
+  spdlog::warn("broker silent for {} ms; reconnecting in {} ms", silence,
+               delay.count());
 }
 
 milliseconds Worker::Impl::poll_timeout(Clock::time_point now) const {
   Clock::time_point until;
-  if (stopping_) {
-    until = drain_deadline_;
-  } else if (socket_) {
+  if (socket_) {
     until = liveness_.next_check();
   } else {
-    until = reconnect_at_;
+    until = stopping_ ? Clock::time_point::max() : reconnect_at_;
   }
+  if (stopping_) until = std::min(until, drain_deadline_);
   return std::max(milliseconds{0},
                   std::chrono::ceil<milliseconds>(until - now));
 }
@@ -396,13 +465,10 @@ void Worker::Impl::handle_message(Frames& frames, Clock::time_point now) {
 }
 
 void Worker::Impl::handle_job(Frames& frames, Clock::time_point now) {
+  // A JOB received while stopping crossed our DISCONNECT: the broker holds
+  // it for us, so it runs like any other (and is cancelled at the deadline).
   protocol::JobMessage job = protocol::decode_job(Command::Job, frames);
   jobs_received_.fetch_add(1, std::memory_order_relaxed);
-  if (stopping_) {
-    // We said DISCONNECT: the broker has forgotten us and this job with us.
-    spdlog::debug("dropping job {} received while stopping", job.meta.id);
-    return;
-  }
   if (!served_.contains(job.task)) {
     reject(job.task, job.meta.id, protocol::error_code::kUnknownTask,
            "this worker does not serve task '" + job.task + "'");
@@ -442,7 +508,18 @@ void Worker::Impl::queue_done(const std::string& task,
   auto& counter = meta.ok ? jobs_succeeded_ : jobs_failed_;
   counter.fetch_add(1, std::memory_order_relaxed);
   unsent_.push_back(
-      protocol::encode_outcome(Command::Done, task, meta, std::move(result)));
+      {Command::Done,
+       protocol::encode_outcome(Command::Done, task, meta, std::move(result))});
+}
+
+// Queues a control message before every DONE (after a READY, which must
+// open the connection).
+void Worker::Impl::queue_first(Command command) {
+  auto position = unsent_.begin();
+  if (position != unsent_.end() && position->command == Command::Ready) {
+    ++position;
+  }
+  unsent_.insert(position, {command, protocol::encode_control(command)});
 }
 
 void Worker::Impl::collect_completions() {
@@ -477,8 +554,12 @@ void Worker::Impl::collect_completions() {
 }
 
 void Worker::Impl::flush_unsent(Clock::time_point now) {
+  // What would block stays queued and is retried on the next wake-up
+  // (ZMQ_POLLOUT is polled for while anything waits).
   while (socket_ && !unsent_.empty()) {
-    if (send_frames(*socket_, unsent_.front()) != SendResult::sent) return;
+    if (send_frames(*socket_, unsent_.front().frames) != SendResult::sent) {
+      return;
+    }
     unsent_.pop_front();
     liveness_.sent(now);
   }

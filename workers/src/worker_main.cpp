@@ -25,6 +25,7 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
   WorkerConfig config;
   std::int64_t heartbeat_ms = config.heartbeat.interval.count();
   std::int64_t drain_timeout_ms = config.drain_timeout.count();
+  std::int64_t cancel_grace_ms = config.cancel_grace.count();
   std::filesystem::path db_path = default_demo_database_path();
   std::string log_level = "info";
 
@@ -56,6 +57,11 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
                  "On SIGINT/SIGTERM, how long running jobs may finish")
       ->capture_default_str()
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{3'600'000}));
+  app.add_option("--cancel-grace-ms", cancel_grace_ms,
+                 "After the drain timeout, how long cancelled jobs may take "
+                 "before the worker exits without them")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{3'600'000}));
   app.add_option("--max-message-bytes", config.max_message_bytes,
                  "Largest message accepted from the broker, and largest "
                  "result sent")
@@ -76,6 +82,7 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
     init_logging("worker", log_level);
     config.heartbeat.interval = std::chrono::milliseconds{heartbeat_ms};
     config.drain_timeout = std::chrono::milliseconds{drain_timeout_ms};
+    config.cancel_grace = std::chrono::milliseconds{cancel_grace_ms};
     set_default_demo_database_path(db_path);
     Worker worker(std::move(config), registry);
     const StopSignalWatcher watcher([&worker] { worker.stop(); });

@@ -65,11 +65,13 @@ struct DispatcherStats {
   std::uint64_t rejected_overloaded = 0;
   std::uint64_t expired_in_queue = 0;
   std::uint64_t expired_in_flight = 0;
-  std::uint64_t late_done_dropped = 0;       // DONE for an id not in flight
-  std::uint64_t misrouted_done_dropped = 0;  // DONE from a non-holder
-  std::uint64_t requeued = 0;                // after a worker death
-  std::uint64_t failed_worker_lost = 0;      // not requeued after a death
-  std::uint64_t workers_lost = 0;
+  std::uint64_t late_done_dropped = 0;        // DONE for an id not in flight
+  std::uint64_t misrouted_done_dropped = 0;   // DONE from a non-holder
+  std::uint64_t requeued = 0;                 // after a worker death
+  std::uint64_t failed_worker_lost = 0;       // not requeued after a death
+  std::uint64_t workers_lost = 0;             // dead: their jobs requeued
+  std::uint64_t workers_reconnected = 0;      // READY under a new identity
+  std::uint64_t workers_stopped = 0;          // forgotten after draining
   std::uint64_t workers_rejected = 0;         // READY beyond max_workers
   std::uint64_t unknown_worker_messages = 0;  // answered with DISCONNECT
   std::uint64_t malformed_dropped = 0;        // reported by the transport
@@ -99,6 +101,9 @@ class Dispatcher {
 
   // Worker messages. Any of them proves the worker alive; anything but READY
   // from an unknown worker is answered with DISCONNECT (except DISCONNECT).
+  // A READY whose name and pid match a registration under another identity
+  // takes over that registration's jobs. DISCONNECT makes the worker drain:
+  // no new JOB, its DONEs still relayed, forgotten once it holds no job.
   void on_ready(std::string_view worker, const protocol::WorkerInfo& info,
                 Clock::time_point now, Outbox& out);
   void on_done(std::string_view worker, protocol::OutcomeMessage done,

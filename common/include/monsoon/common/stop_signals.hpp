@@ -3,7 +3,9 @@
 // inherits the blocked mask (SIGINT, SIGTERM and SIGUSR2, which the watcher
 // uses internally) and no signal interrupts a worker thread; then
 // start a StopSignalWatcher, whose own thread waits for the signal and calls
-// `on_stop` once (from that thread).
+// `on_stop` once (from that thread). A second SIGINT/SIGTERM ends the process
+// at once (std::_Exit with 128 + the signal number), so a stop that hangs can
+// always be interrupted.
 #pragma once
 
 #include <functional>

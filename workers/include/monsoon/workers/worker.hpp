@@ -9,11 +9,13 @@
 //
 // Liveness: HEARTBEAT after `heartbeat.interval` of silence; when nothing is
 // heard for liveness x interval the worker drops its socket and reconnects
-// after a back-off (interval/4 doubling up to 32x, reset once the broker is
-// heard again). A DISCONNECT from the broker makes it re-register at once.
-// Jobs running across a reconnect finish and their DONEs go out on the new
-// socket; since each of those DONEs returns a credit, the new READY announces
-// only the slots free at that moment (at least 1).
+// after a back-off (interval/4, at least 10 ms, doubling up to 32x, reset once
+// the broker is heard again). A DISCONNECT from the broker makes it
+// re-register at once. Jobs running across a reconnect finish and their DONEs
+// go out on the new socket, after a READY with the same name and pid (so the
+// broker moves those jobs to the new connection) whose `free` leaves out one
+// slot per DONE still owed. DONEs that cannot be sent yet wait in a queue
+// bounded by the slots, never dropped.
 #pragma once
 
 #include <chrono>
@@ -34,7 +36,9 @@ struct WorkerConfig {
   std::vector<std::string> tasks;  // empty = every registered task
   std::string name;                // empty = "worker-<pid>@<hostname>"
   HeartbeatSettings heartbeat;
-  std::chrono::milliseconds drain_timeout{10'000};   // for a graceful stop
+  std::chrono::milliseconds drain_timeout{10'000};  // for a graceful stop
+  // After drain_timeout, how long cancelled tasks get to return.
+  std::chrono::milliseconds cancel_grace{5'000};
   std::size_t max_message_bytes = 16 * 1024 * 1024;  // in and out
 };
 
@@ -57,12 +61,15 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Connects, registers and serves jobs until stop(); then sends DISCONNECT,
-  // lets running jobs finish (up to drain_timeout; after that it cancels
-  // them through TaskContext::cancellation and waits for them), sends their
-  // DONEs and returns. Call once (std::logic_error otherwise). Throws
-  // std::invalid_argument for an unusable endpoint and zmq::error_t for other
-  // ZeroMQ failures; nothing a peer sends or a task does makes it throw.
+  // Connects, registers and serves jobs until stop(); then sends DISCONNECT
+  // (the broker sends no new job), lets running jobs finish while still
+  // heartbeating (up to drain_timeout; after that it cancels them through
+  // TaskContext::cancellation and waits up to cancel_grace), sends their
+  // DONEs and returns. A task that ignores cancellation past cancel_grace
+  // ends the process: std::_Exit(EXIT_FAILURE) after a critical log line.
+  // Call once (std::logic_error otherwise). Throws std::invalid_argument for
+  // an unusable endpoint and zmq::error_t for other ZeroMQ failures; nothing
+  // a peer sends or a task does makes it throw.
   void run();
 
   // Asks run() to stop. Any thread, any time, also before run().
