@@ -14,20 +14,23 @@ ulimit -n "$(ulimit -Hn)"
 port=$((20000 + RANDOM % 20000))
 client="tcp://127.0.0.1:$((port + 1))"
 worker="tcp://127.0.0.1:$((port + 2))"
-state=$(mktemp -d)
+slow_log=$(mktemp)
 pids=()
 cleanup() {
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -rf "$state"
+  rm -f "$slow_log"
 }
 trap cleanup EXIT
 
 "$bin/monsoon-broker" --client-endpoint "$client" --worker-endpoint "$worker" \
   --log-level warn & pids+=($!)
+# Like celery -Q: one small pool for fast jobs, one wide pool for slow ones.
+"$bin/monsoon-worker" --broker "$worker" --tasks echo --concurrency 2 \
+  --name fast --log-level warn & pids+=($!)
 for i in 1 2; do
-  "$bin/monsoon-worker" --broker "$worker" --concurrency 500 --name "w$i" \
-    --db-path "$state/demo.sqlite3" --log-level warn & pids+=($!)
+  "$bin/monsoon-worker" --broker "$worker" --tasks sleep --concurrency 500 \
+    --name "slow-$i" --log-level warn & pids+=($!)
 done
 "$bin/monsoon-frontend" --port "$port" --broker "$client" --max-connections 20000 \
   --log-level warn & pids+=($!)
@@ -45,7 +48,7 @@ echo
 echo "== 2. GET /now while 1000 'sleep 2000' jobs are in flight"
 echo "\$ wrk -t1 -c1000 -d$((seconds + 4))s -s bench/wrk/post_json.lua $url/jobs/sleep -- '{\"ms\": 2000}' &"
 wrk -t1 -c1000 -d"$((seconds + 4))s" --timeout 10s -s "$here/wrk/post_json.lua" \
-  "$url/jobs/sleep" -- '{"ms": 2000}' > "$state/slow.txt" &
+  "$url/jobs/sleep" -- '{"ms": 2000}' > "$slow_log" &
 slow=$!
 for _ in $(seq 100); do
   pending=$(curl -fsS "$url/healthz" | sed -n 's/.*"pending":\([0-9]*\).*/\1/p')
@@ -57,4 +60,4 @@ echo "\$ wrk -t1 -c8 -d${seconds}s --latency $url/now"
 wrk -t1 -c8 -d"${seconds}s" --latency "$url/now"
 wait "$slow"
 echo "-- the slow load itself:"
-cat "$state/slow.txt"
+cat "$slow_log"

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <exception>
 #include <iostream>
+#include <string>
 
 #include "monsoon/common/logging.hpp"
 #include "monsoon/common/stop_signals.hpp"
@@ -69,9 +70,16 @@ int main(int argc, char** argv) {
                  "Largest timeout a request may ask for")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{86'400'000}))
       ->capture_default_str();
+  // A SUBMIT larger than the broker's message limit would cost the whole
+  // connection to the broker, and with it every pending job.
+  const std::size_t body_limit = monsoon::frontend::max_args_bytes(link_config);
   app.add_option("--max-body-bytes", config.max_body_bytes,
-                 "Largest request body accepted")
-      ->check(CLI::PositiveNumber)
+                 "Largest request body accepted (at most " +
+                     std::to_string(body_limit) +
+                     ", so that a job fits the broker's " +
+                     std::to_string(link_config.max_message_bytes) +
+                     "-byte message limit)")
+      ->check(CLI::Range(std::size_t{1}, body_limit))
       ->capture_default_str();
   app.add_option("--max-header-bytes", config.max_header_bytes,
                  "Largest request header accepted")

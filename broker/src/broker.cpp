@@ -27,6 +27,9 @@ zmq::socket_t bind_router(zmq::context_t& context, const BrokerConfig& config,
                           const std::string& endpoint, std::string_view role) {
   zmq::socket_t socket(context, zmq::socket_type::router);
   socket.set(zmq::sockopt::router_mandatory, 1);
+  // A peer whose TCP connection ZeroMQ re-established keeps its routing id
+  // (monsoon::make_routing_id); the new pipe must take it over.
+  socket.set(zmq::sockopt::router_handover, 1);
   socket.set(zmq::sockopt::linger, 0);
   socket.set(zmq::sockopt::sndhwm, config.high_water_mark);
   socket.set(zmq::sockopt::rcvhwm, config.high_water_mark);

@@ -6,16 +6,19 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <exception>
 #include <iterator>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 #include <zmq_addon.hpp>
 
+#include "monsoon/common/routing_id.hpp"
 #include "monsoon/common/wakeup.hpp"
 #include "monsoon/common/zmq_send.hpp"
 
@@ -30,6 +33,11 @@ constexpr milliseconds kMaxBudgetMargin{100};
 constexpr std::uint32_t kRetryAfterMs = 1000;
 // The deadline heap is rebuilt when stale entries outnumber live ones.
 constexpr std::size_t kMinHeapSizeToCompact = 1024;
+// docs/protocol.md section 5: the back-off starts at interval / 4 (at least
+// 1 ms, so that a short interval cannot mean reconnecting in a tight loop)
+// and doubles up to 32 times that.
+constexpr milliseconds kMinBackoff{1};
+constexpr int kMaxBackoffFactor = 32;
 
 struct Submission {
   std::string task;
@@ -72,6 +80,24 @@ std::uint32_t broker_budget_ms(milliseconds timeout,
       budget, 1, static_cast<std::int64_t>(protocol::kMaxTimeoutMs)));
 }
 
+milliseconds initial_backoff(const HeartbeatSettings& heartbeat) {
+  return std::max(heartbeat.interval / 4, kMinBackoff);
+}
+
+BrokerLinkConfig validated(BrokerLinkConfig config) {
+  if (config.heartbeat.interval < milliseconds{1}) {
+    throw std::invalid_argument("heartbeat interval must be at least 1 ms");
+  }
+  if (config.heartbeat.liveness < 1) {
+    throw std::invalid_argument("liveness must be at least 1");
+  }
+  if (max_args_bytes(config) == 0) {
+    throw std::invalid_argument("max message bytes must exceed " +
+                                std::to_string(kSubmitEnvelopeBytes));
+  }
+  return config;
+}
+
 int socket_hwm(std::size_t max_pending) {
   return static_cast<int>(std::clamp<std::size_t>(max_pending, 1000, INT_MAX));
 }
@@ -86,6 +112,7 @@ struct Counters {
   std::atomic<std::uint64_t> late_results_dropped{0};
   std::atomic<std::uint64_t> malformed_dropped{0};
   std::atomic<std::uint64_t> reconnects{0};
+  std::atomic<std::uint64_t> failed_broker_lost{0};
 };
 
 void bump(std::atomic<std::uint64_t>& counter) {
@@ -97,10 +124,10 @@ void bump(std::atomic<std::uint64_t>& counter) {
 class BrokerLink::Impl {
  public:
   explicit Impl(BrokerLinkConfig config)
-      : config_(std::move(config)),
+      : config_(validated(std::move(config))),
         liveness_(config_.heartbeat, Clock::now()),
-        backoff_(config_.heartbeat.interval / 4,
-                 config_.heartbeat.interval * 8) {
+        backoff_(initial_backoff(config_.heartbeat),
+                 initial_backoff(config_.heartbeat) * kMaxBackoffFactor) {
     open_socket(Clock::now());
     thread_ = std::thread([this] { run(); });
   }
@@ -112,6 +139,14 @@ class BrokerLink::Impl {
     if (!protocol::is_valid_task_name(task)) {
       completion(local_failure(protocol::error_code::kBadRequest,
                                "invalid task name"));
+      return;
+    }
+    if (args.size() > max_args_bytes()) {
+      // The broker would drop the whole connection over it.
+      completion(local_failure(protocol::error_code::kBadRequest,
+                               "args of " + std::to_string(args.size()) +
+                                   " bytes exceed the limit of " +
+                                   std::to_string(max_args_bytes())));
       return;
     }
     if (stop_requested_.load()) {
@@ -156,6 +191,10 @@ class BrokerLink::Impl {
     return reachable_.load(std::memory_order_relaxed);
   }
 
+  std::size_t max_args_bytes() const noexcept {
+    return frontend::max_args_bytes(config_);
+  }
+
   BrokerLinkStats stats() const noexcept {
     auto get = [](const std::atomic<std::uint64_t>& counter) {
       return counter.load(std::memory_order_relaxed);
@@ -170,6 +209,7 @@ class BrokerLink::Impl {
     stats.late_results_dropped = get(counters_.late_results_dropped);
     stats.malformed_dropped = get(counters_.malformed_dropped);
     stats.reconnects = get(counters_.reconnects);
+    stats.failed_broker_lost = get(counters_.failed_broker_lost);
     stats.pending = in_flight_.load(std::memory_order_relaxed);
     stats.max_pending = config_.max_pending;
     stats.reachable = reachable();
@@ -194,18 +234,39 @@ class BrokerLink::Impl {
                          "the front end is shutting down", kRetryAfterMs);
   }
 
-  void run() {
-    std::vector<zmq::pollitem_t> items;
-    while (!stop_requested_.load()) {
-      try {
-        poll_once(items);
-      } catch (const zmq::error_t& e) {
-        if (e.num() == EINTR) continue;
-        spdlog::error("broker link: {}; reconnecting", e.what());
-        lose_broker(Clock::now());
+  // Socket errors are handled as a lost broker. Anything else (bad_alloc, a
+  // bug, a completion throwing what it must not) may have left the pending
+  // table inconsistent, with completions that will never run: requests would
+  // hang until their deadlines, or forever once the link stops polling. A
+  // crash that a supervisor restarts beats a front end that hangs, so log
+  // why (std::terminate would not) and abort.
+  void run() noexcept {
+    try {
+      std::vector<zmq::pollitem_t> items;
+      while (!stop_requested_.load()) {
+        try {
+          poll_once(items);
+        } catch (const zmq::error_t& e) {
+          if (e.num() == EINTR) continue;
+          spdlog::error("broker link: {}; reconnecting", e.what());
+          lose_broker(Clock::now());
+        }
       }
+      shut_down();
+    } catch (const std::exception& e) {
+      die(e.what());
+    } catch (...) {
+      die("an exception not derived from std::exception");
     }
-    shut_down();
+  }
+
+  [[noreturn]] static void die(const char* reason) noexcept {
+    try {
+      spdlog::critical("broker link thread failed: {}; aborting", reason);
+      spdlog::default_logger()->flush();
+    } catch (...) {  // aborting anyway
+    }
+    std::abort();
   }
 
   void poll_once(std::vector<zmq::pollitem_t>& items) {
@@ -236,6 +297,7 @@ class BrokerLink::Impl {
 
   void open_socket(Clock::time_point now) {
     socket_.emplace(context_, zmq::socket_type::dealer);
+    socket_->set(zmq::sockopt::routing_id, make_routing_id());
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::maxmsgsize,
                  static_cast<std::int64_t>(config_.max_message_bytes));
@@ -247,11 +309,26 @@ class BrokerLink::Impl {
   }
 
   // Drops the socket (and with it whatever it still queues) and schedules a
-  // new one; pending jobs stay until their deadlines.
+  // new one. Pending jobs fail at once: their RESULTs would come back to the
+  // old socket's routing identity, which no longer exists.
   void lose_broker(Clock::time_point now) {
     socket_.reset();
     reachable_.store(false);
     reconnect_at_ = now + backoff_.next();
+    if (!pending_.empty()) {
+      spdlog::warn("failing {} pending job(s): the broker was lost",
+                   pending_.size());
+    }
+    counters_.failed_broker_lost.fetch_add(pending_.size(),
+                                           std::memory_order_relaxed);
+    fail_pending(unreachable_failure());
+  }
+
+  void fail_pending(const JobOutcome& outcome) {
+    // Moved out first: a completion must not see the table mid-iteration.
+    auto jobs = std::exchange(pending_, {});
+    deadlines_.clear();
+    for (auto& [id, job] : jobs) finish(job.completion, outcome);
   }
 
   void heard(Clock::time_point now) {
@@ -437,9 +514,7 @@ class BrokerLink::Impl {
     for (auto& submission : left) {
       finish(submission.completion, shutdown_failure());
     }
-    for (auto& [id, job] : pending_) finish(job.completion, shutdown_failure());
-    pending_.clear();
-    deadlines_.clear();
+    fail_pending(shutdown_failure());
     socket_.reset();
     reachable_.store(false);
   }
@@ -484,6 +559,10 @@ void BrokerLink::submit(std::string task, std::string args,
 }
 
 bool BrokerLink::reachable() const noexcept { return impl_->reachable(); }
+
+std::size_t BrokerLink::max_args_bytes() const noexcept {
+  return impl_->max_args_bytes();
+}
 
 BrokerLinkStats BrokerLink::stats() const noexcept { return impl_->stats(); }
 

@@ -20,6 +20,7 @@
 #include <cctype>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -37,8 +38,9 @@ using tcp = net::ip::tcp;
 constexpr std::string_view kJson = "application/json";
 constexpr std::string_view kMsgpack = "application/msgpack";
 constexpr std::string_view kPrometheusText = "text/plain; version=0.0.4";
-constexpr std::string_view kMsgpackNil{"\xc0", 1};
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+// The first read of a request takes what is there, up to this much.
+constexpr std::size_t kFirstReadBytes = 4096;
 
 std::string_view to_std(beast::string_view text) {
   return {text.data(), text.size()};
@@ -106,7 +108,7 @@ struct Counters {
 // The listener and everything the sessions share; HttpServer::Impl.
 class Server : public std::enable_shared_from_this<Server> {
  public:
-  Server(FrontendConfig config, BrokerLink& link);
+  Server(FrontendConfig config, JobLink& link);
 
   void run();
   void stop() {
@@ -126,7 +128,7 @@ class Server : public std::enable_shared_from_this<Server> {
   ServerLimits limits() const;
 
   const FrontendConfig config_;
-  BrokerLink& link_;
+  JobLink& link_;
   Counters counters_;
   std::atomic<bool> draining_{false};
   std::uint16_t port_ = 0;
@@ -164,23 +166,52 @@ class Session : public std::enable_shared_from_this<Session> {
                   [self = shared_from_this()] { self->read_request(); });
   }
 
-  // Any thread: hands a job's outcome to this session's executor.
-  void post_outcome(JobOutcome outcome) {
-    net::post(executor_, [self = shared_from_this(),
+  // Any thread: hands the outcome of the job of request number `request`
+  // to this session's executor.
+  void post_outcome(std::uint64_t request, JobOutcome outcome) {
+    net::post(executor_, [self = shared_from_this(), request,
                           outcome = std::move(outcome)]() mutable {
-      self->on_job_done(std::move(outcome));
+      self->on_job_done(request, std::move(outcome));
     });
   }
 
  private:
-  void read_request() {
+  // Per-request state starts afresh, so nothing of the previous response
+  // (its worker, its keep-alive) leaks into the next one.
+  void begin_request() {
+    ++request_;
+    answered_ = false;
+    version_ = 11;
+    keep_alive_ = false;
+    wants_msgpack_ = false;
+    worker_.clear();
     parser_.emplace();
     parser_->body_limit(server_.config_.max_body_bytes);
     parser_->header_limit(
         static_cast<std::uint32_t>(server_.config_.max_header_bytes));
-    stream_.expires_after(buffer_.size() == 0
-                              ? server_.config_.idle_timeout
-                              : server_.config_.request_timeout);
+  }
+
+  // idle_timeout bounds only the wait for a request's first byte; from then
+  // on the whole request, headers and body, must arrive within
+  // request_timeout (slowloris defence).
+  void read_request() {
+    begin_request();
+    if (buffer_.size() > 0) return read_header();  // pipelined: begun already
+    stream_.expires_after(server_.config_.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
+                            beast::bind_front_handler(&Session::on_first_bytes,
+                                                      shared_from_this()));
+  }
+
+  void on_first_bytes(beast::error_code ec, std::size_t size) {
+    // Closed, idle for too long or broken: nothing to answer.
+    if (ec) return shutdown();
+    buffer_.commit(size);
+    read_header();
+  }
+
+  void read_header() {
+    stream_.expires_after(server_.config_.request_timeout);
     http::async_read_header(
         stream_, buffer_, *parser_,
         beast::bind_front_handler(&Session::on_header, shared_from_this()));
@@ -188,7 +219,6 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_header(beast::error_code ec, std::size_t) {
     if (ec || parser_->is_done()) return on_read(ec, 0);
-    stream_.expires_after(server_.config_.request_timeout);
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
       continue_response_ =
           http::response<http::empty_body>(http::status::continue_, 11);
@@ -218,8 +248,6 @@ class Session : public std::enable_shared_from_this<Session> {
       return shutdown();
     }
     server_.request_started();
-    version_ = 11;
-    keep_alive_ = false;
     if (ec == http::error::body_limit) {
       reply_error(413, http_error_code::kPayloadTooLarge,
                   "the body exceeds " +
@@ -238,7 +266,6 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void handle_request() {
     server_.request_started();
-    worker_.clear();
     auto& request = parser_->get();
     version_ = request.version();
     keep_alive_ =
@@ -270,7 +297,11 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     } catch (const std::exception& e) {
       spdlog::error("failed to handle a request: {}", e.what());
-      reply_error(500, protocol::error_code::kInternal, "internal error");
+      // Unless a reply is being written already. The outcome of a job that
+      // submit() took before throwing is then dropped (see on_job_done).
+      if (!answered_) {
+        reply_error(500, protocol::error_code::kInternal, "internal error");
+      }
     }
   }
 
@@ -284,11 +315,12 @@ class Session : public std::enable_shared_from_this<Session> {
       std::string& body = request.body();
       try {
         if (type.empty() || type == kJson) {
-          args =
-              is_blank(body) ? std::string(kMsgpackNil) : json_to_msgpack(body);
+          args = is_blank(body) ? std::string(protocol::kMsgpackNil)
+                                : json_to_msgpack(body);
         } else if (is_msgpack_type(type)) {
           if (!body.empty()) validate_msgpack(body);
-          args = body.empty() ? std::string(kMsgpackNil) : std::move(body);
+          args = body.empty() ? std::string(protocol::kMsgpackNil)
+                              : std::move(body);
         } else {
           return reply_error(415, http_error_code::kUnsupportedMediaType,
                              "send application/json or application/msgpack");
@@ -297,13 +329,22 @@ class Session : public std::enable_shared_from_this<Session> {
         return reply_error(400, protocol::error_code::kBadRequest,
                            std::string("invalid body: ") + e.what());
       }
+      // MessagePack can be longer than the JSON it came from (0.1 takes 9
+      // bytes), so the body limit alone does not keep the args in bounds.
+      if (args.size() > server_.link_.max_args_bytes()) {
+        return reply_error(
+            413, http_error_code::kPayloadTooLarge,
+            "the body encodes to " + std::to_string(args.size()) +
+                " bytes of MessagePack, more than the " +
+                std::to_string(server_.link_.max_args_bytes()) + " allowed");
+      }
     }
     wants_msgpack_ =
         accepts_msgpack(to_std(parser_->get()[http::field::accept]));
     stream_.expires_never();  // the job's deadline bounds the wait
     server_.link_.submit(
         std::move(route.task), std::move(args), route.timeout,
-        Completion{server_.shared_from_this(), shared_from_this()});
+        Completion{server_.shared_from_this(), shared_from_this(), request_});
   }
 
   // Owns the server before the session: members are destroyed in reverse
@@ -311,12 +352,20 @@ class Session : public std::enable_shared_from_this<Session> {
   struct Completion {
     std::shared_ptr<Server> server;
     std::shared_ptr<Session> session;
+    std::uint64_t request;
     void operator()(JobOutcome outcome) const {
-      session->post_outcome(std::move(outcome));
+      session->post_outcome(request, std::move(outcome));
     }
   };
 
-  void on_job_done(JobOutcome outcome) {
+  void on_job_done(std::uint64_t request, JobOutcome outcome) {
+    // An outcome for a request that was answered otherwise (submit() threw
+    // after taking the job, and handle_request answered 500) must not become
+    // a second response, nor the response to a later request.
+    if (request != request_ || answered_) {
+      spdlog::warn("dropped the outcome of a job whose request was answered");
+      return;
+    }
     const auto& meta = outcome.meta;
     worker_ = header_safe(meta.worker);
     if (!meta.ok) {
@@ -346,6 +395,7 @@ class Session : public std::enable_shared_from_this<Session> {
     reply(status, error_body(code, message), kJson, retry_after_s, allow);
   }
 
+  // Exactly one reply per request: see on_job_done and handle_request.
   void reply(int status, std::string body, std::string_view content_type,
              std::uint32_t retry_after_s = 0, std::string_view allow = {}) {
     response_ = {};
@@ -367,6 +417,7 @@ class Session : public std::enable_shared_from_this<Session> {
             std::clamp(status / 100, 1, 5))]
         .fetch_add(1, std::memory_order_relaxed);
     stream_.expires_after(server_.config_.request_timeout);
+    answered_ = true;
     http::async_write(
         stream_, response_,
         beast::bind_front_handler(&Session::on_write, shared_from_this()));
@@ -391,10 +442,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::empty_body> continue_response_;
   http::response<http::string_body> response_;
+  // The current request's state; see begin_request().
+  std::uint64_t request_ = 0;  // its number on this connection
+  bool answered_ = false;      // its response is written or being written
   unsigned version_ = 11;
   bool keep_alive_ = false;
   bool wants_msgpack_ = false;
-  std::string worker_;  // X-Monsoon-Worker of the current response
+  std::string worker_;  // X-Monsoon-Worker of the response
 };
 
 tcp::endpoint resolve(const std::string& host, std::uint16_t port) {
@@ -409,7 +463,7 @@ tcp::endpoint resolve(const std::string& host, std::uint16_t port) {
   return *results.begin();
 }
 
-Server::Server(FrontendConfig config, BrokerLink& link)
+Server::Server(FrontendConfig config, JobLink& link)
     : config_(std::move(config)),
       link_(link),
       ioc_(std::max(config_.threads, 1)),
@@ -417,6 +471,12 @@ Server::Server(FrontendConfig config, BrokerLink& link)
       acceptor_(accept_executor_),
       accept_retry_timer_(accept_executor_),
       drain_timer_(accept_executor_) {
+  if (config_.max_body_bytes > link_.max_args_bytes()) {
+    throw std::invalid_argument(
+        "the body limit (" + std::to_string(config_.max_body_bytes) +
+        " bytes) exceeds the largest job args the broker accepts (" +
+        std::to_string(link_.max_args_bytes()) + " bytes)");
+  }
   auto endpoint = resolve(config_.host, config_.port);
   auto where = config_.host + ":" + std::to_string(config_.port);
   beast::error_code ec;
@@ -526,7 +586,7 @@ class HttpServer::Impl final : public Server {
   using Server::Server;
 };
 
-HttpServer::HttpServer(FrontendConfig config, BrokerLink& link)
+HttpServer::HttpServer(FrontendConfig config, JobLink& link)
     : impl_(std::make_shared<Impl>(std::move(config), link)) {}
 
 HttpServer::~HttpServer() = default;

@@ -124,6 +124,9 @@ std::string metrics_text(const ServerStats& server, const BrokerLinkStats& link,
              "Invalid messages from the broker.", link.malformed_dropped);
   out.metric("broker_reconnects_total", "counter",
              "New sockets opened after losing the broker.", link.reconnects);
+  out.metric("jobs_failed_broker_lost_total", "counter",
+             "Pending jobs failed because the broker was lost.",
+             link.failed_broker_lost);
 
   out.metric("limit_max_connections", "gauge",
              "Configured maximum of open connections.", limits.max_connections);

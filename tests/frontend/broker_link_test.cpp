@@ -1,8 +1,18 @@
 #include "monsoon/frontend/broker_link.hpp"
 
-#include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+
+#include "child_process.hpp"
 #include "fake_broker.hpp"
 #include "monsoon/common/value.hpp"
 #include "test_support.hpp"
@@ -160,21 +170,74 @@ TEST_CASE("a full pending table refuses jobs at once") {
   CHECK(link.stats().pending == 0);
 }
 
-TEST_CASE("an unreachable broker fails jobs fast") {
-  // A bound but silent ROUTER: connections succeed, heartbeats go unanswered.
-  FakeBroker broker(/*echo_jobs=*/true);
-  broker.set_answer_heartbeats(false);
-  BrokerLink link(fast_config(broker.endpoint()));
-  REQUIRE(broker.wait_for_client(5s));  // the link did connect and send
+TEST_CASE("a broker that went away fails new jobs fast") {
+  std::optional<FakeBroker> broker(std::in_place, /*echo_jobs=*/true);
+  BrokerLink link(fast_config(broker->endpoint()));
+  require_reachable(link);
+  OutcomeRecorder before;
+  link.submit("echo", args_of(0), 10s, before.completion());
+  REQUIRE(before.wait_for(1, 5s));
+  REQUIRE(before.outcomes()[0].meta.ok);
 
+  broker.reset();  // its socket closes: no more heartbeat answers
+  REQUIRE(eventually([&] { return !link.reachable(); }, 5s));
+
+  // Refused inside submit(): the outcome is there without waiting.
   OutcomeRecorder recorder;
   link.submit("echo", args_of(1), 10s, recorder.completion());
   auto outcomes = recorder.outcomes();
   REQUIRE(outcomes.size() == 1);
   CHECK(outcomes[0].meta.code == link_error_code::kBrokerUnavailable);
-  CHECK_FALSE(link.reachable());
-  CHECK(link.stats().rejected_unreachable == 1);
-  CHECK_FALSE(broker.wait_for_job(0, 100ms));
+  CHECK(outcomes[0].meta.retry_after_ms > 0);
+  auto stats = link.stats();
+  CHECK(stats.rejected_unreachable == 1);
+  CHECK(stats.submitted == 1);  // only the job from before
+  CHECK(stats.pending == 0);
+}
+
+TEST_CASE("losing the broker fails the pending jobs at once") {
+  FakeBroker broker(/*echo_jobs=*/false);
+  BrokerLink link(fast_config(broker.endpoint()));
+  require_reachable(link);
+  OutcomeRecorder recorder;
+  link.submit("echo", args_of(1), 60s, recorder.completion());
+  link.submit("echo", args_of(2), 60s, recorder.completion());
+  REQUIRE(broker.wait_for_job(1, 5s));
+
+  SECTION("the broker says DISCONNECT (it is shutting down)") {
+    auto client = broker.wait_for_client(1s);
+    REQUIRE(client);
+    broker.send_raw(*client, {std::string(monsoon::protocol::kSignature),
+                              std::string(1, '\x07')});
+  }
+  SECTION("the broker goes silent") {
+    broker.set_answer_heartbeats(false);  // dead after 3 x 50 ms
+  }
+
+  // Far sooner than the jobs' 60 s deadlines.
+  REQUIRE(recorder.wait_for(2, 5s));
+  for (const auto& outcome : recorder.outcomes()) {
+    CHECK_FALSE(outcome.meta.ok);
+    CHECK(outcome.meta.code == link_error_code::kBrokerUnavailable);
+    CHECK(outcome.meta.retry_after_ms > 0);
+  }
+  auto stats = link.stats();
+  CHECK(stats.failed_broker_lost == 2);
+  CHECK(stats.pending == 0);
+  CHECK(stats.timed_out == 0);
+
+  // The link reconnects and serves new jobs.
+  broker.set_answer_heartbeats(true);
+  REQUIRE(eventually([&] { return link.reachable(); }, 5s));
+  OutcomeRecorder after;
+  link.submit("echo", args_of(3), 5s, after.completion());
+  auto third = broker.wait_for_job(2, 5s);
+  REQUIRE(third);
+  broker.reply(*third, monsoon::protocol::OutcomeMeta::success(third->meta.id),
+               third->args);
+  REQUIRE(after.wait_for(1, 5s));
+  CHECK(after.outcomes()[0].result == args_of(3));
+  CHECK(recorder.outcomes().size() == 2);
 }
 
 TEST_CASE("the link notices a silent broker and recovers when it answers") {
@@ -225,4 +288,80 @@ TEST_CASE("an invalid task name is refused without reaching the broker") {
   REQUIRE(recorder.outcomes().size() == 1);
   CHECK(recorder.outcomes()[0].meta.code == codes::kBadRequest);
   CHECK(link.stats().submitted == 0);
+}
+
+TEST_CASE("an unusable config is refused") {
+  BrokerLinkConfig config = fast_config("tcp://127.0.0.1:1");
+  SECTION("heartbeat interval under 1 ms") { config.heartbeat.interval = 0ms; }
+  SECTION("liveness under 1") { config.heartbeat.liveness = 0; }
+  SECTION("no room for args in a message") {
+    config.max_message_bytes = kSubmitEnvelopeBytes;
+  }
+  CHECK_THROWS_AS(BrokerLink(config), std::invalid_argument);
+}
+
+TEST_CASE("a very short heartbeat interval still backs off") {
+  // interval / 4 is 0 ms here; without a floor the link would reconnect in a
+  // tight loop, once per liveness x interval = 2 ms.
+  FakeBroker broker(/*echo_jobs=*/false);
+  broker.set_answer_heartbeats(false);
+  auto config = fast_config(broker.endpoint());
+  config.heartbeat.interval = 2ms;
+  config.heartbeat.liveness = 1;
+  BrokerLink link(config);
+  std::this_thread::sleep_for(1s);
+  // Back-off 1, 2, 4 ... 32 ms: about 30 reconnects in a second.
+  CHECK(link.stats().reconnects >= 5);
+  CHECK(link.stats().reconnects < 100);
+}
+
+TEST_CASE("args larger than the broker's message limit are refused") {
+  FakeBroker broker(/*echo_jobs=*/true);
+  auto config = fast_config(broker.endpoint());
+  config.max_message_bytes = kSubmitEnvelopeBytes + 16;
+  BrokerLink link(config);
+  REQUIRE(link.max_args_bytes() == 16);
+  require_reachable(link);
+
+  OutcomeRecorder refused;
+  link.submit("echo", std::string(17, '\xc0'), 5s, refused.completion());
+  REQUIRE(refused.outcomes().size() == 1);  // at once, inside submit()
+  CHECK(refused.outcomes()[0].meta.code == codes::kBadRequest);
+
+  OutcomeRecorder accepted;
+  std::string largest = args_of(std::string(13, 'x'));  // 0xad + 13 bytes
+  REQUIRE(largest.size() <= 16);
+  link.submit("echo", largest, 5s, accepted.completion());
+  REQUIRE(accepted.wait_for(1, 5s));
+  CHECK(accepted.outcomes()[0].meta.ok);
+  CHECK(link.stats().submitted == 1);
+}
+
+// Run by the next test in a child process (hidden from normal runs): a
+// completion throws what it must not, on the link thread.
+TEST_CASE("link thread fault helper", "[.]") {
+  rlimit no_core_dump{0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core_dump);
+  FakeBroker broker(/*echo_jobs=*/true);
+  BrokerLink link(fast_config(broker.endpoint()));
+  require_reachable(link);
+  link.submit("echo", args_of(1), 5s, [](JobOutcome) { throw 42; });
+  std::this_thread::sleep_for(10s);  // the link thread ends the process first
+}
+
+TEST_CASE("an unexpected exception on the link thread is logged, then aborts") {
+  auto self = std::filesystem::read_symlink("/proc/self/exe");
+  auto log = std::filesystem::temp_directory_path() /
+             ("monsoon-link-fault-" + std::to_string(::getpid()) + ".log");
+  std::filesystem::remove(log);
+  monsoon::test::ChildProcess child(self.string(), {"link thread fault helper"},
+                                    log.string());
+  auto status = child.wait_exit(30s);
+  std::string output = child.log();
+  std::filesystem::remove(log);
+  INFO(output);
+  REQUIRE(status);
+  CHECK(WIFSIGNALED(*status));
+  CHECK(WTERMSIG(*status) == SIGABRT);
+  CHECK(output.find("broker link thread failed") != std::string::npos);
 }

@@ -6,10 +6,15 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <functional>
 #include <future>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include "fake_broker.hpp"
 #include "monsoon/common/value.hpp"
@@ -81,6 +86,20 @@ class Client {
   // True when the server closes the connection (no further bytes).
   bool closed_by_server() { return buffer_.empty() && !fill(); }
 
+  // Sends without failing the test when the server has closed or reset the
+  // connection; false then.
+  bool try_send(std::string_view bytes) {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+
+  // Without waiting: whether the server has closed or reset the connection.
+  bool closed_now() {
+    char byte;
+    auto got = ::recv(fd_, &byte, 1, MSG_DONTWAIT | MSG_PEEK);
+    return got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+
   HttpReply exchange(std::string_view request) {
     send(request);
     auto reply = receive();
@@ -136,33 +155,54 @@ std::string request(std::string_view method, std::string_view target,
   return text;
 }
 
-// A server on a free port with a BrokerLink to a fake broker, serving on a
-// thread of its own until the fixture is destroyed.
-class Fixture {
+using Configure = std::function<void(FrontendConfig&)>;
+
+FrontendConfig test_config(const Configure& configure = {}) {
+  FrontendConfig config;
+  config.port = 0;
+  config.max_body_bytes = 1024;
+  config.max_header_bytes = 1024;
+  if (configure) configure(config);
+  return config;
+}
+
+// A server on a free port, serving on a thread of its own until destroyed.
+class RunningServer {
  public:
-  explicit Fixture(bool echo_jobs = true,
-                   std::function<void(FrontendConfig&)> configure = {})
-      : broker_(echo_jobs), link_(link_config(broker_.endpoint())) {
-    broker_.set_worker_name("w1");
-    FrontendConfig config;
-    config.port = 0;
-    config.max_body_bytes = 1024;
-    config.max_header_bytes = 1024;
-    if (configure) configure(config);
-    server_.emplace(config, link_);
-    served_ = std::async(std::launch::async, [this] { server_->run(); });
-    REQUIRE(eventually([&] { return link_.reachable(); }, 5s));
-  }
-  ~Fixture() {
-    server_->stop();
+  RunningServer(const FrontendConfig& config, JobLink& link)
+      : server_(config, link),
+        served_(std::async(std::launch::async, [this] { server_.run(); })) {}
+  ~RunningServer() {
+    server_.stop();
     served_.wait();
   }
 
-  std::uint16_t port() const { return server_->port(); }
-  FakeBroker& broker() { return broker_; }
-  HttpServer& server() { return *server_; }
+  std::uint16_t port() const { return server_.port(); }
+  HttpServer& server() { return server_; }
   bool stopped_within(std::chrono::milliseconds timeout) {
     return served_.wait_for(timeout) == std::future_status::ready;
+  }
+
+ private:
+  HttpServer server_;
+  std::future<void> served_;
+};
+
+// A server with a BrokerLink to a fake broker.
+class Fixture {
+ public:
+  explicit Fixture(bool echo_jobs = true, const Configure& configure = {})
+      : broker_(echo_jobs), link_(link_config(broker_.endpoint())) {
+    broker_.set_worker_name("w1");
+    running_.emplace(test_config(configure), link_);
+    REQUIRE(eventually([&] { return link_.reachable(); }, 5s));
+  }
+
+  std::uint16_t port() const { return running_->port(); }
+  FakeBroker& broker() { return broker_; }
+  HttpServer& server() { return running_->server(); }
+  bool stopped_within(std::chrono::milliseconds timeout) {
+    return running_->stopped_within(timeout);
   }
 
  private:
@@ -175,9 +215,71 @@ class Fixture {
 
   FakeBroker broker_;
   BrokerLink link_;
-  std::optional<HttpServer> server_;
-  std::future<void> served_;
+  std::optional<RunningServer> running_;
 };
+
+// A JobLink that keeps every job for the test to complete by hand, and can
+// fail the way a link must not: throw from submit() after taking the job.
+class ManualLink final : public JobLink {
+ public:
+  explicit ManualLink(std::size_t max_args_bytes = 1u << 20)
+      : max_args_bytes_(max_args_bytes) {}
+
+  void submit(std::string, std::string args, std::chrono::milliseconds,
+              JobCompletion completion) override {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back({std::move(args), std::move(completion)});
+    if (throw_after_taking_) throw std::runtime_error("injected fault");
+  }
+  bool reachable() const noexcept override { return true; }
+  BrokerLinkStats stats() const noexcept override { return {}; }
+  std::size_t max_args_bytes() const noexcept override {
+    return max_args_bytes_;
+  }
+
+  void throw_after_taking(bool fail) {
+    std::lock_guard lock(mutex_);
+    throw_after_taking_ = fail;
+  }
+  std::size_t jobs() {
+    std::lock_guard lock(mutex_);
+    return jobs_.size();
+  }
+  // Completes the index-th job with `outcome` (on the test's thread, as a
+  // link thread would).
+  void complete(std::size_t index, JobOutcome outcome) {
+    JobCompletion completion;
+    {
+      std::lock_guard lock(mutex_);
+      completion = jobs_.at(index).completion;
+    }
+    completion(std::move(outcome));
+  }
+
+ private:
+  struct Job {
+    std::string args;
+    JobCompletion completion;
+  };
+  const std::size_t max_args_bytes_;
+  std::mutex mutex_;
+  std::vector<Job> jobs_;
+  bool throw_after_taking_ = false;
+};
+
+// Whether connecting to `port` on 127.0.0.1 is refused (nobody listens).
+bool connection_refused(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool refused =
+      ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0;
+  ::close(fd);
+  return refused;
+}
 
 }  // namespace
 
@@ -278,9 +380,14 @@ TEST_CASE("bad requests get a JSON error and the right status") {
       client.exchange(request("POST", "/jobs/echo?timeout_ms=0", "1"));
   CHECK(bad_timeout.status == 400);
 
-  // None of these closed the connection.
+  // None of these closed the connection, nor reached the broker: the first
+  // job it receives is the next one.
   CHECK(client.exchange(request("GET", "/now")).status == 200);
-  CHECK(fixture.broker().wait_for_job(0, 100ms) == std::nullopt);
+  CHECK(client.exchange(request("POST", "/jobs/echo", "\"last\"")).status ==
+        200);
+  auto first_job = fixture.broker().wait_for_job(0, 1s);
+  REQUIRE(first_job);
+  CHECK(first_job->args == monsoon::to_msgpack("last"));
 }
 
 TEST_CASE("oversized and malformed requests are answered, then closed") {
@@ -473,7 +580,8 @@ TEST_CASE("stop() answers the requests in progress, then run() returns") {
   REQUIRE(job);
 
   fixture.server().stop();
-  CHECK_FALSE(fixture.stopped_within(50ms));  // still waiting for the job
+  // Draining: no new connections, yet the request in progress is answered.
+  REQUIRE(eventually([&] { return connection_refused(fixture.port()); }, 5s));
   fixture.broker().reply(
       *job, monsoon::protocol::OutcomeMeta::success(job->meta.id), job->args);
   auto reply = waiting.receive();
@@ -490,6 +598,144 @@ TEST_CASE("stop() gives up on requests after the drain timeout") {
   Client waiting(fixture.port());
   waiting.send(request("POST", "/jobs/echo", "5"));
   REQUIRE(fixture.broker().wait_for_job(0, 5s));
+  auto started = std::chrono::steady_clock::now();
   fixture.server().stop();
-  CHECK(fixture.stopped_within(5s));
+  REQUIRE(fixture.stopped_within(5s));
+  CHECK(std::chrono::steady_clock::now() - started >= 100ms);
+}
+
+TEST_CASE("a pending job gets 503 at once when the broker is lost") {
+  Fixture fixture(/*echo_jobs=*/false);
+  Client client(fixture.port());
+  // Its deadline is far beyond the client's 5 s read timeout.
+  client.send(request("POST", "/jobs/echo", "1", "X-Timeout-Ms: 60000\r\n"));
+  auto job = fixture.broker().wait_for_job(0, 5s);
+  REQUIRE(job);
+  // DISCONNECT: the broker is shutting down.
+  fixture.broker().send_raw(
+      job->identity,
+      {std::string(monsoon::protocol::kSignature), std::string(1, '\x07')});
+  auto reply = client.receive();
+  REQUIRE(reply);
+  CHECK(reply->status == 503);
+  CHECK(reply->header("retry-after") == "1");
+  CHECK(Json::parse(reply->body)["error"]["code"] == "broker_unavailable");
+}
+
+TEST_CASE("a request trickling in is cut off after request_timeout") {
+  Fixture fixture(true, [](FrontendConfig& config) {
+    config.idle_timeout = 30s;
+    config.request_timeout = 300ms;
+  });
+  Client slow(fixture.port());
+  std::string trickle;
+  SECTION("its header") {
+    trickle =
+        "GET /now HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(200, 'a');
+  }
+  SECTION("its body") {
+    REQUIRE(
+        slow.try_send("POST /jobs/echo HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 200\r\n\r\n"));
+    trickle = std::string(200, '1');
+  }
+  // One byte per 100 ms, for at most 5 s.
+  auto started = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (char byte : trickle) {
+    if (!slow.try_send({&byte, 1}) || slow.closed_now()) {
+      closed = true;
+      break;
+    }
+    if (std::chrono::steady_clock::now() - started > 5s) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  auto took = std::chrono::steady_clock::now() - started;
+  CHECK(closed);
+  CHECK(took >= 300ms);
+  CHECK(took < 3s);
+}
+
+TEST_CASE("a keep-alive connection may idle longer than request_timeout") {
+  Fixture fixture(true, [](FrontendConfig& config) {
+    config.idle_timeout = 30s;
+    config.request_timeout = 100ms;
+  });
+  Client client(fixture.port());
+  CHECK(client.exchange(request("GET", "/now")).status == 200);
+  std::this_thread::sleep_for(300ms);
+  CHECK(client.exchange(request("GET", "/now")).status == 200);
+}
+
+TEST_CASE("an error response does not carry the previous job's worker") {
+  Fixture fixture;
+  Client client(fixture.port());
+  HttpReply job = client.exchange(request("POST", "/jobs/echo", "1"));
+  REQUIRE(job.status == 200);
+  REQUIRE(job.header("x-monsoon-worker") == "w1");
+  SECTION("413") {
+    HttpReply reply =
+        client.exchange(request("POST", "/jobs/echo", std::string(2000, '1')));
+    CHECK(reply.status == 413);
+    CHECK(reply.headers.count("x-monsoon-worker") == 0);
+  }
+  SECTION("431") {
+    HttpReply reply = client.exchange(request(
+        "GET", "/now", {}, "X-Big: " + std::string(2000, 'a') + "\r\n"));
+    CHECK(reply.status == 431);
+    CHECK(reply.headers.count("x-monsoon-worker") == 0);
+  }
+  SECTION("400") {
+    HttpReply reply = client.exchange("NOT HTTP AT ALL\r\n\r\n");
+    CHECK(reply.status == 400);
+    CHECK(reply.headers.count("x-monsoon-worker") == 0);
+  }
+}
+
+TEST_CASE("a request is answered once, even if submit() throws late") {
+  ManualLink link;
+  link.throw_after_taking(true);
+  RunningServer running(test_config(), link);
+  Client client(running.port());
+  HttpReply failed = client.exchange(request("POST", "/jobs/echo", "1"));
+  CHECK(failed.status == 500);
+  REQUIRE(link.jobs() == 1);
+
+  // The link completes the job it took after all: that outcome must answer
+  // neither the request (answered already) nor the next one.
+  auto outcome = monsoon::protocol::OutcomeMeta::success(1);
+  outcome.worker = "late";
+  link.complete(0, {outcome, monsoon::to_msgpack(1)});
+  for (int i = 0; i < 3; ++i) {
+    HttpReply now = client.exchange(request("GET", "/now"));
+    CHECK(now.status == 200);
+    CHECK(now.header("x-monsoon-worker").empty());
+    CHECK(Json::parse(now.body).contains("now_unix_ms"));
+  }
+}
+
+TEST_CASE("args whose MessagePack outgrows the link's limit get 413") {
+  ManualLink link(/*max_args_bytes=*/100);
+  RunningServer running(
+      test_config([](FrontendConfig& config) { config.max_body_bytes = 100; }),
+      link);
+  Client client(running.port());
+  // 97 bytes of JSON, 217 of MessagePack (each 0.1 is a 9-byte float 64).
+  std::string body = "[0.1";
+  for (int i = 1; i < 24; ++i) body += ",0.1";
+  body += "]";
+  REQUIRE(body.size() <= 100);
+  HttpReply reply = client.exchange(request("POST", "/jobs/echo", body));
+  CHECK(reply.status == 413);
+  CHECK(Json::parse(reply.body)["error"]["code"] == "payload_too_large");
+  CHECK(link.jobs() == 0);
+}
+
+TEST_CASE("a body limit above the link's args limit is refused at start") {
+  ManualLink link(/*max_args_bytes=*/100);
+  auto config =
+      test_config([](FrontendConfig& config) { config.max_body_bytes = 101; });
+  CHECK_THROWS_AS(HttpServer(config, link), std::invalid_argument);
+  config.max_body_bytes = 100;
+  CHECK_NOTHROW(HttpServer(config, link));
 }

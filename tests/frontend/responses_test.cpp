@@ -46,6 +46,7 @@ TEST_CASE("/metrics is Prometheus text with every counter") {
   link.reachable = true;
   link.pending = 9;
   link.late_results_dropped = 5;
+  link.failed_broker_lost = 3;
   link.max_pending = 100;
   ServerLimits limits;
   limits.max_body_bytes = 1024;
@@ -59,6 +60,7 @@ TEST_CASE("/metrics is Prometheus text with every counter") {
         "monsoon_frontend_broker_reachable 1\n",
         "monsoon_frontend_jobs_pending 9\n",
         "monsoon_frontend_late_results_dropped_total 5\n",
+        "monsoon_frontend_jobs_failed_broker_lost_total 3\n",
         "monsoon_frontend_limit_max_pending 100\n",
         "monsoon_frontend_limit_max_body_bytes 1024\n",
         "# TYPE monsoon_frontend_jobs_pending gauge\n",

@@ -1,5 +1,5 @@
-// Synchronisation helpers for the front end's tests: wait for a condition or
-// for completions with a deadline, never for a fixed time.
+// Synchronisation helpers for the front end's tests: wait for a condition
+// (eventually) or for completions with a deadline, never for a fixed time.
 #pragma once
 
 #include <chrono>
@@ -7,25 +7,16 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
+#include "eventually.hpp"
 #include "monsoon/frontend/broker_link.hpp"
 
 namespace monsoon::frontend::test {
 
 using namespace std::chrono_literals;
 
-// Polls `predicate` until it holds or `timeout` passes; returns its last value.
-template <typename Predicate>
-bool eventually(Predicate predicate, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!predicate()) {
-    if (std::chrono::steady_clock::now() >= deadline) return predicate();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using monsoon::test::eventually;
 
 // Collects job outcomes from any thread. Completions share its state, so a
 // completion running after the recorder is gone (e.g. when a link is torn

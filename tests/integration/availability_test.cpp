@@ -1,8 +1,12 @@
 // What clients see when parts of the stack are missing.
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "stack.hpp"
 
@@ -44,4 +48,25 @@ TEST_CASE("every process stops cleanly on SIGTERM", "[integration]") {
     CHECK(WIFEXITED(*status));
     CHECK(WEXITSTATUS(*status) == 0);
   }
+}
+
+TEST_CASE("the front end refuses a body limit the broker could not carry",
+          "[integration]") {
+  auto log =
+      std::filesystem::temp_directory_path() /
+      ("monsoon-frontend-body-limit-" + std::to_string(::getpid()) + ".log");
+  std::filesystem::remove(log);
+  // 16 MiB of args would not fit a 16 MiB message with its envelope.
+  monsoon::test::ChildProcess frontend(
+      MONSOON_FRONTEND_BIN,
+      {"--port", "0", "--max-body-bytes", std::to_string(16u << 20)},
+      log.string());
+  auto status = frontend.wait_exit(10s);
+  std::string output = frontend.log();
+  std::filesystem::remove(log);
+  INFO(output);
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) != 0);
+  CHECK(output.find("--max-body-bytes") != std::string::npos);
 }

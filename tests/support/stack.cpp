@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
-#include <thread>
 
 namespace monsoon::test {
 
@@ -23,10 +22,6 @@ std::uint16_t free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
   ::close(fd);
   return ntohs(address.sin_port);
-}
-
-void poll_interval_pause() {
-  std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
 void raise_open_files_limit() {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "child_process.hpp"
+#include "eventually.hpp"
 #include "http_batch.hpp"
 
 namespace monsoon::test {
@@ -72,20 +73,6 @@ class Stack {
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 std::uint16_t free_port();
-
-void poll_interval_pause();
-
-// Polls `condition` every few milliseconds until it holds or the timeout
-// passes; returns its last value. The way tests wait, instead of sleeping.
-template <typename Condition>
-bool eventually(Condition condition, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    poll_interval_pause();
-  }
-  return true;
-}
 
 // Raises this process's open-files limit to its hard limit (children inherit
 // it), for tests that hold thousands of connections.

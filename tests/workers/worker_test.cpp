@@ -22,6 +22,7 @@
 #include <zmq_addon.hpp>
 
 #include "child_process.hpp"
+#include "eventually.hpp"
 #include "monsoon/common/protocol.hpp"
 #include "monsoon/common/stop_signals.hpp"
 #include "monsoon/common/value.hpp"
@@ -35,6 +36,7 @@ using monsoon::Clock;
 using monsoon::Value;
 using monsoon::protocol::Command;
 using monsoon::protocol::Frames;
+using monsoon::test::eventually;
 using monsoon::workers::Worker;
 using monsoon::workers::WorkerConfig;
 using std::chrono::milliseconds;
@@ -43,16 +45,6 @@ namespace protocol = monsoon::protocol;
 namespace error_code = monsoon::protocol::error_code;
 
 constexpr milliseconds kPatience = seconds{10};
-
-bool eventually(const std::function<bool()>& condition,
-                milliseconds timeout = kPatience) {
-  const auto deadline = Clock::now() + timeout;
-  while (!condition()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(milliseconds{1});
-  }
-  return true;
-}
 
 zmq::message_t msgpack_frame(const Value& value) {
   const std::string bytes = monsoon::to_msgpack(value);

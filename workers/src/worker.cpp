@@ -22,6 +22,7 @@
 #include <zmq_addon.hpp>
 
 #include "monsoon/common/protocol.hpp"
+#include "monsoon/common/routing_id.hpp"
 #include "monsoon/common/wakeup.hpp"
 #include "monsoon/common/zmq_send.hpp"
 
@@ -361,6 +362,7 @@ bool Worker::Impl::await_cancelled_tasks() {
 
 void Worker::Impl::open_socket(Clock::time_point now) {
   socket_.emplace(context_, zmq::socket_type::dealer);
+  socket_->set(zmq::sockopt::routing_id, make_routing_id());
   socket_->set(zmq::sockopt::linger, 0);
   // Without a connection a send would block rather than park the message in
   // a pipe that the next socket reset throws away: DONEs wait in unsent_.

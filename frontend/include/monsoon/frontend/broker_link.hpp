@@ -2,7 +2,9 @@
 // jobs to submit(); a dedicated link thread, the only thread that touches
 // ZeroMQ, sends them as SUBMIT on a DEALER socket, matches RESULTs to them,
 // enforces their deadlines and keeps the broker's liveness (heartbeats and
-// reconnects, docs/protocol.md section 5).
+// reconnects, docs/protocol.md section 5). An unexpected exception on the link
+// thread is logged at critical level and aborts the process (see run() in
+// broker_link.cpp).
 #pragma once
 
 #include <chrono>
@@ -28,10 +30,24 @@ inline constexpr std::string_view kShuttingDown = "shutting_down";
 
 struct BrokerLinkConfig {
   std::string endpoint = "tcp://127.0.0.1:5555";
-  HeartbeatSettings heartbeat;
-  std::size_t max_pending = 100'000;          // jobs awaiting a result
-  std::size_t max_message_bytes = 16u << 20;  // largest RESULT frame accepted
+  HeartbeatSettings heartbeat;        // interval >= 1 ms, liveness >= 1
+  std::size_t max_pending = 100'000;  // jobs awaiting a result
+  // The largest RESULT frame accepted. It also bounds the args of a SUBMIT
+  // (see max_args_bytes), so it must not exceed the broker's own limit.
+  std::size_t max_message_bytes = 16u << 20;
 };
+
+// Room left in a message for everything besides the args (task name, meta),
+// with a wide margin so that no hop ever refuses a SUBMIT for its size.
+inline constexpr std::size_t kSubmitEnvelopeBytes = 64u << 10;
+
+// The largest args a SUBMIT may carry with `config`: max_message_bytes minus
+// kSubmitEnvelopeBytes (0 when the limit leaves no room).
+constexpr std::size_t max_args_bytes(const BrokerLinkConfig& config) noexcept {
+  return config.max_message_bytes > kSubmitEnvelopeBytes
+             ? config.max_message_bytes - kSubmitEnvelopeBytes
+             : 0;
+}
 
 // How a job ended: the RESULT's meta and payload, or a local failure (then
 // meta.ok is false, meta.code says why and result is empty).
@@ -54,34 +70,61 @@ struct BrokerLinkStats {
   std::uint64_t late_results_dropped = 0;
   std::uint64_t malformed_dropped = 0;
   std::uint64_t reconnects = 0;
+  std::uint64_t failed_broker_lost = 0;  // pending when the broker was lost
   std::uint64_t pending = 0;      // gauge: accepted and not yet completed
   std::uint64_t max_pending = 0;  // the configured limit
   bool reachable = false;
 };
 
-class BrokerLink {
+// What the HTTP server needs from its link to the broker. BrokerLink is the
+// real one; tests substitute their own. All members may be called from any
+// thread.
+class JobLink {
  public:
-  // Starts the link thread, which connects at once. Throws zmq::error_t or
-  // std::system_error if the socket or thread cannot be created.
+  virtual ~JobLink() = default;
+
+  // Runs `task` with MessagePack `args`, giving up `timeout` after this call;
+  // `completion` runs exactly once, possibly inside submit() (see
+  // BrokerLink::submit). May throw std::bad_alloc, and then only before it
+  // took the completion, which is then never invoked; exceptions thrown by
+  // a completion run inside submit() propagate.
+  virtual void submit(std::string task, std::string args,
+                      std::chrono::milliseconds timeout,
+                      JobCompletion completion) = 0;
+  // Whether jobs can be expected to reach the broker now.
+  virtual bool reachable() const noexcept = 0;
+  virtual BrokerLinkStats stats() const noexcept = 0;
+  // The largest `args` that submit() accepts.
+  virtual std::size_t max_args_bytes() const noexcept = 0;
+};
+
+class BrokerLink final : public JobLink {
+ public:
+  // Starts the link thread, which connects at once. Throws
+  // std::invalid_argument for an unusable config (heartbeat, message size),
+  // zmq::error_t or std::system_error if the socket or thread cannot be
+  // created.
   explicit BrokerLink(BrokerLinkConfig config);
   // Calls stop().
-  ~BrokerLink();
+  ~BrokerLink() override;
   BrokerLink(const BrokerLink&) = delete;
   BrokerLink& operator=(const BrokerLink&) = delete;
 
-  // Any thread. Runs `task` with MessagePack `args`,
-  // giving up `timeout` after this call. The completion runs on the link
-  // thread, except when the job is refused at once (invalid task name,
-  // pending table full, broker unreachable, link stopped): then it runs
-  // inside submit(), on the caller's thread. The budget sent to the broker is
-  // slightly shorter than `timeout`, so the broker's own error normally arrives
-  // first.
+  // The completion runs on the link thread, except when the job is refused
+  // at once (invalid task name, args over max_args_bytes(), pending table
+  // full, broker unreachable, link stopped): then it runs inside submit(), on
+  // the caller's thread. Jobs pending when the broker is lost (silence or
+  // DISCONNECT) complete at once with broker_unavailable: their RESULTs could
+  // never reach the new socket. The budget sent to the broker is slightly
+  // shorter than `timeout`, so the broker's own error normally arrives first.
   void submit(std::string task, std::string args,
-              std::chrono::milliseconds timeout, JobCompletion completion);
+              std::chrono::milliseconds timeout,
+              JobCompletion completion) override;
 
   // Whether the broker has been heard from within liveness x interval.
-  bool reachable() const noexcept;
-  BrokerLinkStats stats() const noexcept;
+  bool reachable() const noexcept override;
+  BrokerLinkStats stats() const noexcept override;
+  std::size_t max_args_bytes() const noexcept override;
 
   // Any thread, idempotent. Completes every pending job with shutting_down
   // and joins the link thread; later submits are refused with shutting_down.

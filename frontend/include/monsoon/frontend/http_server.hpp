@@ -1,7 +1,8 @@
 // HttpServer: the front end's HTTP/1.1 server (Boost.Beast, kept out of this
 // header). It answers GET /now, /healthz and /metrics itself and turns
-// POST /jobs/{task} and GET /query/{flag} into jobs on a BrokerLink, replying
-// when their outcome arrives; no request ever blocks an I/O thread.
+// POST /jobs/{task} and GET /query/{flag} into jobs on a JobLink (the
+// BrokerLink in production), replying when their outcome arrives; no request
+// ever blocks an I/O thread.
 #pragma once
 
 #include <chrono>
@@ -20,13 +21,16 @@ struct FrontendConfig {
   std::uint16_t port = 8000;  // 0 = any free port, see HttpServer::port()
   int threads = 1;            // I/O threads running the event loop
   TimeoutPolicy timeouts;
+  // At most the link's max_args_bytes() (the constructor checks).
   std::size_t max_body_bytes = 1u << 20;
   std::size_t max_header_bytes = 16u << 10;
   std::size_t max_connections = 10'000;
-  // A keep-alive connection may wait this long for its next request...
+  // A connection may wait this long for the first byte of its next
+  // request...
   std::chrono::milliseconds idle_timeout{60'000};
-  // ...which must then arrive completely within this (slowloris defence).
-  // Also bounds writing one response to a client that does not read.
+  // ...whose headers and body must then all arrive within this, counted from
+  // that first byte (slowloris defence). Also bounds writing one response
+  // to a client that does not read.
   std::chrono::milliseconds request_timeout{30'000};
   // After stop(), how long requests in progress may take to be answered.
   std::chrono::milliseconds drain_timeout{5'000};
@@ -34,10 +38,11 @@ struct FrontendConfig {
 
 class HttpServer {
  public:
-  // Binds and listens at once. Throws std::runtime_error (with the OS
-  // reason, e.g. "Address already in use") when it cannot. `link` must
-  // outlive the server.
-  HttpServer(FrontendConfig config, BrokerLink& link);
+  // Binds and listens at once. Throws std::invalid_argument when
+  // config.max_body_bytes exceeds link.max_args_bytes(), std::runtime_error
+  // (with the OS reason, e.g. "Address already in use") when it cannot
+  // listen. `link` must outlive the server.
+  HttpServer(FrontendConfig config, JobLink& link);
   // Not while run() is running. Closes the connections still open; jobs
   // still pending on the link keep the server's internals alive until they
   // complete, so the link may be stopped before or after this.
