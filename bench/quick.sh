@@ -11,7 +11,7 @@ seconds=${2:-10}
 command -v wrk >/dev/null || bash "$here/../scripts/install-deps.sh" wrk
 ulimit -n "$(ulimit -Hn)"
 
-port=$((20000 + RANDOM % 20000))
+port=$((10000 + RANDOM % 20000))
 client="tcp://127.0.0.1:$((port + 1))"
 worker="tcp://127.0.0.1:$((port + 2))"
 slow_log=$(mktemp)
@@ -25,8 +25,10 @@ trap cleanup EXIT
 
 "$bin/monsoon-broker" --client-endpoint "$client" --worker-endpoint "$worker" \
   --log-level warn & pids+=($!)
-# Like celery -Q: one small pool for fast jobs, one wide pool for slow ones.
-"$bin/monsoon-worker" --broker "$worker" --tasks echo --concurrency 2 \
+# Like celery -Q: one pool for fast jobs, one wide pool for slow ones. Slots
+# bound the jobs a worker has in flight (no prefetch), so even no-op jobs need
+# a few per core to hide the round trip.
+"$bin/monsoon-worker" --broker "$worker" --tasks echo --concurrency 8 \
   --name fast --log-level warn & pids+=($!)
 for i in 1 2; do
   "$bin/monsoon-worker" --broker "$worker" --tasks sleep --concurrency 500 \

@@ -70,6 +70,14 @@ bool is_msgpack_type(std::string_view type) {
   return type == kMsgpack || type == "application/x-msgpack";
 }
 
+// JSON, a +json type, or none. curl -d labels every body
+// application/x-www-form-urlencoded; since /jobs takes no form data, such a
+// body is read as the JSON it almost always is.
+bool is_json_type(std::string_view type) {
+  return type.empty() || type == kJson || type.ends_with("+json") ||
+         type == "application/x-www-form-urlencoded";
+}
+
 bool accepts_msgpack(std::string_view accept) {
   std::string lower = lowercase(accept);
   return lower.find(kMsgpack) != std::string::npos ||
@@ -314,7 +322,7 @@ class Session : public std::enable_shared_from_this<Session> {
       std::string type = media_type(to_std(request[http::field::content_type]));
       std::string& body = request.body();
       try {
-        if (type.empty() || type == kJson) {
+        if (is_json_type(type)) {
           args = is_blank(body) ? std::string(protocol::kMsgpackNil)
                                 : json_to_msgpack(body);
         } else if (is_msgpack_type(type)) {

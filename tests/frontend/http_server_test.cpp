@@ -368,6 +368,15 @@ TEST_CASE("bad requests get a JSON error and the right status") {
       request("POST", "/jobs/echo", "x=1", "Content-Type: text/plain\r\n"));
   CHECK(wrong_type.status == 415);
 
+  // What curl -d sends by default is read as JSON.
+  HttpReply curl_default = client.exchange(
+      request("POST", "/jobs/echo", "x=1",
+              "Content-Type: application/x-www-form-urlencoded\r\n"));
+  CHECK(curl_default.status == 400);
+  CHECK(Json::parse(curl_default.body)["error"]["message"]
+            .get<std::string>()
+            .find("invalid body") != std::string::npos);
+
   HttpReply not_found = client.exchange(request("GET", "/nope"));
   CHECK(not_found.status == 404);
   CHECK(Json::parse(not_found.body)["error"]["code"] == "not_found");

@@ -48,6 +48,17 @@ TEST_CASE("echo returns its JSON args unchanged", "[integration]") {
   CHECK_FALSE(response.header("x-monsoon-worker").empty());
 }
 
+TEST_CASE("a body sent the way curl -d sends it is read as JSON",
+          "[integration]") {
+  HttpResponse response = shared_stack().request(
+      {.method = "POST",
+       .target = "/jobs/echo",
+       .body = R"({"ms": 1})",
+       .headers = {{"Content-Type", "application/x-www-form-urlencoded"}}});
+  REQUIRE(response.status == 200);
+  CHECK(Json::parse(response.body) == Json{{"ms", 1}});
+}
+
 TEST_CASE("an empty body means null args", "[integration]") {
   HttpResponse response = shared_stack().post_json("/jobs/echo", "");
   REQUIRE(response.status == 200);
