@@ -496,12 +496,14 @@ class BrokerLink::Impl {
   }
 
   void finish(JobCompletion& completion, JobOutcome outcome) {
+    // Counted out before the completion runs, so whoever it wakes sees a
+    // pending count that no longer includes this job.
+    in_flight_.fetch_sub(1);
     try {
       completion(std::move(outcome));
     } catch (const std::exception& e) {
       spdlog::error("a job completion threw: {}", e.what());
     }
-    in_flight_.fetch_sub(1);
   }
 
   void shut_down() {
