@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -44,7 +45,7 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
                  "Name shown by the broker (default: worker-<pid>@<host>)");
   app.add_option("--db-path", db_path,
                  "SQLite file of the built-in db.query task (created with "
-                 "demo rows on first use)")
+                 "demo rows at start)")
       ->capture_default_str();
   app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval")
       ->capture_default_str()
@@ -85,6 +86,11 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
     config.cancel_grace = std::chrono::milliseconds{cancel_grace_ms};
     set_default_demo_database_path(db_path);
     Worker worker(std::move(config), registry);
+    const auto& served = worker.config().tasks;
+    if (std::find(served.begin(), served.end(), "db.query") != served.end()) {
+      // Create the demo data at start rather than in the first request.
+      prepare_demo_database(db_path);
+    }
     const StopSignalWatcher watcher([&worker] { worker.stop(); });
     spdlog::info("serving [{}] with {} slot(s)",
                  fmt::join(worker.config().tasks, ", "), worker.config().slots);
