@@ -1,0 +1,312 @@
+"""The scenarios. Each one runs against every stack of the run, one stack after
+the other on a freshly started set of processes, so the ratios come from the
+same run and each process's peak RSS (VmHWM) belongs to one scenario.
+
+Each scenario provides `steps(plan)` (how many measurements, for progress)
+and `estimate(plan)` (seconds, for the ETA), and `run(run)`.
+"""
+
+import math
+import time
+
+import procs
+import wrk
+
+NOW_CONNECTIONS = 8  # the /now probe under slow load: a few clients, many samples
+
+
+def body_sleep(ms):
+    return '{"ms": %d}' % ms
+
+
+HASH_BODY = '{"rounds": 20000}'
+
+
+def start_estimate(stack_name):
+    """Seconds to start and stop the stack (RabbitMQ dominates the peer's)."""
+    return 2.5 if stack_name == "monsoon" else 25.0
+
+
+class Plan:
+    """What a run measures: durations, sets, the stacks to run."""
+
+    def __init__(self, quick, duration, stacks):
+        self.quick = quick
+        self.duration = duration
+        self.stacks = stacks  # stack names, e.g. ["monsoon", "peer"]
+        if quick:
+            self.echo_connections = [16, 64]
+            self.ks = [100]
+            self.slow_connections = [200]
+            self.worker_counts = [1, 2]
+        else:
+            self.echo_connections = [16, 64, 256]
+            self.ks = [100, 1000, 10000]
+            self.slow_connections = [200, 2000]
+            self.worker_counts = [1, 2, 4]
+        self.baseline_connections = 64
+        self.scaling_connections = 64
+        self.scaling_slots = 4
+        self.echo_workers, self.echo_slots, self.echo_prefork = 2, 8, 2
+        self.warmup = 0 if quick else 1
+
+
+def warm_bound(k):
+    """Upper bound on the time for K slow requests to become pending (s)."""
+    return 2.0 + k / 1000.0
+
+
+def peer_fixed_warmup(k, phase):
+    """The peer exposes no pending count: after its K connections are up, wait this long."""
+    base = 1.0 + k / 2500.0
+    return max(base, 1.5) if phase == "churn" else base
+
+
+# --- a. echo throughput and the Beast baseline --------------------------------------------
+
+class EchoThroughput:
+    key = "a"
+    title = "POST /jobs/echo throughput and latency; GET /now baseline"
+
+    def steps(self, plan):
+        return len(plan.stacks) * (len(plan.echo_connections) + 1)
+
+    def estimate(self, plan):
+        per = sum(start_estimate(s) + plan.warmup + 1 for s in plan.stacks)
+        return per + self.steps(plan) * (plan.duration + 0.5)
+
+    def run(self, run):
+        plan = run.plan
+        for stack in run.stacks:
+            cfg = ({"workers": plan.echo_workers, "slots": plan.echo_slots}
+                   if stack.name == "monsoon" else
+                   {"pool": "prefork", "concurrency": plan.echo_prefork})
+            out = run.results.setdefault("a", {}).setdefault(stack.name, {})
+            with run.stack_session(stack, "a", cfg, out) as ok:
+                if not ok:
+                    continue
+                if plan.warmup:
+                    run.warm(stack, wrk.command(stack.url + "/jobs/echo", 64, plan.warmup,
+                                                body='{"n": 1}'))
+                out["echo"] = {}
+                for c in plan.echo_connections:
+                    run.step(f"{stack.label}: POST /jobs/echo, {c} connections")
+                    out["echo"][c] = run.measure(stack, "a", wrk.command(
+                        stack.url + "/jobs/echo", c, plan.duration, body='{"n": 1}'))
+                c = plan.baseline_connections
+                run.step(f"{stack.label}: GET /now (bare HTTP baseline), {c} connections")
+                out["now"] = run.measure(stack, "a", wrk.command(stack.url + "/now", c,
+                                                                 plan.duration))
+
+
+# --- b. /now while K slow jobs are in flight ----------------------------------------------
+
+class NowUnderSlowLoad:
+    key = "b"
+    title = "GET /now latency while K slow jobs are in flight"
+
+    def steps(self, plan):
+        return len(plan.stacks) * len(plan.ks) * 2
+
+    def estimate(self, plan):
+        total = 0.0
+        for s in plan.stacks:
+            for k in plan.ks:
+                warm = min(warm_bound(k), 1.0 + k / 4000.0) if s == "monsoon" else \
+                    peer_fixed_warmup(k, "held") + 0.5
+                total += start_estimate(s) + 2 * (warm + plan.duration + 1) + 4
+        return total
+
+    def monsoon_config(self, k):
+        return {"workers": 2, "slots": max(50, math.ceil(k / 2)), "max_connections": k + 10000}
+
+    def peer_config(self, k):
+        return {"pool": "threads", "workers": 2, "concurrency": max(50, math.ceil(k / 2))}
+
+    def run(self, run):
+        plan = run.plan
+        for stack in run.stacks:
+            by_k = run.results.setdefault("b", {}).setdefault(stack.name, {})
+            for k in plan.ks:
+                cfg = self.monsoon_config(k) if stack.name == "monsoon" else self.peer_config(k)
+                out = by_k.setdefault(k, {})
+                if k + 200 > run.nofile:
+                    run.warn(f"b: K={k} skipped: the open-files limit is {run.nofile}")
+                    continue
+                with run.stack_session(stack, "b", cfg, out) as ok:
+                    if not ok:
+                        continue
+                    fe = stack.frontend_pid()
+                    out["frontend_idle_kb"] = procs.status_kb(fe, "VmRSS") if fe else None
+                    out["churn"] = self.phase(run, stack, k, "churn")
+                    self.drain(stack, 1000)
+                    out["held"] = self.phase(run, stack, k, "held")
+                    held_fe = out["held"].get("frontend_kb")
+                    if held_fe and out["frontend_idle_kb"]:
+                        out["frontend_bytes_per_pending"] = (
+                            (held_fe - out["frontend_idle_kb"]) * 1024.0 / k)
+
+    def phase(self, run, stack, k, phase):
+        """churn: slow jobs sleep 1000 ms, so about K complete every second during the
+        measurement; held: they sleep longer than the whole phase, so none completes."""
+        plan = run.plan
+        d = plan.duration
+        bound = warm_bound(k)
+        if phase == "churn":
+            sleep_ms = 1000
+            slow_s = math.ceil(bound + d + 5)
+            timeout_s = 30
+            threshold = int(0.95 * k)
+        else:
+            slow_s = math.ceil(bound + d + 2)
+            sleep_ms = (slow_s + 1) * 1000
+            timeout_s = slow_s + 5
+            threshold = k
+        run.step(f"{stack.label}: K={k} {phase} (slow jobs sleep {sleep_ms} ms), GET /now")
+        result = {"sleep_ms": sleep_ms}
+        slow = run.start_background(stack, "b", wrk.command(
+            stack.url + "/jobs/sleep", k, slow_s, body=body_sleep(sleep_ms),
+            timeout_s=timeout_s, latency=(phase == "churn")))
+        try:
+            began = time.monotonic()
+            result.update(wait_in_flight(stack, k, threshold, bound, phase))
+            result["warmup_s"] = time.monotonic() - began
+            pids = [pid for pid, _ in stack.processes()]
+            with procs.RssSampler(pids) as sampler:
+                result["now"] = run.measure(stack, "b", wrk.command(
+                    stack.url + "/now", NOW_CONNECTIONS, d))
+            fe = stack.frontend_pid()
+            result["frontend_kb"] = sampler.max_kb.get(fe) if fe else None
+            result["pending_after"] = stack.pending()
+            result["established_after"] = procs.established(stack.port)
+        finally:
+            slow_result = slow.stop()
+        result["slow"] = slow_result
+        if phase == "churn":
+            run.check(stack, "b", slow_result)
+        elif not slow_result.parsed:
+            run.fail(stack, "b", f"no wrk report from the held slow load: {slow_result.command}")
+        if stack.has_pending and (result.get("pending") or 0) < threshold:
+            got = result.get("pending")
+            run.warn(f"b: {stack.label} K={k} {phase}: "
+                     + (f"only {got} jobs pending" if got is not None
+                        else "GET /healthz never answered")
+                     + f" after {result['warmup_s']:.1f} s of warm-up (wanted {threshold}; "
+                     f"{result['connections']} connections up); measured anyway")
+        return result
+
+    def drain(self, stack, sleep_ms):
+        """Waits until the previous phase's jobs are done (pending 0, else a fixed wait)."""
+        deadline = time.monotonic() + sleep_ms / 1000.0 + 5
+        if not stack.has_pending:
+            time.sleep(sleep_ms / 1000.0 + 0.5)
+            return
+        while time.monotonic() < deadline:
+            if (stack.pending() or 0) == 0:
+                return
+            time.sleep(0.05)
+
+
+def wait_in_flight(stack, k, threshold, bound, phase):
+    """Until K slow requests are pending: their connections are up, then the stack's
+    pending count (GET /healthz) reaches threshold, or, for a stack exposing none,
+    a fixed warm-up has passed. Bounded by `bound` seconds (plus the fixed warm-up)."""
+    began = time.monotonic()
+    deadline = began + bound
+    conns = 0
+    while time.monotonic() < deadline:
+        conns = procs.established(stack.port)
+        if conns >= k:
+            break
+        time.sleep(0.1)
+    info = {"connections": conns}
+    if not stack.has_pending:
+        time.sleep(peer_fixed_warmup(k, phase))
+        info["pending"] = None
+        info["how"] = (f"{conns} connections up, then a fixed "
+                       f"{peer_fixed_warmup(k, phase):.1f} s warm-up")
+        return info
+    seen = None  # the last pending count the stack reported
+    while True:
+        value = stack.pending()
+        if value is not None:
+            seen = value
+        if (seen or 0) >= threshold or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    info["pending"] = seen
+    info["how"] = (f"{conns} connections up, polled GET /healthz until pending >= {threshold}"
+                   + ("" if seen is not None else " (it never answered)"))
+    return info
+
+
+# --- c. slow-job capacity -----------------------------------------------------------------
+
+class SlowCapacity:
+    key = "c"
+    title = "Slow-job capacity: POST /jobs/sleep {\"ms\": 100}"
+
+    def steps(self, plan):
+        return len(plan.stacks) * len(plan.slow_connections)
+
+    def estimate(self, plan):
+        return sum(start_estimate(s) + 2 for s in plan.stacks) + \
+            self.steps(plan) * (plan.duration + 1)
+
+    def run(self, run):
+        plan = run.plan
+        top = max(plan.slow_connections)
+        for stack in run.stacks:
+            cfg = ({"workers": 2, "slots": math.ceil(top / 2)} if stack.name == "monsoon"
+                   else {"pool": "threads", "workers": 2, "concurrency": math.ceil(top / 2)})
+            out = run.results.setdefault("c", {}).setdefault(stack.name, {})
+            with run.stack_session(stack, "c", cfg, out) as ok:
+                if not ok:
+                    continue
+                out["worker_processes"] = stack.worker_processes
+                for c in plan.slow_connections:
+                    run.step(f"{stack.label}: POST /jobs/sleep 100 ms, {c} connections")
+                    pids = [pid for pid, _ in stack.processes()]
+                    with procs.RssSampler(pids) as sampler:
+                        r = run.measure(stack, "c", wrk.command(
+                            stack.url + "/jobs/sleep", c, plan.duration, body=body_sleep(100)))
+                    rss_mb = sum(sampler.max_kb.values()) / 1024.0
+                    out[c] = {"wrk": r, "rss_mb": rss_mb}
+
+
+# --- d. worker scaling --------------------------------------------------------------------
+
+class WorkerScaling:
+    key = "d"
+    title = "Worker scaling: echo and hash throughput with 1, 2, 4 worker processes"
+
+    def steps(self, plan):
+        return len(plan.stacks) * len(plan.worker_counts) * 2
+
+    def estimate(self, plan):
+        return sum(len(plan.worker_counts) * (start_estimate(s) + 2 + 2 * plan.warmup)
+                   for s in plan.stacks) + self.steps(plan) * (plan.duration + 0.5)
+
+    def run(self, run):
+        plan = run.plan
+        c = plan.scaling_connections
+        for stack in run.stacks:
+            by_n = run.results.setdefault("d", {}).setdefault(stack.name, {})
+            for n in plan.worker_counts:
+                cfg = ({"workers": n, "slots": plan.scaling_slots} if stack.name == "monsoon"
+                       else {"pool": "prefork", "concurrency": n})
+                out = by_n.setdefault(n, {})
+                with run.stack_session(stack, "d", cfg, out) as ok:
+                    if not ok:
+                        continue
+                    for task, body in (("echo", '{"n": 1}'), ("hash", HASH_BODY)):
+                        url = f"{stack.url}/jobs/{task}"
+                        if plan.warmup:
+                            run.warm(stack, wrk.command(url, c, plan.warmup, body=body))
+                        run.step(f"{stack.label}: {n} worker process(es), POST /jobs/{task}, "
+                                 f"{c} connections")
+                        out[task] = run.measure(stack, "d", wrk.command(
+                            url, c, plan.duration, body=body))
+
+
+ALL = [EchoThroughput(), NowUnderSlowLoad(), SlowCapacity(), WorkerScaling()]

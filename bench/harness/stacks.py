@@ -1,0 +1,346 @@
+"""The two stacks under test, behind one interface.
+
+MonsoonStack starts monsoon-broker, N monsoon-worker and monsoon-frontend
+itself and stops them by PID. PeerStack drives
+bench/peers/tornado_celery/peer.sh (start/stop/pids/versions); after
+`peer.sh stop` it still SIGKILLs, by PID, any process `peer.sh pids` listed
+that outlived it.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import time
+
+import procs
+import system
+from procs import REPO, Tracked, rel, run_bounded
+
+PEER_SH = os.path.join(REPO, "bench", "peers", "tornado_celery", "peer.sh")
+
+
+class StackError(Exception):
+    pass
+
+
+def _shown(argv):
+    return " ".join(shlex.quote(rel(a)) for a in argv)
+
+
+class MonsoonStack:
+    name = "monsoon"
+    label = "Monsoon"
+
+    def __init__(self, workdir, commands):
+        self.workdir = workdir
+        self.commands = commands  # list the report shows: every command this stack ran
+        self.tracked = []
+        self.url = None
+        self.port = None
+        self.config = None
+        self.worker_processes = 0
+        self.has_pending = False  # GET /healthz reports a "pending" count
+        self._frontend = None
+
+    def describe(self, workers, slots):
+        return f"{workers} worker process(es) x {slots} slots, 1 front-end I/O thread"
+
+    def start(self, workers, slots, max_connections=20000, **_):
+        self.config = self.describe(workers, slots)
+        self.worker_processes = workers
+        bin_dir = system.BIN_DIR
+        self.port = system.free_port()
+        client = f"tcp://127.0.0.1:{system.free_port()}"
+        worker_ep = f"tcp://127.0.0.1:{system.free_port()}"
+        run_dir = os.path.join(self.workdir, f"monsoon-{self.port}")
+        os.makedirs(run_dir, exist_ok=True)
+        specs = [("broker", [os.path.join(bin_dir, "monsoon-broker"),
+                             "--client-endpoint", client, "--worker-endpoint", worker_ep,
+                             "--log-level", "warn"])]
+        names = []
+        for i in range(1, workers + 1):
+            name = f"bench-w{i}"
+            names.append(name)
+            specs.append((f"worker-{i}", [
+                os.path.join(bin_dir, "monsoon-worker"), "--broker", worker_ep,
+                "--concurrency", str(slots), "--name", name,
+                "--db-path", os.path.join(run_dir, "demo.sqlite3"),
+                "--drain-timeout-ms", "1000", "--cancel-grace-ms", "500",
+                "--log-level", "warn"]))
+        specs.append(("frontend", [
+            os.path.join(bin_dir, "monsoon-frontend"), "--host", "127.0.0.1",
+            "--port", str(self.port), "--broker", client,
+            "--max-connections", str(max_connections), "--drain-timeout-ms", "1000",
+            "--log-level", "warn"]))
+        self.url = f"http://127.0.0.1:{self.port}"
+        for role, argv in specs:
+            self.commands.append(_shown(argv) + " &")
+            log = open(os.path.join(run_dir, f"{role}.log"), "w")
+            try:
+                popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=run_dir,
+                                         start_new_session=True)
+            finally:
+                log.close()
+            t = Tracked(popen.pid, role, popen)
+            self.tracked.append(t)
+            if role == "frontend":
+                self._frontend = t
+        self._wait_ready(set(names), run_dir)
+        self.has_pending = self.pending() is not None
+
+    def _wait_ready(self, names, run_dir):
+        """Every worker registered: sequential echo jobs go to the least recently used
+        worker, so once all are registered, consecutive replies name each of them."""
+        seen = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            dead = self.dead()
+            if dead:
+                raise StackError(f"Monsoon process(es) exited during start-up: {dead}; "
+                                 f"logs in {run_dir}")
+            status, headers, _ = system.http("POST", self.url + "/jobs/echo", "1")
+            if status == 200:
+                seen.add(headers.get("X-Monsoon-Worker", ""))
+                if names <= seen:
+                    return
+            else:
+                time.sleep(0.05)
+        raise StackError(f"Monsoon not ready after 20 s (workers seen: {sorted(seen)}); "
+                         f"logs in {run_dir}")
+
+    def processes(self):
+        return [(t.pid, t.role) for t in self.tracked]
+
+    def frontend_pid(self):
+        return self._frontend.pid if self._frontend else None
+
+    def dead(self):
+        return [f"{t.role} (pid {t.pid})" for t in self.tracked if not t.alive()]
+
+    def pending(self):
+        return system.pending(self.url)
+
+    def stop(self):
+        procs.stop_all(self.tracked)
+        self.tracked = []
+        self._frontend = None
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _peer_role(pid):
+    cmd = procs.cmdline(pid).lower()
+    name = procs.comm(pid).lower()
+    if "app.py" in cmd:
+        return "tornado app"
+    if "epmd" in name:
+        return "epmd"
+    if any(s in name for s in ("beam", "erl_child", "inet_gethost")) or "rabbit" in cmd:
+        return f"rabbitmq ({name})"
+    if "celery" in cmd:
+        parent = _ppid(pid)
+        if parent and "celery" in procs.cmdline(parent).lower():
+            return "celery pool child"
+        return "celery worker"
+    return name or "?"
+
+
+def _children_map():
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+class PeerStack:
+    name = "peer"
+    label = "peer"
+
+    def __init__(self, workdir, commands, log, problem):
+        self.workdir = workdir
+        self.commands = commands
+        self.log = log
+        self.problem = problem  # reports what went wrong with the peer
+        self.tracked = []
+        self.listed = []
+        self.state_dir = None
+        self.url = None
+        self.port = None
+        self.state_dir = None
+        self.config = None
+        self.worker_processes = 0
+        self.has_pending = False
+        self._starts = 0
+
+    @staticmethod
+    def available():
+        return os.access(PEER_SH, os.X_OK) or os.path.isfile(PEER_SH)
+
+    @staticmethod
+    def _argv(*args):
+        return ["bash", PEER_SH, *args]
+
+    def versions(self):
+        code, out = run_bounded(self._argv("versions"), 120)
+        return out.strip() if code == 0 else f"peer.sh versions failed: {out.strip()[-500:]}"
+
+    @staticmethod
+    def supports_workers():
+        """peer.sh start takes --workers N (N celery worker processes) in its usage."""
+        try:
+            with open(PEER_SH) as f:
+                return "--workers" in f.read()
+        except OSError:
+            return False
+
+    @staticmethod
+    def install_command():
+        """The peer's own installer, if it has one: `peer.sh deps|install` or an install script."""
+        try:
+            with open(PEER_SH) as f:
+                text = f.read()
+        except OSError:
+            return None
+        for sub in ("deps", "install"):
+            if re.search(rf"^\s*{sub}\)", text, re.M):
+                return ["bash", PEER_SH, sub]
+        here = os.path.dirname(PEER_SH)
+        for name in ("install-deps.sh", "install.sh"):
+            if os.path.isfile(os.path.join(here, name)):
+                return ["bash", os.path.join(here, name)]
+        return None
+
+    def install(self):
+        argv = self.install_command()
+        if argv is None:
+            return "peer.sh has no installer; its packages must already be there"
+        self.commands.append(_shown(argv))
+        code, out = run_bounded(argv, 1800)
+        if code != 0:
+            raise StackError(f"{_shown(argv)} failed: {out.strip()[-1500:]}")
+        return _shown(argv)
+
+    def describe(self, pool, concurrency, workers):
+        if pool == "threads":
+            return (f"{workers} Celery worker process(es) (threads pool) x {concurrency} "
+                    "threads, 1 Tornado process")
+        return (f"{workers} Celery worker(s) with a prefork pool of {concurrency} "
+                "process(es), 1 Tornado process")
+
+    def start(self, pool, concurrency, workers=1, **_):
+        if workers != 1 and not self.supports_workers():
+            concurrency, workers = concurrency * workers, 1
+        self.config = self.describe(pool, concurrency, workers)
+        self.worker_processes = workers if pool == "threads" else workers * concurrency
+        self._starts += 1
+        self.port = system.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_dir = os.path.join(self.workdir, f"peer-{self._starts}")
+        os.makedirs(self.state_dir, exist_ok=True)
+        argv = self._argv("start", self.state_dir, str(self.port), "--pool", pool,
+                          "--concurrency", str(concurrency))
+        if workers != 1:
+            argv += ["--workers", str(workers)]
+        self.commands.append(_shown(argv))
+        # The first start may install the peer's packages: allow for it.
+        bound = 1200 if self._starts == 1 else 300
+        began = time.monotonic()
+        code, out = run_bounded(argv, bound)
+        with open(os.path.join(self.state_dir, "harness-start.log"), "w") as f:
+            f.write(out)
+        self._adopt()
+        if code != 0:
+            self.stop()
+            raise StackError(f"peer.sh start exited {code}: {out.strip()[-1500:]}")
+        if time.monotonic() - began > 60:
+            self.log(f"peer.sh start took {time.monotonic() - began:.0f} s")
+        self._wait_ready()
+
+    def _list_pids(self):
+        code, out = run_bounded(self._argv("pids", self.state_dir), 60)
+        pids = []
+        if code == 0:
+            for line in out.split("\n"):
+                for word in line.replace(",", " ").split():
+                    if word.isdigit():
+                        pids.append(int(word))
+                        break
+        return pids
+
+    def _adopt(self):
+        """Tracks what peer.sh pids lists, plus their descendants (e.g. prefork children)."""
+        listed = self._list_pids()
+        known = {t.pid for t in self.tracked}
+        children = _children_map()
+        todo = list(listed)
+        while todo:
+            pid = todo.pop()
+            if pid in known or not procs.alive(pid):
+                continue
+            known.add(pid)
+            t = Tracked(pid, _peer_role(pid))
+            self.tracked.append(t)
+            todo.extend(children.get(pid, []))
+        self.listed = [t for t in self.tracked if t.pid in set(listed)]
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            dead = self.dead()
+            if dead:
+                raise StackError(f"peer process(es) exited during start-up: {dead}")
+            if system.http("GET", self.url + "/now")[0] == 200 and \
+                    system.http("POST", self.url + "/jobs/echo", "1", timeout=5)[0] == 200:
+                self._adopt()
+                self.has_pending = self.pending() is not None
+                return
+            time.sleep(0.2)
+        raise StackError(f"peer not answering /now and /jobs/echo on {self.url} after 90 s")
+
+    def processes(self):
+        self._adopt()
+        return [(t.pid, t.role) for t in self.tracked if t.alive()]
+
+    def frontend_pid(self):
+        fronts = [t.pid for t in self.tracked if t.role == "tornado app" and t.alive()]
+        return fronts[0] if len(fronts) == 1 else None
+
+    def dead(self):
+        return [f"{t.role} (pid {t.pid})" for t in self.listed if not t.alive()]
+
+    def pending(self):
+        return system.pending(self.url)
+
+    def stop(self):
+        if self.state_dir is None:
+            return
+        argv = self._argv("stop", self.state_dir)
+        self.commands.append(_shown(argv))
+        code, out = run_bounded(argv, 120)
+        if code != 0:
+            self.problem(f"peer.sh stop exited {code}: {out.strip()[-500:]}")
+        leftovers = [t for t in self.tracked if t.alive()]
+        if leftovers:
+            self.problem("peer.sh stop left " + ", ".join(f"{t.role} {t.pid}" for t in leftovers)
+                     + "; stopping them by PID")
+            procs.stop_all(leftovers, grace_s=3.0)
+        self.tracked = []
+        self.listed = []
+        self.state_dir = None
