@@ -47,7 +47,8 @@ class Plan:
         self.baseline_connections = 64
         self.scaling_connections = 64
         self.scaling_slots = 4
-        self.echo_workers, self.echo_slots, self.echo_prefork = 2, 8, 2
+        # The peer's best no-op setting (bench/peers/tornado_celery/README.md).
+        self.echo_workers, self.echo_slots, self.echo_threads = 2, 8, 100
         self.warmup = 0 if quick else 1
 
 
@@ -80,7 +81,7 @@ class EchoThroughput:
         for stack in run.stacks:
             cfg = ({"workers": plan.echo_workers, "slots": plan.echo_slots}
                    if stack.name == "monsoon" else
-                   {"pool": "prefork", "concurrency": plan.echo_prefork})
+                   {"pool": "threads", "concurrency": plan.echo_threads})
             out = run.results.setdefault("a", {}).setdefault(stack.name, {})
             with run.stack_session(stack, "a", cfg, out) as ok:
                 if not ok:
