@@ -5,6 +5,7 @@
 
 #include "monsoon/broker/broker.hpp"
 #include "monsoon/common/logging.hpp"
+#include "monsoon/common/process_options.hpp"
 #include "monsoon/common/stop_signals.hpp"
 
 int main(int argc, char** argv) {
@@ -12,10 +13,9 @@ int main(int argc, char** argv) {
 
   monsoon::broker::BrokerConfig config;
   monsoon::broker::DispatcherConfig& dispatch = config.dispatcher;
-  int heartbeat_ms = static_cast<int>(dispatch.heartbeat.interval.count());
   int retry_after_ms = static_cast<int>(dispatch.retry_after.count());
   int grace_ms = static_cast<int>(dispatch.in_flight_grace.count());
-  std::string log_level = "info";
+  monsoon::ProcessOptions process;
 
   CLI::App app{
       "Monsoon broker: queues jobs from clients and hands them to "
@@ -26,13 +26,7 @@ int main(int argc, char** argv) {
   app.add_option("--worker-endpoint", config.worker_endpoint,
                  "Bind endpoint for workers (tcp://*:port or tcp://host:port)")
       ->capture_default_str();
-  app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval")
-      ->check(CLI::Range(10, 3'600'000))
-      ->capture_default_str();
-  app.add_option("--liveness", dispatch.heartbeat.liveness,
-                 "Missed heartbeat intervals before a worker counts as dead")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
+  monsoon::add_process_options(app, process, "a worker");
   app.add_option("--max-queue", dispatch.max_queue_per_task,
                  "Most jobs waiting per task; more are rejected 'overloaded'")
       ->capture_default_str();
@@ -59,21 +53,18 @@ int main(int argc, char** argv) {
                  "Largest frame accepted from a peer")
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 31))
       ->capture_default_str();
-  app.add_option("--log-level", log_level, "Log level")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
-      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 1;
   }
-  dispatch.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
+  dispatch.heartbeat = process.heartbeat();
   dispatch.retry_after = std::chrono::milliseconds(retry_after_ms);
   dispatch.in_flight_grace = std::chrono::milliseconds(grace_ms);
 
   try {
-    monsoon::init_logging("broker", log_level);
+    monsoon::init_logging("broker", process.log_level);
     monsoon::broker::Broker broker(config);
     monsoon::StopSignalWatcher watcher([&broker] { broker.stop(); });
     broker.run();

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "monsoon/common/logging.hpp"
+#include "monsoon/common/process_options.hpp"
 #include "monsoon/common/stop_signals.hpp"
 #include "monsoon/frontend/broker_link.hpp"
 #include "monsoon/frontend/http_server.hpp"
@@ -44,11 +45,10 @@ int main(int argc, char** argv) {
   BrokerLinkConfig link_config;
   std::int64_t default_timeout_ms = config.timeouts.default_timeout.count();
   std::int64_t max_timeout_ms = config.timeouts.max_timeout.count();
-  std::int64_t heartbeat_ms = link_config.heartbeat.interval.count();
   std::int64_t idle_timeout_ms = config.idle_timeout.count();
   std::int64_t request_timeout_ms = config.request_timeout.count();
   std::int64_t drain_timeout_ms = config.drain_timeout.count();
-  std::string log_level = "info";
+  monsoon::ProcessOptions process;
 
   CLI::App app{
       "Monsoon HTTP front end: serves HTTP and runs jobs through the broker"};
@@ -105,19 +105,7 @@ int main(int argc, char** argv) {
                  "Open connections allowed; more are closed at once")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--heartbeat-ms", heartbeat_ms,
-                 "Heartbeat interval towards the broker")
-      ->check(CLI::Range(std::int64_t{10}, std::int64_t{3'600'000}))
-      ->capture_default_str();
-  app.add_option("--liveness", link_config.heartbeat.liveness,
-                 "Silent heartbeat intervals before the broker counts as "
-                 "unreachable")
-      ->check(CLI::Range(1, 100))
-      ->capture_default_str();
-  app.add_option("--log-level", log_level,
-                 "trace, debug, info, warn, error or off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
-      ->capture_default_str();
+  monsoon::add_process_options(app, process, "the broker");
   CLI11_PARSE(app, argc, argv);
 
   if (default_timeout_ms > max_timeout_ms) {
@@ -127,12 +115,12 @@ int main(int argc, char** argv) {
   config.timeouts.default_timeout =
       std::chrono::milliseconds(default_timeout_ms);
   config.timeouts.max_timeout = std::chrono::milliseconds(max_timeout_ms);
-  link_config.heartbeat.interval = std::chrono::milliseconds(heartbeat_ms);
+  link_config.heartbeat = process.heartbeat();
   config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
   config.request_timeout = std::chrono::milliseconds(request_timeout_ms);
   config.drain_timeout = std::chrono::milliseconds(drain_timeout_ms);
 
-  monsoon::init_logging("frontend", log_level);
+  monsoon::init_logging("frontend", process.log_level);
   try {
     return serve(config, link_config);
   } catch (const std::exception& e) {

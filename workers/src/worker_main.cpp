@@ -13,6 +13,7 @@
 #include <string>
 
 #include "monsoon/common/logging.hpp"
+#include "monsoon/common/process_options.hpp"
 #include "monsoon/common/protocol.hpp"
 #include "monsoon/common/stop_signals.hpp"
 #include "monsoon/workers/builtin_tasks.hpp"
@@ -24,11 +25,10 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
   block_stop_signals();
 
   WorkerConfig config;
-  std::int64_t heartbeat_ms = config.heartbeat.interval.count();
   std::int64_t drain_timeout_ms = config.drain_timeout.count();
   std::int64_t cancel_grace_ms = config.cancel_grace.count();
   std::filesystem::path db_path = default_demo_database_path();
-  std::string log_level = "info";
+  ProcessOptions process;
 
   CLI::App app{
       "Monsoon worker: executes tasks dispatched by a Monsoon broker."};
@@ -47,13 +47,7 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
                  "SQLite file of the built-in db.query task (created with "
                  "demo rows at start)")
       ->capture_default_str();
-  app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval")
-      ->capture_default_str()
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}));
-  app.add_option("--liveness", config.heartbeat.liveness,
-                 "Missed heartbeats before the broker counts as dead")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
+  add_process_options(app, process, "the broker");
   app.add_option("--drain-timeout-ms", drain_timeout_ms,
                  "On SIGINT/SIGTERM, how long running jobs may finish")
       ->capture_default_str()
@@ -68,10 +62,6 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
                  "result sent")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{65'536}, std::size_t{1} << 30));
-  app.add_option("--log-level", log_level, "Log level")
-      ->capture_default_str()
-      ->check(
-          CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
   try {
     app.parse(argc, argv);
@@ -80,8 +70,8 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
   }
 
   try {
-    init_logging("worker", log_level);
-    config.heartbeat.interval = std::chrono::milliseconds{heartbeat_ms};
+    init_logging("worker", process.log_level);
+    config.heartbeat = process.heartbeat();
     config.drain_timeout = std::chrono::milliseconds{drain_timeout_ms};
     config.cancel_grace = std::chrono::milliseconds{cancel_grace_ms};
     set_default_demo_database_path(db_path);
