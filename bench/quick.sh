@@ -25,13 +25,14 @@ trap cleanup EXIT
 
 "$bin/monsoon-broker" --client-endpoint "$client" --worker-endpoint "$worker" \
   --log-level warn & pids+=($!)
-# Like celery -Q: one pool for fast jobs, one wide pool for slow ones. Slots
-# bound the jobs a worker has in flight (no prefetch), so even no-op jobs need
-# a few per core to hide the round trip.
-"$bin/monsoon-worker" --broker "$worker" --tasks echo --concurrency 8 \
+# Like celery -Q: one worker for fast jobs, two for slow ones. Slots bound the
+# jobs a worker has in flight (no prefetch), so even no-op jobs need a few per
+# core to hide the round trip. echo and sleep are async tasks: their slots
+# cost no thread.
+"$bin/monsoon-worker" --broker "$worker" --tasks echo --async-concurrency 8 \
   --name fast --log-level warn & pids+=($!)
 for i in 1 2; do
-  "$bin/monsoon-worker" --broker "$worker" --tasks sleep --concurrency 500 \
+  "$bin/monsoon-worker" --broker "$worker" --tasks sleep --async-concurrency 500 \
     --name "slow-$i" --log-level warn & pids+=($!)
 done
 "$bin/monsoon-frontend" --port "$port" --broker "$client" --max-connections 20000 \

@@ -44,7 +44,8 @@ class MonsoonStack:
         self._frontend = None
 
     def describe(self, workers, slots):
-        return f"{workers} worker process(es) x {slots} slots, 1 front-end I/O thread"
+        return (f"{workers} worker process(es) x {slots} slots (thread and async pools "
+                f"alike), 1 front-end I/O thread")
 
     def start(self, workers, slots, max_connections=20000, **_):
         self.config = self.describe(workers, slots)
@@ -64,7 +65,8 @@ class MonsoonStack:
             names.append(name)
             specs.append((f"worker-{i}", [
                 os.path.join(bin_dir, "monsoon-worker"), "--broker", worker_ep,
-                "--concurrency", str(slots), "--name", name,
+                "--concurrency", str(slots), "--async-concurrency", str(slots),
+                "--name", name,
                 "--db-path", os.path.join(run_dir, "demo.sqlite3"),
                 "--drain-timeout-ms", "1000", "--cancel-grace-ms", "500",
                 "--log-level", "warn"]))
@@ -92,7 +94,8 @@ class MonsoonStack:
 
     def _wait_ready(self, names, run_dir):
         """Every worker registered: sequential echo jobs go to the least recently used
-        worker, so once all are registered, consecutive replies name each of them."""
+        worker, so once all are registered, consecutive replies name each of them
+        (echo is an async task: its pool registers as "<name>/async")."""
         seen = set()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -102,7 +105,7 @@ class MonsoonStack:
                                  f"logs in {run_dir}")
             status, headers, _ = system.http("POST", self.url + "/jobs/echo", "1")
             if status == 200:
-                seen.add(headers.get("X-Monsoon-Worker", ""))
+                seen.add(headers.get("X-Monsoon-Worker", "").removesuffix("/async"))
                 if names <= seen:
                     return
             else:

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "inline_async_host.hpp"
 #include "monsoon/common/protocol.hpp"
 #include "monsoon/common/value.hpp"
 #include "monsoon/workers/task_registry.hpp"
@@ -55,7 +56,12 @@ struct Builtins {
   }
 
   TaskOutcome run(std::string_view task, const Value& args,
-                  milliseconds budget = std::chrono::seconds{30}) const {
+                  milliseconds budget = std::chrono::seconds{30},
+                  std::stop_token cancellation = {}) {
+    if (registry.find_async(task) != nullptr) {
+      return async_host.run(registry, task, monsoon::to_msgpack(args),
+                            Clock::now() + budget, cancellation);
+    }
     TaskContext context;
     context.task = task;
     context.job_id = 1;
@@ -64,7 +70,7 @@ struct Builtins {
                                           monsoon::to_msgpack(args));
   }
 
-  Value run_ok(std::string_view task, const Value& args) const {
+  Value run_ok(std::string_view task, const Value& args) {
     auto outcome = run(task, args);
     INFO(outcome.code << ": " << outcome.message);
     REQUIRE(outcome.ok);
@@ -72,6 +78,7 @@ struct Builtins {
   }
 
   TaskRegistry registry;
+  monsoon::test::InlineAsyncHost async_host;
 };
 
 std::int64_t count_rows(const std::filesystem::path& path) {
@@ -143,17 +150,13 @@ TEST_CASE("sleep stops at the job's deadline") {
 TEST_CASE("sleep ends early when the worker cancels it") {
   Builtins builtins;
   std::stop_source stop;
-  TaskContext context;
-  context.task = "sleep";
-  context.deadline = Clock::now() + std::chrono::minutes{1};
-  context.cancellation = stop.get_token();
   std::jthread canceller([&stop] {
     std::this_thread::sleep_for(milliseconds{20});
     stop.request_stop();
   });
   const auto start = Clock::now();
-  auto outcome = monsoon::workers::execute_task(
-      builtins.registry, context, monsoon::to_msgpack({{"ms", 60'000}}));
+  auto outcome = builtins.run("sleep", {{"ms", 60'000}},
+                              std::chrono::minutes{1}, stop.get_token());
   CHECK_FALSE(outcome.ok);
   CHECK(outcome.code == error_code::kInternal);
   CHECK(Clock::now() - start < std::chrono::seconds{10});

@@ -6,7 +6,11 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
+#include "inline_async_host.hpp"
 #include "monsoon/common/protocol.hpp"
 #include "monsoon/common/value.hpp"
 
@@ -210,4 +214,116 @@ TEST_CASE("execute_task refuses results nested deeper than peers accept") {
       execute_task(registry, context_for("deep"), monsoon::to_msgpack(nullptr));
   CHECK_FALSE(outcome.ok);
   CHECK(outcome.code == error_code::kTaskFailed);
+}
+
+// ---- async tasks
+// -------------------------------------------------------------
+
+namespace {
+
+using monsoon::test::InlineAsyncHost;
+using monsoon::workers::AsyncJob;
+using monsoon::workers::TaskOutcome;
+
+TaskOutcome run_async(const TaskRegistry& registry, std::string_view task,
+                      const Value& args,
+                      std::chrono::milliseconds budget = std::chrono::seconds{
+                          30}) {
+  InlineAsyncHost host;
+  return host.run(registry, task, monsoon::to_msgpack(args),
+                  Clock::now() + budget);
+}
+
+}  // namespace
+
+TEST_CASE("registry keeps thread and async tasks apart") {
+  TaskRegistry registry;
+  registry.add("threaded", identity);
+  registry.add_async(
+      "evented", [](const Value& args, AsyncJob& job) { job.succeed(args); });
+  CHECK(registry.find("threaded") != nullptr);
+  CHECK(registry.find("evented") == nullptr);
+  CHECK(registry.find_async("evented") != nullptr);
+  CHECK(registry.find_async("threaded") == nullptr);
+  CHECK(registry.contains("evented"));
+  CHECK_FALSE(registry.contains("missing"));
+  CHECK(registry.names() == std::vector<std::string>{"evented", "threaded"});
+  CHECK_THROWS_AS(
+      registry.add_async("threaded", [](const Value&, AsyncJob&) {}),
+      std::invalid_argument);
+  CHECK_THROWS_AS(registry.add_async("empty", nullptr), std::invalid_argument);
+  // A thread task is not started as an async one, nor the other way round.
+  CHECK(run_async(registry, "threaded", 1).code == error_code::kUnknownTask);
+  CHECK(execute_task(registry, context_for("evented"), monsoon::to_msgpack(1))
+            .code == error_code::kUnknownTask);
+}
+
+TEST_CASE("an async task may finish its job in a later step") {
+  TaskRegistry registry;
+  registry.add_async("later", [](const Value& args, AsyncJob& job) {
+    CHECK(job.context().task == "later");
+    CHECK(job.context().job_id == 1);
+    const int steps = args.get<int>();
+    job.resume_at(Clock::now(), [steps](AsyncJob& next) {
+      next.resume_at(Clock::now(), [steps](AsyncJob& last) {
+        last.succeed(Value{{"steps", steps}});
+      });
+    });
+  });
+  auto outcome = run_async(registry, "later", 2);
+  INFO(outcome.message);
+  REQUIRE(outcome.ok);
+  CHECK(monsoon::from_msgpack(outcome.result) == Value{{"steps", 2}});
+}
+
+TEST_CASE("async failures keep their codes; a dropped job fails internal") {
+  TaskRegistry registry;
+  registry.add_async("refuse", [](const Value&, AsyncJob&) {
+    throw TaskError(error_code::kBadRequest, "no thanks");
+  });
+  registry.add_async("explode_later", [](const Value&, AsyncJob& job) {
+    job.resume_at(Clock::now(),
+                  [](AsyncJob&) { throw std::runtime_error("boom later"); });
+  });
+  registry.add_async("drop", [](const Value&, AsyncJob& job) {
+    AsyncJob taken = std::move(job);  // destroyed unfinished
+  });
+  registry.add_async("forget", [](const Value&, AsyncJob&) {});
+  registry.add_async("fail", [](const Value&, AsyncJob& job) {
+    job.fail(error_code::kOverloaded, "busy");
+    CHECK_FALSE(job.open());
+    CHECK_THROWS_AS(job.succeed(1), std::logic_error);
+  });
+
+  auto outcome = run_async(registry, "refuse", nullptr);
+  CHECK(outcome.code == error_code::kBadRequest);
+  CHECK(outcome.message == "no thanks");
+  outcome = run_async(registry, "explode_later", nullptr);
+  CHECK(outcome.code == error_code::kTaskFailed);
+  CHECK(outcome.message == "boom later");
+  for (const char* task : {"drop", "forget"}) {
+    outcome = run_async(registry, task, nullptr);
+    CHECK(outcome.code == error_code::kInternal);
+    CHECK(outcome.message == "the task dropped its job unfinished");
+  }
+  outcome = run_async(registry, "fail", nullptr);
+  CHECK(outcome.code == error_code::kOverloaded);
+  CHECK(outcome.message == "busy");
+}
+
+TEST_CASE("an async job is admitted like a thread job") {
+  TaskRegistry registry;
+  bool started = false;
+  registry.add_async("mark", [&started](const Value&, AsyncJob& job) {
+    started = true;
+    job.succeed(nullptr);
+  });
+  CHECK(run_async(registry, "mark", 1, std::chrono::milliseconds{-1}).code ==
+        error_code::kDeadlineExceeded);
+  InlineAsyncHost host;
+  CHECK(
+      host.run(registry, "mark", "\x81", Clock::now() + std::chrono::seconds{5})
+          .code == error_code::kBadRequest);
+  CHECK_FALSE(started);
+  CHECK(run_async(registry, "nope", 1).code == error_code::kUnknownTask);
 }

@@ -9,11 +9,16 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -163,9 +168,29 @@ class RunningWorker {
   std::future<void> finished_;
 };
 
+// Thread tasks for the worker's slot mechanics: "echo", and "sleep", which
+// holds its slot thread for args.ms (or until the deadline or cancellation).
+void add_thread_tasks(monsoon::workers::TaskRegistry& tasks) {
+  tasks.add("echo", [](const Value& args,
+                       const monsoon::workers::TaskContext&) { return args; });
+  tasks.add("sleep", [](const Value& args,
+                        const monsoon::workers::TaskContext& context) {
+    std::mutex mutex;
+    std::condition_variable_any never_notified;
+    std::unique_lock lock(mutex);
+    never_notified.wait_until(
+        lock, context.cancellation,
+        std::min(Clock::now() + milliseconds{args.at("ms").get<int>()},
+                 context.deadline),
+        [] { return false; });
+    context.throw_if_stopped();
+    return Value{{"slept_ms", args.at("ms")}};
+  });
+}
+
 struct Fixture {
   Fixture() {
-    monsoon::workers::register_builtin_tasks(tasks, {"unused.sqlite3"});
+    add_thread_tasks(tasks);
     tasks.add("big",
               [](const Value& args, const monsoon::workers::TaskContext&) {
                 return Value(std::string(args.get<std::size_t>(), 'x'));
@@ -308,6 +333,79 @@ TEST_CASE_METHOD(Fixture, "worker runs jobs concurrently up to its slots") {
   CHECK(Clock::now() - first_done < milliseconds{250});
 }
 
+namespace {
+
+// Threads of this process, from /proc/self/status.
+int thread_count() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("Threads:")) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(Fixture, "an async pool holds many jobs on one thread") {
+  monsoon::workers::TaskRegistry builtins;
+  monsoon::workers::register_builtin_tasks(builtins, {"unused.sqlite3"});
+  config.tasks = {"echo", "sleep"};
+  config.slots = 500;
+  const int threads_before = thread_count();
+  RunningWorker worker(config, builtins);
+  CHECK(worker->serves_async());
+  const auto info = expect_ready();
+  CHECK(info.slots == 500);
+
+  for (std::uint64_t id = 1; id <= 500; ++id) {
+    broker.send(identity, job("sleep", id, {{"ms", 300}}));
+  }
+  broker.send(identity, job("echo", 501, "over credit"));  // a broker bug
+  auto done = expect_done();
+  CHECK(done.meta.id == 501);
+  CHECK(done.meta.code == error_code::kOverloaded);
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 501; }));
+  // 500 sleeping jobs, no thread each: the socket thread plus ZeroMQ's.
+  CHECK(thread_count() - threads_before < 10);
+
+  std::set<std::uint64_t> answered;
+  for (int i = 0; i < 500; ++i) {
+    done = expect_done();
+    CHECK(done.meta.ok);
+    CHECK(decode(done.result) == Value{{"slept_ms", 300}});
+    answered.insert(done.meta.id);
+  }
+  CHECK(answered.size() == 500);
+  CHECK(*answered.begin() == 1);
+  CHECK(*answered.rbegin() == 500);
+}
+
+TEST_CASE_METHOD(Fixture, "async jobs are cancelled after the drain timeout") {
+  monsoon::workers::TaskRegistry builtins;
+  monsoon::workers::register_builtin_tasks(builtins, {"unused.sqlite3"});
+  config.tasks = {"sleep"};
+  config.drain_timeout = milliseconds{100};
+  RunningWorker worker(config, builtins);
+  expect_ready();
+  broker.send(identity, job("sleep", 7, {{"ms", 60'000}}));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 1; }));
+  CHECK(worker.stops_within(seconds{5}));
+  expect(Command::Disconnect);
+  const auto done = expect_done();
+  CHECK(done.meta.id == 7);
+  CHECK(done.meta.code == error_code::kInternal);
+}
+
+TEST_CASE_METHOD(Fixture, "a Worker serves thread tasks or async tasks") {
+  monsoon::workers::TaskRegistry builtins;
+  monsoon::workers::register_builtin_tasks(builtins, {"unused.sqlite3"});
+  config.tasks = {"echo", "hash"};
+  CHECK_THROWS_AS(Worker(config, builtins), std::invalid_argument);
+  config.tasks = {"hash"};
+  CHECK_FALSE(Worker(config, builtins).serves_async());
+}
+
 TEST_CASE_METHOD(Fixture, "worker heartbeats while the broker is heard") {
   config.heartbeat = {milliseconds{20}, 50};
   RunningWorker worker(config, tasks);
@@ -438,7 +536,7 @@ TEST_CASE("a DONE finished while the broker is away follows the new READY") {
   auto broker = std::make_optional<FakeBroker>();
   const std::string endpoint = broker->endpoint();
   monsoon::workers::TaskRegistry tasks;
-  monsoon::workers::register_builtin_tasks(tasks, {"unused.sqlite3"});
+  add_thread_tasks(tasks);
   WorkerConfig config;
   config.broker_endpoint = endpoint;
   config.slots = 2;
@@ -509,7 +607,7 @@ TEST_CASE("a task that ignores cancellation cannot hang the worker") {
 TEST_CASE("stop before run makes run return at once") {
   FakeBroker broker;
   monsoon::workers::TaskRegistry tasks;
-  monsoon::workers::register_builtin_tasks(tasks, {"unused.sqlite3"});
+  add_thread_tasks(tasks);
   WorkerConfig config;
   config.broker_endpoint = broker.endpoint();
   Worker worker(config, tasks);
@@ -562,16 +660,27 @@ TEST_CASE("run_worker_main serves until SIGTERM") {
                      db_path.string(), "--heartbeat-ms", "100"});
   });
 
-  auto ready = broker.next();
-  REQUIRE(ready);
-  REQUIRE(ready->command == Command::Ready);
-  const auto info = protocol::decode_ready(ready->frames);
-  CHECK(info.tasks == std::vector<std::string>{"db.query", "echo"});
-  CHECK(info.slots == 3);
-  CHECK(info.name == "main-test");
-  CHECK(info.heartbeat_ms == 100);
+  // Two pools, two registrations: thread tasks and async tasks.
+  std::map<std::string, std::pair<std::string, protocol::WorkerInfo>> pools;
+  for (int i = 0; i < 2; ++i) {
+    auto ready = broker.next();
+    REQUIRE(ready);
+    REQUIRE(ready->command == Command::Ready);
+    auto info = protocol::decode_ready(ready->frames);
+    CHECK(info.heartbeat_ms == 100);
+    const std::string name = info.name;
+    pools.emplace(name, std::pair{ready->identity, std::move(info)});
+  }
+  REQUIRE(pools.contains("main-test"));
+  REQUIRE(pools.contains("main-test/async"));
+  const auto& [threads_identity, threads] = pools.at("main-test");
+  CHECK(threads.tasks == std::vector<std::string>{"db.query"});
+  CHECK(threads.slots == 3);
+  const auto& [async_identity, async] = pools.at("main-test/async");
+  CHECK(async.tasks == std::vector<std::string>{"echo"});
+  CHECK(async.slots == 1000);
 
-  broker.send(ready->identity, job("db.query", 1, {{"flag", 2}}));
+  broker.send(threads_identity, job("db.query", 1, {{"flag", 2}}));
   auto done = broker.next();
   REQUIRE(done);
   REQUIRE(done->command == Command::Done);
@@ -580,11 +689,21 @@ TEST_CASE("run_worker_main serves until SIGTERM") {
   CHECK(decode(outcome.result).size() == 100);
   CHECK(std::filesystem::exists(db_path));  // --db-path was used
 
+  broker.send(async_identity, job("echo", 2, "async"));
+  done = broker.next();
+  REQUIRE(done);
+  REQUIRE(done->command == Command::Done);
+  CHECK(done->identity == async_identity);
+  outcome = protocol::decode_outcome(Command::Done, done->frames);
+  CHECK(decode(outcome.result) == "async");
+
   REQUIRE(kill(getpid(), SIGTERM) == 0);
   REQUIRE(exit_code.wait_for(seconds{5}) == std::future_status::ready);
   CHECK(exit_code.get() == 0);
-  auto disconnect = broker.next();
-  REQUIRE(disconnect);
-  CHECK(disconnect->command == Command::Disconnect);
+  for (int i = 0; i < 2; ++i) {
+    auto disconnect = broker.next();
+    REQUIRE(disconnect);
+    CHECK(disconnect->command == Command::Disconnect);
+  }
   std::filesystem::remove_all(dir);
 }

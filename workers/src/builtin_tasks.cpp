@@ -4,11 +4,9 @@
 #include <sqlite3.h>
 
 #include <array>
-#include <condition_variable>
 #include <cstdint>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -60,27 +58,25 @@ std::int64_t integer_arg(const Value& args, const char* key, std::int64_t min,
 
 // ---- echo, sleep ------------------------------------------------------------
 
-Value echo_task(const Value& args, const TaskContext&) { return args; }
+void echo_task(const Value& args, AsyncJob& job) { job.succeed(args); }
 
-Value sleep_task(const Value& args, const TaskContext& context) {
+// A timer, not a thread: thousands of sleeps cost one event thread.
+void sleep_task(const Value& args, AsyncJob& job) {
   require_map(args);
   const auto ms = integer_arg(args, "ms", 0, 3'600'000);
   const auto wanted_end = Clock::now() + std::chrono::milliseconds{ms};
-  const bool cut_short = wanted_end > context.deadline;
-
-  std::mutex mutex;
-  std::condition_variable_any never_notified;
-  std::unique_lock lock(mutex);
-  never_notified.wait_until(lock, context.cancellation,
-                            std::min(wanted_end, context.deadline),
-                            [] { return false; });
-  if (context.cancelled()) context.throw_if_stopped();
-  if (cut_short) {
-    throw TaskError(
-        error_code::kDeadlineExceeded,
-        "sleep of " + std::to_string(ms) + " ms would pass the job's deadline");
-  }
-  return {{"slept_ms", ms}};
+  const auto deadline = job.context().deadline;
+  const bool cut_short = wanted_end > deadline;
+  job.resume_at(std::min(wanted_end, deadline), [ms, cut_short](AsyncJob& job) {
+    const TaskContext& context = job.context();
+    if (context.cancelled()) context.throw_if_stopped();
+    if (cut_short) {
+      throw TaskError(error_code::kDeadlineExceeded,
+                      "sleep of " + std::to_string(ms) +
+                          " ms would pass the job's deadline");
+    }
+    job.succeed({{"slept_ms", ms}});
+  });
 }
 
 // ---- hash
@@ -352,8 +348,8 @@ void prepare_demo_database(const std::filesystem::path& path) {
 
 void register_builtin_tasks(TaskRegistry& registry,
                             const BuiltinTaskOptions& options) {
-  registry.add("echo", echo_task);
-  registry.add("sleep", sleep_task);
+  registry.add_async("echo", echo_task);
+  registry.add_async("sleep", sleep_task);
   registry.add("hash", hash_task);
   registry.add("db.query", make_db_query_task(options.db_path));
 }

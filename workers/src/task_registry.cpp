@@ -3,6 +3,8 @@
 #include <exception>
 #include <new>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
 #include <utility>
 
 #include "monsoon/common/protocol.hpp"
@@ -31,11 +33,21 @@ TaskError::TaskError(std::string_view code, const std::string& message)
       code_(code.empty() ? error_code::kTaskFailed : code) {}
 
 void TaskRegistry::add(std::string name, TaskFunction task) {
+  const bool callable = static_cast<bool>(task);
+  insert(std::move(name), std::move(task), callable);
+}
+
+void TaskRegistry::add_async(std::string name, AsyncTaskFunction task) {
+  const bool callable = static_cast<bool>(task);
+  insert(std::move(name), std::move(task), callable);
+}
+
+void TaskRegistry::insert(std::string name, Entry task, bool callable) {
   if (!protocol::is_valid_task_name(name)) {
     throw std::invalid_argument("invalid task name '" + name +
                                 "': use 1 to 128 of [A-Za-z0-9._:-]");
   }
-  if (!task) {
+  if (!callable) {
     throw std::invalid_argument("task '" + name + "' has no function");
   }
   auto [it, inserted] = tasks_.try_emplace(std::move(name), std::move(task));
@@ -47,7 +59,17 @@ void TaskRegistry::add(std::string name, TaskFunction task) {
 
 const TaskFunction* TaskRegistry::find(std::string_view name) const {
   auto it = tasks_.find(name);
-  return it == tasks_.end() ? nullptr : &it->second;
+  return it == tasks_.end() ? nullptr : std::get_if<TaskFunction>(&it->second);
+}
+
+const AsyncTaskFunction* TaskRegistry::find_async(std::string_view name) const {
+  auto it = tasks_.find(name);
+  return it == tasks_.end() ? nullptr
+                            : std::get_if<AsyncTaskFunction>(&it->second);
+}
+
+bool TaskRegistry::contains(std::string_view name) const {
+  return tasks_.find(name) != tasks_.end();
 }
 
 std::vector<std::string> TaskRegistry::names() const {
@@ -57,11 +79,71 @@ std::vector<std::string> TaskRegistry::names() const {
   return names;
 }
 
-namespace {
-
-TaskOutcome failure(std::string_view code, std::string message) {
+TaskOutcome TaskOutcome::failure(std::string_view code, std::string message) {
   return {false, std::string(code), std::move(message),
           std::string(protocol::kMsgpackNil)};
+}
+
+TaskOutcome TaskOutcome::success(const Value& result) {
+  std::string encoded = to_msgpack(result);
+  try {
+    validate_msgpack(encoded);  // e.g. nesting deeper than peers accept
+  } catch (const ValueError& e) {
+    return failure(error_code::kTaskFailed,
+                   std::string("unusable result: ") + e.what());
+  }
+  return {true, {}, {}, std::move(encoded)};
+}
+
+namespace {
+
+// Report it rather than die. Strings short enough to need no allocation.
+TaskOutcome out_of_memory() noexcept {
+  return {false, std::string(error_code::kInternal), "out of memory",
+          std::string(protocol::kMsgpackNil)};
+}
+
+// Whatever a task throws is handled before: this is a bug of ours.
+TaskOutcome internal_error() noexcept {
+  return {false, std::string(error_code::kInternal), "internal error",
+          std::string(protocol::kMsgpackNil)};
+}
+
+// What a task threw, as the outcome of its job.
+TaskOutcome outcome_of_exception(std::exception_ptr thrown) {
+  try {
+    std::rethrow_exception(std::move(thrown));
+  } catch (const TaskError& e) {
+    return TaskOutcome::failure(e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    return TaskOutcome::failure(error_code::kTaskFailed, e.what());
+  } catch (...) {
+    return TaskOutcome::failure(error_code::kTaskFailed, "unknown exception");
+  }
+}
+
+// The checks every job passes before its task runs: decodable args and a
+// deadline still ahead. Sets `args` and returns nullopt when they pass.
+std::optional<TaskOutcome> admit(const TaskContext& context,
+                                 std::string_view args_msgpack, Value& args) {
+  if (context.expired()) {
+    return TaskOutcome::failure(error_code::kDeadlineExceeded,
+                                "deadline passed before the task started");
+  }
+  try {
+    args = from_msgpack(args_msgpack);
+  } catch (const ValueError& e) {
+    return TaskOutcome::failure(error_code::kBadRequest,
+                                std::string("undecodable args: ") + e.what());
+  }
+  return std::nullopt;
+}
+
+TaskOutcome unknown_task(std::string_view task) {
+  return TaskOutcome::failure(error_code::kUnknownTask,
+                              "no task named '" + std::string(task) + "'");
 }
 
 }  // namespace
@@ -71,49 +153,129 @@ TaskOutcome execute_task(const TaskRegistry& registry,
                          std::string_view args_msgpack) noexcept {
   try {
     const TaskFunction* task = registry.find(context.task);
-    if (task == nullptr) {
-      return failure(error_code::kUnknownTask,
-                     "no task named '" + std::string(context.task) + "'");
-    }
-    if (context.expired()) {
-      return failure(error_code::kDeadlineExceeded,
-                     "deadline passed before the task started");
-    }
+    if (task == nullptr) return unknown_task(context.task);
     Value args;
-    try {
-      args = from_msgpack(args_msgpack);
-    } catch (const ValueError& e) {
-      return failure(error_code::kBadRequest,
-                     std::string("undecodable args: ") + e.what());
-    }
+    if (auto refused = admit(context, args_msgpack, args)) return *refused;
     Value result;
     try {
       result = (*task)(args, context);
-    } catch (const TaskError& e) {
-      return failure(e.code(), e.what());
-    } catch (const std::bad_alloc&) {
-      throw;
-    } catch (const std::exception& e) {
-      return failure(error_code::kTaskFailed, e.what());
     } catch (...) {
-      return failure(error_code::kTaskFailed, "unknown exception");
+      return outcome_of_exception(std::current_exception());
     }
-    std::string encoded = to_msgpack(result);
-    try {
-      validate_msgpack(encoded);  // e.g. nesting deeper than peers accept
-    } catch (const ValueError& e) {
-      return failure(error_code::kTaskFailed,
-                     std::string("unusable result: ") + e.what());
-    }
-    return {true, {}, {}, std::move(encoded)};
+    return TaskOutcome::success(result);
   } catch (const std::bad_alloc&) {
-    // Report it rather than die. Strings short enough to need no allocation.
-    return {false, std::string(error_code::kInternal), "out of memory",
-            std::string(protocol::kMsgpackNil)};
+    return out_of_memory();
   } catch (...) {
-    // Whatever a task throws is handled above: this is a bug of ours.
-    return {false, std::string(error_code::kInternal), "internal error",
-            std::string(protocol::kMsgpackNil)};
+    return internal_error();
+  }
+}
+
+// ---- AsyncJob
+// ----------------------------------------------------------------
+
+struct AsyncJob::State {
+  Host& host;
+  std::string task;
+  TaskContext context;
+};
+
+AsyncJob::AsyncJob(Host& host, std::string task, std::uint64_t job_id,
+                   std::uint32_t attempt, Clock::time_point deadline,
+                   std::stop_token cancellation)
+    : state_(new State{host, std::move(task), {}}) {
+  state_->context = TaskContext{state_->task, job_id, attempt, deadline,
+                                std::move(cancellation)};
+}
+
+AsyncJob::AsyncJob(AsyncJob&&) noexcept = default;
+
+AsyncJob& AsyncJob::operator=(AsyncJob&& other) noexcept {
+  if (this != &other) {
+    if (open()) finish(failure_noexcept("the job was replaced unfinished"));
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+AsyncJob::~AsyncJob() {
+  if (open()) finish(failure_noexcept("the task dropped its job unfinished"));
+}
+
+const TaskContext& AsyncJob::context() const {
+  if (!open()) throw std::logic_error("AsyncJob: the job is not open");
+  return state_->context;
+}
+
+void AsyncJob::succeed(const Value& result) {
+  if (!open()) throw std::logic_error("AsyncJob: the job is not open");
+  TaskOutcome outcome;
+  try {
+    outcome = TaskOutcome::success(result);
+  } catch (const std::bad_alloc&) {
+    outcome = out_of_memory();
+  }
+  finish(std::move(outcome));
+}
+
+void AsyncJob::fail(std::string_view code, std::string message) {
+  if (!open()) throw std::logic_error("AsyncJob: the job is not open");
+  finish(TaskOutcome::failure(code, std::move(message)));
+}
+
+void AsyncJob::finish(TaskOutcome outcome) noexcept {
+  const auto state = std::move(state_);
+  state->host.finish(state->task, state->context.job_id, std::move(outcome));
+}
+
+TaskOutcome AsyncJob::failure_noexcept(const char* message) noexcept {
+  try {
+    return TaskOutcome::failure(error_code::kInternal, message);
+  } catch (...) {
+    return internal_error();
+  }
+}
+
+void AsyncJob::resume_at(Clock::time_point when,
+                         std::function<void(AsyncJob&)> callback) {
+  if (!open()) throw std::logic_error("AsyncJob: the job is not open");
+  if (!callback) throw std::invalid_argument("AsyncJob: empty callback");
+  Host& host = state_->host;
+  host.schedule(when, std::move(callback), std::move(*this));
+}
+
+void run_async_step(const std::function<void(AsyncJob&)>& step,
+                    AsyncJob& job) noexcept {
+  try {
+    step(job);
+  } catch (...) {
+    if (!job.open()) return;  // thrown after handing the job on
+    try {
+      TaskOutcome outcome = outcome_of_exception(std::current_exception());
+      job.fail(outcome.code, std::move(outcome.message));
+    } catch (...) {
+      // Still open: the job fails with internal when its owner drops it.
+    }
+  }
+}
+
+void start_async_task(const TaskRegistry& registry, AsyncJob job,
+                      std::string_view args_msgpack) noexcept {
+  try {
+    const TaskContext& context = job.context();
+    const AsyncTaskFunction* task = registry.find_async(context.task);
+    if (task == nullptr) {
+      TaskOutcome outcome = unknown_task(context.task);
+      job.fail(outcome.code, std::move(outcome.message));
+      return;
+    }
+    Value args;
+    if (auto refused = admit(context, args_msgpack, args)) {
+      job.fail(refused->code, std::move(refused->message));
+      return;
+    }
+    run_async_step([&](AsyncJob& started) { (*task)(args, started); }, job);
+  } catch (...) {
+    // The job, still open, fails with internal when it goes out of scope.
   }
 }
 

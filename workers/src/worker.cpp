@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <deque>
 #include <iterator>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -63,13 +64,6 @@ struct Completion {
   TaskOutcome outcome;
 };
 
-std::string default_worker_name() {
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
-  return "worker-" + std::to_string(getpid()) + "@" +
-         (host[0] != '\0' ? host : "localhost");
-}
-
 WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
   if (registry.empty()) throw std::invalid_argument("no tasks registered");
   if (config.broker_endpoint.empty()) {
@@ -87,12 +81,21 @@ WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
   } else {
     std::set<std::string> unique;
     for (const auto& task : config.tasks) {
-      if (registry.find(task) == nullptr) {
+      if (!registry.contains(task)) {
         throw std::invalid_argument("unknown task '" + task + "'");
       }
       unique.insert(task);
     }
     config.tasks.assign(unique.begin(), unique.end());
+  }
+  const auto async_tasks = std::count_if(
+      config.tasks.begin(), config.tasks.end(), [&](const std::string& task) {
+        return registry.find_async(task) != nullptr;
+      });
+  if (async_tasks != 0 &&
+      static_cast<std::size_t>(async_tasks) != config.tasks.size()) {
+    throw std::invalid_argument(
+        "a Worker serves either thread tasks or async tasks, not both");
   }
   if (config.tasks.size() > protocol::kMaxAnnouncedTasks) {
     throw std::invalid_argument("a worker serves at most " +
@@ -118,21 +121,37 @@ WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
   return config;
 }
 
+}  // namespace
+
+std::string default_worker_name() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return "worker-" + std::to_string(getpid()) + "@" +
+         (host[0] != '\0' ? host : "localhost");
+}
+
+namespace {
+
 milliseconds first_reconnect_delay(const HeartbeatSettings& heartbeat) {
   return std::max(kMinReconnectDelay, heartbeat.interval / 4);
 }
 
 }  // namespace
 
-class Worker::Impl {
+class Worker::Impl final : public AsyncJob::Host {
  public:
   Impl(WorkerConfig config, const TaskRegistry& registry)
       : config_(resolve(std::move(config), registry)),
         registry_(registry),
+        async_(registry.find_async(config_.tasks.front()) != nullptr),
         served_(config_.tasks.begin(), config_.tasks.end()),
         liveness_(config_.heartbeat, Clock::now()),
         backoff_(first_reconnect_delay(config_.heartbeat),
-                 first_reconnect_delay(config_.heartbeat) * 32) {}
+                 first_reconnect_delay(config_.heartbeat) * 32) {
+    // At most one completion per held job: finish() never allocates.
+    completions_.reserve(config_.slots);
+    completions_batch_.reserve(config_.slots);
+  }
 
   void run();
   void stop() noexcept {
@@ -141,6 +160,13 @@ class Worker::Impl {
   }
 
   const WorkerConfig& config() const noexcept { return config_; }
+  bool serves_async() const noexcept { return async_; }
+
+  // AsyncJob::Host
+  void finish(std::string_view task, std::uint64_t id,
+              TaskOutcome outcome) noexcept override;
+  void schedule(Clock::time_point when, std::function<void(AsyncJob&)> callback,
+                AsyncJob job) override;
 
   WorkerCounters counters() const noexcept {
     return {jobs_received_.load(std::memory_order_relaxed),
@@ -172,15 +198,28 @@ class Worker::Impl {
                   zmq::message_t result);
   void queue_first(Command command);
   void collect_completions();
+  void run_due_timers(Clock::time_point now);
   void flush_unsent(Clock::time_point now);
   void count_malformed(const std::exception& error);
 
   const WorkerConfig config_;
   const TaskRegistry& registry_;
+  const bool async_;  // serves async tasks on the socket thread, no slots
   const std::set<std::string, std::less<>> served_;
   Wakeup wakeup_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> ran_{false};
+  std::thread::id socket_thread_;  // set by run() before any job exists
+
+  // Async jobs waiting for their resume_at time, in time order. Any thread
+  // adds; the socket thread runs them.
+  struct Timer {
+    std::function<void(AsyncJob&)> callback;
+    AsyncJob job;
+  };
+  mutable std::mutex timers_mutex_;
+  std::multimap<Clock::time_point, Timer> timers_;
+  std::stop_source async_cancellation_;
 
   // Socket thread -> slot threads. Holds at most `slots` jobs (see held_).
   std::mutex jobs_mutex_;
@@ -245,16 +284,21 @@ void Worker::Impl::slot_loop(std::stop_token stop) {
 
 void Worker::Impl::run() {
   if (ran_.exchange(true)) throw std::logic_error("Worker::run called twice");
+  socket_thread_ = std::this_thread::get_id();
   std::vector<std::jthread> slots;
-  slots.reserve(config_.slots);
-  for (std::uint32_t i = 0; i < config_.slots; ++i) {
-    slots.emplace_back([this](std::stop_token stop) { slot_loop(stop); });
+  if (!async_) {
+    slots.reserve(config_.slots);
+    for (std::uint32_t i = 0; i < config_.slots; ++i) {
+      slots.emplace_back([this](std::stop_token stop) { slot_loop(stop); });
+    }
   }
   serve();
   if (held_ > 0) {
     spdlog::warn("drain timeout: cancelling {} running job(s)", held_);
   }
-  for (auto& slot : slots) slot.request_stop();  // TaskContext::cancelled()
+  // TaskContext::cancelled(); waiting async jobs resume at once.
+  for (auto& slot : slots) slot.request_stop();
+  async_cancellation_.request_stop();
   if (!await_cancelled_tasks()) {
     // Joining would hang: a task ignores cancellation.
     spdlog::critical(
@@ -308,10 +352,11 @@ void Worker::Impl::serve() {
     }
     now = Clock::now();
     if (items[0].revents & ZMQ_POLLIN) wakeup_.drain();
-    collect_completions();
     if (items.size() > 1 && (items[1].revents & ZMQ_POLLIN)) {
       receive_batch(now);
     }
+    run_due_timers(now);
+    collect_completions();  // also what async jobs just finished
     flush_unsent(now);
   }
 }
@@ -346,6 +391,7 @@ std::size_t Worker::Impl::unsent_dones() const {
 bool Worker::Impl::await_cancelled_tasks() {
   const auto deadline = Clock::now() + config_.cancel_grace;
   for (;;) {
+    run_due_timers(Clock::now());  // all of them: jobs are cancelled
     collect_completions();
     const auto now = Clock::now();
     if (held_ == 0) return true;
@@ -423,6 +469,10 @@ milliseconds Worker::Impl::poll_timeout(Clock::time_point now) const {
     until = stopping_ ? Clock::time_point::max() : reconnect_at_;
   }
   if (stopping_) until = std::min(until, drain_deadline_);
+  {
+    std::lock_guard lock(timers_mutex_);
+    if (!timers_.empty()) until = std::min(until, timers_.begin()->first);
+  }
   return std::max(milliseconds{0},
                   std::chrono::ceil<milliseconds>(until - now));
 }
@@ -482,11 +532,20 @@ void Worker::Impl::handle_job(Frames& frames, Clock::time_point now) {
     return;
   }
   ++held_;
+  const milliseconds budget{job.meta.timeout_ms};
+  if (async_) {
+    start_async_task(
+        registry_,
+        AsyncJob(*this, std::move(job.task), job.meta.id, job.meta.attempt,
+                 now + budget, async_cancellation_.get_token()),
+        std::string_view(static_cast<const char*>(job.args.data()),
+                         job.args.size()));
+    return;
+  }
   {
     std::lock_guard lock(jobs_mutex_);
-    jobs_.push_back({std::move(job.task), job.meta,
-                     now + milliseconds{job.meta.timeout_ms},
-                     std::move(job.args)});
+    jobs_.push_back(
+        {std::move(job.task), job.meta, now + budget, std::move(job.args)});
   }
   jobs_ready_.notify_one();
 }
@@ -555,6 +614,42 @@ void Worker::Impl::collect_completions() {
   completions_batch_.clear();
 }
 
+void Worker::Impl::finish(std::string_view task, std::uint64_t id,
+                          TaskOutcome outcome) noexcept {
+  {
+    std::lock_guard lock(completions_mutex_);
+    completions_.push_back({std::string(task), id, std::move(outcome)});
+  }
+  // The socket thread collects after every step it runs.
+  if (std::this_thread::get_id() != socket_thread_) wakeup_.notify();
+}
+
+void Worker::Impl::schedule(Clock::time_point when,
+                            std::function<void(AsyncJob&)> callback,
+                            AsyncJob job) {
+  {
+    std::lock_guard lock(timers_mutex_);
+    timers_.emplace(when, Timer{std::move(callback), std::move(job)});
+  }
+  if (std::this_thread::get_id() != socket_thread_) wakeup_.notify();
+}
+
+// Runs the async steps that are due: all of them once jobs are cancelled.
+// A step may schedule again; what it schedules runs on a later pass.
+void Worker::Impl::run_due_timers(Clock::time_point now) {
+  const bool all = async_cancellation_.stop_requested();
+  std::vector<Timer> due;
+  {
+    std::lock_guard lock(timers_mutex_);
+    auto end = all ? timers_.end() : timers_.upper_bound(now);
+    for (auto it = timers_.begin(); it != end;) {
+      due.push_back(std::move(it->second));
+      it = timers_.erase(it);
+    }
+  }
+  for (auto& [callback, job] : due) run_async_step(callback, job);
+}
+
 void Worker::Impl::flush_unsent(Clock::time_point now) {
   // What would block stays queued and is retried on the next wake-up
   // (ZMQ_POLLOUT is polled for while anything waits).
@@ -582,6 +677,7 @@ Worker::~Worker() = default;
 void Worker::run() { impl_->run(); }
 void Worker::stop() noexcept { impl_->stop(); }
 const WorkerConfig& Worker::config() const noexcept { return impl_->config(); }
+bool Worker::serves_async() const noexcept { return impl_->serves_async(); }
 WorkerCounters Worker::counters() const noexcept { return impl_->counters(); }
 
 }  // namespace monsoon::workers

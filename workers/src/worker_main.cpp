@@ -10,7 +10,11 @@
 #include <exception>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "monsoon/common/logging.hpp"
 #include "monsoon/common/process_options.hpp"
@@ -21,10 +25,64 @@
 
 namespace monsoon::workers {
 
+namespace {
+
+// The pools a process runs: one Worker for its thread tasks, one for its
+// async tasks, each with its own concurrency and connection.
+std::vector<std::unique_ptr<Worker>> make_pools(const WorkerConfig& config,
+                                                std::uint32_t async_slots,
+                                                const TaskRegistry& registry) {
+  WorkerConfig threads = config;
+  WorkerConfig async = config;
+  threads.tasks.clear();
+  async.tasks.clear();
+  for (auto& task : config.tasks.empty() ? registry.names() : config.tasks) {
+    // Unknown names go to the thread pool, whose Worker rejects them.
+    (registry.find_async(task) ? async : threads).tasks.push_back(task);
+  }
+  std::vector<std::unique_ptr<Worker>> pools;
+  if (!threads.tasks.empty()) {
+    pools.push_back(std::make_unique<Worker>(std::move(threads), registry));
+  }
+  if (!async.tasks.empty()) {
+    async.slots = async_slots;
+    // Distinct from the thread pool's name: the broker tells registrations
+    // apart by name and pid.
+    async.name =
+        (config.name.empty() ? default_worker_name() : config.name) + "/async";
+    pools.push_back(std::make_unique<Worker>(std::move(async), registry));
+  }
+  return pools;
+}
+
+// Runs every pool, each on its own thread, until all have returned. The
+// first exception is rethrown after stopping the others.
+void run_pools(const std::vector<std::unique_ptr<Worker>>& pools) {
+  std::mutex mutex;
+  std::exception_ptr failure;
+  std::vector<std::jthread> threads;
+  for (const auto& pool : pools) {
+    threads.emplace_back([&, worker = pool.get()] {
+      try {
+        worker->run();
+      } catch (...) {
+        const std::lock_guard lock(mutex);
+        if (!failure) failure = std::current_exception();
+        for (const auto& other : pools) other->stop();
+      }
+    });
+  }
+  threads.clear();  // joins
+  if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace
+
 int run_worker_main(int argc, char** argv, TaskRegistry registry) {
   block_stop_signals();
 
   WorkerConfig config;
+  std::uint32_t async_slots = 1000;
   std::int64_t drain_timeout_ms = config.drain_timeout.count();
   std::int64_t cancel_grace_ms = config.cancel_grace.count();
   std::filesystem::path db_path = default_demo_database_path();
@@ -36,7 +94,13 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
                  "The broker's worker endpoint")
       ->capture_default_str();
   app.add_option("-c,--concurrency", config.slots,
-                 "Jobs executed at once (default: number of CPUs)")
+                 "Thread-task jobs executed at once, one thread each "
+                 "(default: number of CPUs)")
+      ->check(CLI::Range(std::uint32_t{1}, protocol::kMaxSlots));
+  app.add_option("--async-concurrency", async_slots,
+                 "Async-task jobs (echo, sleep) held at once on the event "
+                 "thread")
+      ->capture_default_str()
       ->check(CLI::Range(std::uint32_t{1}, protocol::kMaxSlots));
   app.add_option("--tasks", config.tasks,
                  "Comma-separated subset of the tasks to serve (default: all)")
@@ -75,22 +139,35 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
     config.drain_timeout = std::chrono::milliseconds{drain_timeout_ms};
     config.cancel_grace = std::chrono::milliseconds{cancel_grace_ms};
     set_default_demo_database_path(db_path);
-    Worker worker(std::move(config), registry);
-    const auto& served = worker.config().tasks;
-    if (std::find(served.begin(), served.end(), "db.query") != served.end()) {
-      // Create the demo data at start rather than in the first request.
-      prepare_demo_database(db_path);
+    const auto pools = make_pools(config, async_slots, registry);
+    for (const auto& pool : pools) {
+      const auto& served = pool->config().tasks;
+      if (std::find(served.begin(), served.end(), "db.query") != served.end()) {
+        // Create the demo data at start rather than in the first request.
+        prepare_demo_database(db_path);
+      }
+      spdlog::info("{}: serving [{}] with {} {}", pool->config().name,
+                   fmt::join(served, ", "), pool->config().slots,
+                   pool->serves_async() ? "async job(s)" : "thread slot(s)");
     }
-    const StopSignalWatcher watcher([&worker] { worker.stop(); });
-    spdlog::info("serving [{}] with {} slot(s)",
-                 fmt::join(worker.config().tasks, ", "), worker.config().slots);
-    worker.run();
-    const WorkerCounters counters = worker.counters();
+    const StopSignalWatcher watcher([&pools] {
+      for (const auto& pool : pools) pool->stop();
+    });
+    run_pools(pools);
+    WorkerCounters total;
+    for (const auto& pool : pools) {
+      const WorkerCounters counters = pool->counters();
+      total.jobs_received += counters.jobs_received;
+      total.jobs_succeeded += counters.jobs_succeeded;
+      total.jobs_failed += counters.jobs_failed;
+      total.malformed_dropped += counters.malformed_dropped;
+      total.reconnects += counters.reconnects;
+    }
     spdlog::info(
         "stopped: {} job(s) received, {} succeeded, {} failed, {} malformed "
         "message(s) dropped, {} reconnect(s)",
-        counters.jobs_received, counters.jobs_succeeded, counters.jobs_failed,
-        counters.malformed_dropped, counters.reconnects);
+        total.jobs_received, total.jobs_succeeded, total.jobs_failed,
+        total.malformed_dropped, total.reconnects);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << app.get_name() << ": error: " << e.what() << '\n';

@@ -16,6 +16,9 @@
 //                                   rows of the demo SQLite table `items`
 //                                   with that flag, ordered by id
 //
+// echo and sleep are async tasks (a sleep is a timer, not a thread: one
+// worker holds thousands); hash and db.query are thread tasks.
+//
 // db.query opens its database lazily, on its first call. If the table does
 // not exist yet it creates it with 1000 deterministic demo rows (flags 0..9,
 // 100 rows each) in one transaction; that is safe when several workers start

@@ -23,17 +23,26 @@
 // context.throw_if_stopped() (or poll should_stop()) now and then; the
 // worker also cancels running tasks when it stops and its drain timeout has
 // passed, and waits for them to return.
+//
+// Async tasks (add_async) are for work that waits rather than computes: a
+// timer, a non-blocking client. They run on the worker's event thread and
+// must not block it; they hold an AsyncJob instead of a thread, so one
+// worker carries thousands of them at once. A worker process serves its
+// thread tasks and its async tasks as two pools, each with its own
+// concurrency (run_worker_main: --concurrency, --async-concurrency).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>  // all of Value, not just its declaration
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "monsoon/common/liveness.hpp"
@@ -71,33 +80,101 @@ class TaskError : public std::runtime_error {
   std::string code_;
 };
 
-using TaskFunction =
-    std::function<Value(const Value& args, const TaskContext& context)>;
-
-class TaskRegistry {
- public:
-  // Throws std::invalid_argument when `name` is not a valid task name
-  // (protocol::is_valid_task_name), is already registered, or `task` is
-  // empty.
-  void add(std::string name, TaskFunction task);
-
-  // nullptr when no task has that name. The pointer stays valid until the
-  // registry is modified or destroyed.
-  const TaskFunction* find(std::string_view name) const;
-
-  std::vector<std::string> names() const;  // sorted
-  bool empty() const { return tasks_.empty(); }
-
- private:
-  std::map<std::string, TaskFunction, std::less<>> tasks_;
-};
-
 // The outcome of one execution, ready for a DONE message.
 struct TaskOutcome {
   bool ok = true;
   std::string code;     // protocol error code; empty when ok
   std::string message;  // empty when ok
   std::string result;   // exactly one MessagePack value (nil on error)
+
+  // `result` encoded and checked as peers will decode it; a task_failed
+  // outcome when it cannot be (e.g. nesting too deep).
+  static TaskOutcome success(const Value& result);
+  static TaskOutcome failure(std::string_view code, std::string message);
+};
+
+// One job of an async task, from its start until it is finished. Move-only;
+// whoever holds it owns the job. Finish it exactly once, with succeed() or
+// fail(), from any thread; or hand it back to the worker's event thread with
+// resume_at(). A job destroyed unfinished fails with code internal, so a
+// job is never silently lost (its credit would be).
+class AsyncJob {
+ public:
+  // What the worker provides; implemented by Worker, not by tasks.
+  class Host {
+   public:
+    // Any thread. Takes the outcome of job `id`; cannot fail.
+    virtual void finish(std::string_view task, std::uint64_t id,
+                        TaskOutcome outcome) noexcept = 0;
+    // Any thread. Calls callback(job) on the event thread at `when`, or
+    // earlier once jobs are cancelled.
+    virtual void schedule(Clock::time_point when,
+                          std::function<void(AsyncJob&)> callback,
+                          AsyncJob job) = 0;
+
+   protected:
+    ~Host() = default;
+  };
+
+  AsyncJob(Host& host, std::string task, std::uint64_t job_id,
+           std::uint32_t attempt, Clock::time_point deadline,
+           std::stop_token cancellation);
+  AsyncJob(AsyncJob&&) noexcept;
+  AsyncJob& operator=(AsyncJob&&) noexcept;
+  ~AsyncJob();
+
+  // False once finished or moved from; the calls below need an open job
+  // (std::logic_error otherwise).
+  bool open() const noexcept { return state_ != nullptr; }
+  // Valid while the job is open; its `task` view stays valid that long too.
+  const TaskContext& context() const;
+
+  void succeed(const Value& result);
+  void fail(std::string_view code, std::string message);
+  // Gives the job to the worker's event thread, which calls callback(job)
+  // at `when` (at once if it has passed) or as soon as the worker cancels
+  // running jobs (context().cancelled() is then true). The callback, like
+  // the task, must not block; it may finish the job, reschedule it or keep
+  // it elsewhere. Any thread.
+  void resume_at(Clock::time_point when,
+                 std::function<void(AsyncJob&)> callback);
+
+ private:
+  struct State;
+  void finish(TaskOutcome outcome) noexcept;
+  static TaskOutcome failure_noexcept(const char* message) noexcept;
+
+  std::unique_ptr<State> state_;
+};
+
+using TaskFunction =
+    std::function<Value(const Value& args, const TaskContext& context)>;
+// Called on the worker's event thread; must not block. Whatever it throws
+// fails the job like a thread task's exception (if the job is still here).
+using AsyncTaskFunction = std::function<void(const Value& args, AsyncJob& job)>;
+
+class TaskRegistry {
+ public:
+  // Register a thread task / an async task. Throw std::invalid_argument
+  // when `name` is not a valid task name (protocol::is_valid_task_name), is
+  // already registered, or `task` is empty.
+  void add(std::string name, TaskFunction task);
+  void add_async(std::string name, AsyncTaskFunction task);
+
+  // nullptr when no task of that kind has that name. The pointers stay
+  // valid until the registry is modified or destroyed.
+  const TaskFunction* find(std::string_view name) const;
+  const AsyncTaskFunction* find_async(std::string_view name) const;
+  bool contains(std::string_view name) const;
+
+  std::vector<std::string> names() const;  // sorted, both kinds
+  bool empty() const { return tasks_.empty(); }
+
+ private:
+  using Entry = std::variant<TaskFunction, AsyncTaskFunction>;
+  void insert(std::string name, Entry task, bool callable);
+
+  std::map<std::string, Entry, std::less<>> tasks_;
 };
 
 // Runs the task named context.task on `args_msgpack` (one MessagePack
@@ -107,5 +184,18 @@ struct TaskOutcome {
 TaskOutcome execute_task(const TaskRegistry& registry,
                          const TaskContext& context,
                          std::string_view args_msgpack) noexcept;
+
+// Runs one step of an async job (a task's start or a resume_at callback)
+// the way the worker does: whatever `step` throws fails the job, if it is
+// still open, like a thread task's exception. Never throws.
+void run_async_step(const std::function<void(AsyncJob&)>& step,
+                    AsyncJob& job) noexcept;
+
+// Starts the async task named job.context().task on `args_msgpack` with the
+// same checks and error outcomes as execute_task, which it reports through
+// the job (so the job is finished, handed on, or failed when this returns).
+// Never throws.
+void start_async_task(const TaskRegistry& registry, AsyncJob job,
+                      std::string_view args_msgpack) noexcept;
 
 }  // namespace monsoon::workers

@@ -1,11 +1,15 @@
 // A worker process's engine: one DEALER connection to the broker's worker
-// endpoint (docs/protocol.md section 4) and `slots` threads that execute
-// jobs from a TaskRegistry.
+// endpoint (docs/protocol.md section 4) serving a pool of tasks from a
+// TaskRegistry. A pool is of one kind: thread tasks, executed by `slots`
+// threads, or async tasks (TaskRegistry::add_async), run on the socket
+// thread, of which it holds up to `slots` jobs at once. run_worker_main runs
+// one Worker per kind a process serves.
 //
-// Threads: the thread that calls run() owns the socket and does all I/O;
-// slot threads only execute tasks. stop() and counters() may be called from
-// any thread. Credit-based dispatch means at most `slots` jobs are ever held;
-// a JOB beyond that (a broker bug) is answered `overloaded`, never queued.
+// Threads: the thread that calls run() owns the socket and does all I/O,
+// and runs async tasks; slot threads only execute thread tasks. stop() and
+// counters() may be called from any thread. Credit-based dispatch means at most
+// `slots` jobs are ever held; a JOB beyond that (a broker bug) is answered
+// `overloaded`, never queued.
 //
 // Liveness: HEARTBEAT after `heartbeat.interval` of silence; when nothing is
 // heard for liveness x interval the worker drops its socket and reconnects
@@ -32,9 +36,11 @@ namespace monsoon::workers {
 
 struct WorkerConfig {
   std::string broker_endpoint = "tcp://127.0.0.1:5556";
-  std::uint32_t slots = 0;         // 0 = std::thread::hardware_concurrency()
-  std::vector<std::string> tasks;  // empty = every registered task
-  std::string name;                // empty = "worker-<pid>@<hostname>"
+  // Jobs held at once. 0 = std::thread::hardware_concurrency().
+  std::uint32_t slots = 0;
+  // Empty = every registered task. All thread tasks or all async tasks.
+  std::vector<std::string> tasks;
+  std::string name;  // empty = "worker-<pid>@<hostname>"
   HeartbeatSettings heartbeat;
   std::chrono::milliseconds drain_timeout{10'000};  // for a graceful stop
   // After drain_timeout, how long cancelled tasks get to return.
@@ -50,12 +56,16 @@ struct WorkerCounters {
   std::uint64_t reconnects = 0;
 };
 
+// "worker-<pid>@<hostname>": unique per live process, as re-registration
+// needs (docs/protocol.md section 4).
+std::string default_worker_name();
+
 class Worker {
  public:
   // Resolves the defaults in `config` and validates it. Throws
-  // std::invalid_argument on a bad value, an empty registry or a task name
-  // in config.tasks that `registry` lacks. `registry` must outlive the
-  // Worker and not change while it runs.
+  // std::invalid_argument on a bad value, an empty registry, a task name
+  // in config.tasks that `registry` lacks, or tasks of both kinds. `registry`
+  // must outlive the Worker and not change while it runs.
   Worker(WorkerConfig config, const TaskRegistry& registry);
   ~Worker();
   Worker(const Worker&) = delete;
@@ -77,6 +87,7 @@ class Worker {
 
   // The configuration with defaults resolved.
   const WorkerConfig& config() const noexcept;
+  bool serves_async() const noexcept;  // a pool of async tasks
   WorkerCounters counters() const noexcept;
 
  private:
