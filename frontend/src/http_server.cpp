@@ -18,6 +18,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cctype>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -105,6 +108,11 @@ bool is_parse_error(const beast::error_code& ec) {
          http::make_error_code(http::error::bad_target).category();
 }
 
+// Job outcomes applied per turn of the I/O loop (see Server::deliver).
+constexpr std::size_t kOutcomesPerTurn = 64;
+
+class Session;
+
 struct Counters {
   std::array<std::atomic<std::uint64_t>, 6> responses_by_class{};
   std::atomic<std::uint64_t> connections_accepted{0};
@@ -132,6 +140,14 @@ class Server : public std::enable_shared_from_this<Server> {
     }
   }
 
+  // Any thread: hands a job's outcome to its session. Outcomes are applied
+  // in turns of at most kOutcomesPerTurn, each turn a handler queued behind
+  // the I/O that is ready by then: a burst of thousands of completions
+  // (jobs started together end together) cannot hold back a new request,
+  // such as a GET /now, for longer than one turn.
+  void deliver(std::shared_ptr<Session> session, std::uint64_t request,
+               JobOutcome outcome);
+
   ServerStats stats() const;
   ServerLimits limits() const;
 
@@ -146,6 +162,7 @@ class Server : public std::enable_shared_from_this<Server> {
   void accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
   void begin_drain();
+  void apply_outcomes();
 
   // Destroyed before the members above, together with every handler still
   // queued (and the sessions those own).
@@ -154,6 +171,17 @@ class Server : public std::enable_shared_from_this<Server> {
   tcp::acceptor acceptor_;
   net::steady_timer accept_retry_timer_;
   net::steady_timer drain_timer_;
+
+  // Outcomes not yet applied; at most one per pending job. Destroyed before
+  // ioc_, so the sessions held here never outlive their sockets' context.
+  struct Delivery {
+    std::shared_ptr<Session> session;
+    std::uint64_t request;
+    JobOutcome outcome;
+  };
+  std::mutex outcomes_mutex_;
+  std::deque<Delivery> outcomes_;
+  bool outcomes_scheduled_ = false;  // an apply_outcomes() turn is queued
 };
 
 // One client connection; serves its requests one at a time, in order.
@@ -174,11 +202,11 @@ class Session : public std::enable_shared_from_this<Session> {
                   [self = shared_from_this()] { self->read_request(); });
   }
 
-  // Any thread: hands the outcome of the job of request number `request`
-  // to this session's executor.
-  void post_outcome(std::uint64_t request, JobOutcome outcome) {
-    net::post(executor_, [self = shared_from_this(), request,
-                          outcome = std::move(outcome)]() mutable {
+  // An I/O thread: applies the outcome of the job of request number
+  // `request` on this session's executor (at once when it can).
+  void apply_outcome(std::uint64_t request, JobOutcome outcome) {
+    net::dispatch(executor_, [self = shared_from_this(), request,
+                              outcome = std::move(outcome)]() mutable {
       self->on_job_done(request, std::move(outcome));
     });
   }
@@ -362,7 +390,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::shared_ptr<Session> session;
     std::uint64_t request;
     void operator()(JobOutcome outcome) const {
-      session->post_outcome(request, std::move(outcome));
+      server->deliver(session, request, std::move(outcome));
     }
   };
 
@@ -566,6 +594,36 @@ void Server::begin_drain() {
                  counters_.requests_in_progress.load());
     ioc_.stop();
   });
+}
+
+void Server::deliver(std::shared_ptr<Session> session, std::uint64_t request,
+                     JobOutcome outcome) {
+  const std::lock_guard lock(outcomes_mutex_);
+  outcomes_.push_back({std::move(session), request, std::move(outcome)});
+  if (!outcomes_scheduled_) {
+    outcomes_scheduled_ = true;
+    net::post(ioc_, [this] { apply_outcomes(); });
+  }
+}
+
+void Server::apply_outcomes() {
+  std::vector<Delivery> turn;
+  turn.reserve(kOutcomesPerTurn);
+  {
+    const std::lock_guard lock(outcomes_mutex_);
+    while (!outcomes_.empty() && turn.size() < kOutcomesPerTurn) {
+      turn.push_back(std::move(outcomes_.front()));
+      outcomes_.pop_front();
+    }
+    if (outcomes_.empty()) {
+      outcomes_scheduled_ = false;
+    } else {
+      net::post(ioc_, [this] { apply_outcomes(); });
+    }
+  }
+  for (auto& [session, request, outcome] : turn) {
+    session->apply_outcome(request, std::move(outcome));
+  }
 }
 
 ServerStats Server::stats() const {
