@@ -62,9 +62,14 @@ bool receive(zmq::socket_t& socket, protocol::Frames& frames) {
 
 }  // namespace
 
+BrokerConfig with_random_first_job_id(BrokerConfig config) {
+  config.dispatcher.first_job_id = random_first_job_id();
+  return config;
+}
+
 struct Broker::Impl {
   explicit Impl(BrokerConfig cfg)
-      : config(std::move(cfg)),
+      : config(with_random_first_job_id(std::move(cfg))),
         clients(bind_router(context, config, config.client_endpoint, "client")),
         workers(bind_router(context, config, config.worker_endpoint, "worker")),
         client_endpoint(clients.get(zmq::sockopt::last_endpoint)),

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <list>
 #include <map>
+#include <random>
 #include <set>
 #include <stdexcept>
 #include <unordered_map>
@@ -152,14 +153,23 @@ std::string display_name(const Worker& worker) {
 
 }  // namespace
 
+std::uint64_t random_first_job_id() {
+  std::random_device entropy;
+  const std::uint64_t bits =
+      (std::uint64_t{entropy()} << 32) | std::uint64_t{entropy()};
+  return (bits >> 2) + 1;
+}
+
 struct Dispatcher::State {
   explicit State(DispatcherConfig cfg)
       : config(cfg),
         scan_period(std::max<Clock::duration>(cfg.heartbeat.interval / 4,
-                                              milliseconds(1))) {}
+                                              milliseconds(1))),
+        next_job_id(std::max<JobId>(cfg.first_job_id, 1)) {}
 
   DispatcherConfig config;
   Clock::duration scan_period;  // how often workers' liveness is checked
+  JobId next_job_id;
   StringMap<Worker> workers;
   std::map<NameAndPid, Worker*> workers_by_name;  // named workers only
   StringMap<TaskState> tasks;
@@ -167,7 +177,6 @@ struct Dispatcher::State {
   std::vector<Deadline> heap;           // lazy: may hold finished jobs
   std::size_t queued = 0;
   std::size_t free_credit = 0;
-  JobId next_job_id = 1;
   std::uint64_t next_stamp = 1;
   Clock::time_point next_scan = Clock::time_point::max();
   DispatcherStats counters;  // gauges are filled in by stats()

@@ -900,3 +900,30 @@ TEST_CASE("Dispatcher rejects a configuration it cannot honour") {
   CHECK_THROWS_AS(Dispatcher(no_attempts), std::invalid_argument);
   CHECK_NOTHROW(Dispatcher(DispatcherConfig{}));
 }
+
+TEST_CASE("job ids count up from first_job_id") {
+  DispatcherConfig config;
+  config.first_job_id = 1'000'000'007;
+  Harness h(config);
+  h.ready("w1", {"echo"}, 2);
+  h.submit("echo", 1);
+  h.submit("echo", 2);
+  Sent sent = h.take();
+  REQUIRE(sent.jobs.size() == 2);
+  CHECK(sent.jobs[0].job.meta.id == 1'000'000'007);
+  CHECK(sent.jobs[1].job.meta.id == 1'000'000'008);
+  // A DONE with an id of a previous broker's numbering matches nothing.
+  h.done("w1", 1);
+  CHECK(h.take().results.empty());
+  CHECK(h.dispatcher.stats().late_done_dropped == 1);
+}
+
+TEST_CASE("a broker's first job id is random and leaves room to count") {
+  const auto a = monsoon::broker::random_first_job_id();
+  const auto b = monsoon::broker::random_first_job_id();
+  CHECK(a != b);  // 2^-62 odds of a false failure
+  for (auto id : {a, b}) {
+    CHECK(id >= 1);
+    CHECK(id <= (std::uint64_t{1} << 62));
+  }
+}

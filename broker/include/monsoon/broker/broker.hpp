@@ -18,7 +18,9 @@ struct BrokerConfig {
   // Any ZeroMQ bind endpoint, e.g. tcp://*:5555 or tcp://127.0.0.1:0.
   std::string client_endpoint = "tcp://127.0.0.1:5555";
   std::string worker_endpoint = "tcp://127.0.0.1:5556";
-  DispatcherConfig dispatcher;  // queues, attempts, heartbeats
+  // Queues, attempts, heartbeats. Its first_job_id is replaced by a random
+  // one: ids must not repeat across broker restarts.
+  DispatcherConfig dispatcher;
   // Largest frame accepted from any peer (ZMQ_MAXMSGSIZE); a peer that sends
   // more is disconnected by ZeroMQ.
   std::size_t max_message_bytes = 16 * 1024 * 1024;

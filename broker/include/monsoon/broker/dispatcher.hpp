@@ -45,7 +45,14 @@ struct DispatcherConfig {
   // How long past its deadline an in-flight job may run before the client is
   // told `deadline_exceeded`; the worker normally answers first.
   std::chrono::milliseconds in_flight_grace{1000};
+  // The first job id; ids count up from it. A broker starts from a random
+  // value (random_first_job_id) so that a DONE for a job of its previous
+  // incarnation, from a worker that kept running, cannot match a new job.
+  std::uint64_t first_job_id = 1;
 };
+
+// A random job id in [1, 2^62]: room for 2^62 jobs after it.
+std::uint64_t random_first_job_id();
 
 // One message for the caller to send through the client or worker socket.
 struct Outgoing {
