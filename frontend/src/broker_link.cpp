@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <iterator>
 #include <mutex>
@@ -47,8 +48,12 @@ struct Submission {
   JobCompletion completion;
 };
 
+// Kept with its task and args: the job is sent again if the broker is lost.
 struct PendingJob {
+  std::string task;
+  std::string args;
   milliseconds timeout;
+  Clock::time_point deadline;
   JobCompletion completion;
 };
 
@@ -113,6 +118,7 @@ struct Counters {
   std::atomic<std::uint64_t> malformed_dropped{0};
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> failed_broker_lost{0};
+  std::atomic<std::uint64_t> resent{0};
 };
 
 void bump(std::atomic<std::uint64_t>& counter) {
@@ -210,6 +216,7 @@ class BrokerLink::Impl {
     stats.malformed_dropped = get(counters_.malformed_dropped);
     stats.reconnects = get(counters_.reconnects);
     stats.failed_broker_lost = get(counters_.failed_broker_lost);
+    stats.resent = get(counters_.resent);
     stats.pending = in_flight_.load(std::memory_order_relaxed);
     stats.max_pending = config_.max_pending;
     stats.reachable = reachable();
@@ -228,6 +235,12 @@ class BrokerLink::Impl {
   static JobOutcome unreachable_failure() {
     return local_failure(link_error_code::kBrokerUnavailable,
                          "the broker is unreachable", kRetryAfterMs);
+  }
+  static JobOutcome broker_lost_failure() {
+    return local_failure(link_error_code::kBrokerUnavailable,
+                         "the broker was lost and not back before the job's "
+                         "deadline",
+                         kRetryAfterMs);
   }
   static JobOutcome shutdown_failure() {
     return local_failure(link_error_code::kShuttingDown,
@@ -274,7 +287,10 @@ class BrokerLink::Impl {
     auto wait = std::chrono::ceil<milliseconds>(next_wake() - now);
     items.clear();
     items.push_back({nullptr, wakeup_.fd(), ZMQ_POLLIN, 0});
-    if (socket_) items.push_back({socket_->handle(), 0, ZMQ_POLLIN, 0});
+    if (socket_) {
+      items.push_back({socket_->handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({monitor_->handle(), 0, ZMQ_POLLIN, 0});
+    }
     zmq::poll(items, std::max(wait, milliseconds{0}));
 
     now = Clock::now();
@@ -285,8 +301,32 @@ class BrokerLink::Impl {
     if (items.size() > 1 && (items[1].revents & ZMQ_POLLIN)) {
       receive_batch(now);
     }
+    if (items.size() > 2 && (items[2].revents & ZMQ_POLLIN) && socket_ &&
+        connection_dropped()) {
+      spdlog::warn("connection to the broker at {} dropped", config_.endpoint);
+      lose_broker(now);
+    }
     expire(now);
     keep_alive(now);
+  }
+
+  // Drains the socket monitor; true if the connection to the broker dropped.
+  // A broker restarted faster than heartbeats notice would otherwise take
+  // the reconnected socket without knowing the jobs sent before.
+  bool connection_dropped() {
+    bool dropped = false;
+    for (;;) {
+      protocol::Frames event;
+      if (!zmq::recv_multipart(*monitor_, std::back_inserter(event),
+                               zmq::recv_flags::dontwait)) {
+        return dropped;
+      }
+      std::uint16_t number = 0;
+      if (!event.empty() && event[0].size() >= sizeof number) {
+        std::memcpy(&number, event[0].data(), sizeof number);
+      }
+      dropped = dropped || number == ZMQ_EVENT_DISCONNECTED;
+    }
   }
 
   Clock::time_point next_wake() const {
@@ -303,25 +343,73 @@ class BrokerLink::Impl {
                  static_cast<std::int64_t>(config_.max_message_bytes));
     socket_->set(zmq::sockopt::sndhwm, socket_hwm(config_.max_pending));
     socket_->set(zmq::sockopt::rcvhwm, socket_hwm(config_.max_pending));
+    const std::string monitor_endpoint =
+        "inproc://monsoon-link-monitor-" + std::to_string(++monitors_);
+    if (zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(),
+                           ZMQ_EVENT_DISCONNECTED) != 0) {
+      throw zmq::error_t();
+    }
+    monitor_.emplace(context_, zmq::socket_type::pair);
+    monitor_->connect(monitor_endpoint);
     socket_->connect(config_.endpoint);
     liveness_ = PeerLiveness(config_.heartbeat, now);
     send_heartbeat(now);  // its answer proves the broker reachable
   }
 
   // Drops the socket (and with it whatever it still queues) and schedules a
-  // new one. Pending jobs fail at once: their RESULTs would come back to the
-  // old socket's routing identity, which no longer exists.
+  // new one. Pending jobs wait for the broker to be heard on it, then are
+  // sent again (their RESULTs would have gone to the old socket's routing
+  // identity, which no longer exists); those whose deadline comes first get
+  // 503 broker_unavailable.
   void lose_broker(Clock::time_point now) {
+    monitor_.reset();
     socket_.reset();
     reachable_.store(false);
     reconnect_at_ = now + backoff_.next();
     if (!pending_.empty()) {
-      spdlog::warn("failing {} pending job(s): the broker was lost",
+      spdlog::warn("the broker was lost; {} pending job(s) will be sent again",
                    pending_.size());
     }
-    counters_.failed_broker_lost.fetch_add(pending_.size(),
-                                           std::memory_order_relaxed);
-    fail_pending(unreachable_failure());
+  }
+
+  // After a reconnection: every pending job still in time, with what is
+  // left of its budget. At-least-once: the lost broker may have run some.
+  void resend_pending(Clock::time_point now) {
+    std::vector<std::uint64_t> refused;
+    std::uint64_t resent = 0;
+    for (auto& [id, job] : pending_) {
+      if (job.deadline <= now) continue;  // expire() answers it
+      if (send_job(id, job, now)) {
+        ++resent;
+      } else {
+        refused.push_back(id);
+      }
+    }
+    counters_.resent.fetch_add(resent, std::memory_order_relaxed);
+    if (resent > 0) spdlog::info("sent {} pending job(s) again", resent);
+    for (std::uint64_t id : refused) {
+      auto it = pending_.find(id);
+      PendingJob job = std::move(it->second);
+      pending_.erase(it);
+      bump(counters_.send_failed);
+      finish(job.completion, queue_full_failure());
+    }
+  }
+
+  static JobOutcome queue_full_failure() {
+    return local_failure(protocol::error_code::kOverloaded,
+                         "the queue to the broker is full", kRetryAfterMs);
+  }
+
+  // SUBMIT for `job` under `id`; false if it would block.
+  bool send_job(std::uint64_t id, const PendingJob& job,
+                Clock::time_point now) {
+    protocol::JobMeta meta{
+        id, broker_budget_ms(job.timeout, job.deadline - now), 1};
+    auto frames =
+        protocol::encode_job(protocol::Command::Submit, job.task, meta,
+                             zmq::message_t(job.args.data(), job.args.size()));
+    return send_frames(*socket_, frames) == SendResult::sent;
   }
 
   void fail_pending(const JobOutcome& outcome) {
@@ -336,6 +424,7 @@ class BrokerLink::Impl {
     if (!reachable_.exchange(true)) {
       spdlog::info("broker at {} is reachable", config_.endpoint);
       backoff_.reset();
+      resend_pending(now);
     }
   }
 
@@ -398,22 +487,17 @@ class BrokerLink::Impl {
       return;
     }
     std::uint64_t id = next_id_++;
-    protocol::JobMeta meta{id, broker_budget_ms(submission.timeout, remaining),
-                           1};
-    auto frames = protocol::encode_job(
-        protocol::Command::Submit, submission.task, meta,
-        zmq::message_t(submission.args.data(), submission.args.size()));
-    if (send_frames(*socket_, frames) != SendResult::sent) {
+    PendingJob job{std::move(submission.task), std::move(submission.args),
+                   submission.timeout, submission.deadline,
+                   std::move(submission.completion)};
+    if (!send_job(id, job, now)) {
       bump(counters_.send_failed);
-      finish(submission.completion,
-             local_failure(protocol::error_code::kOverloaded,
-                           "the queue to the broker is full", kRetryAfterMs));
+      finish(job.completion, queue_full_failure());
       return;
     }
-    pending_.emplace(
-        id, PendingJob{submission.timeout, std::move(submission.completion)});
-    deadlines_.push_back({submission.deadline, id});
+    deadlines_.push_back({job.deadline, id});
     std::push_heap(deadlines_.begin(), deadlines_.end(), later);
+    pending_.emplace(id, std::move(job));
   }
 
   void receive_batch(Clock::time_point now) {
@@ -483,8 +567,13 @@ class BrokerLink::Impl {
       if (it == pending_.end()) continue;
       PendingJob job = std::move(it->second);
       pending_.erase(it);
-      bump(counters_.timed_out);
-      finish(job.completion, deadline_failure(job.timeout));
+      if (reachable_.load()) {
+        bump(counters_.timed_out);
+        finish(job.completion, deadline_failure(job.timeout));
+      } else {
+        bump(counters_.failed_broker_lost);
+        finish(job.completion, broker_lost_failure());
+      }
     }
     if (deadlines_.size() > kMinHeapSizeToCompact &&
         deadlines_.size() > 2 * pending_.size()) {
@@ -517,6 +606,7 @@ class BrokerLink::Impl {
       finish(submission.completion, shutdown_failure());
     }
     fail_pending(shutdown_failure());
+    monitor_.reset();
     socket_.reset();
     reachable_.store(false);
   }
@@ -535,6 +625,8 @@ class BrokerLink::Impl {
   // Owned by the link thread (and by the constructor before it starts).
   zmq::context_t context_{1};
   std::optional<zmq::socket_t> socket_;
+  std::optional<zmq::socket_t> monitor_;  // events of socket_, while it lives
+  std::uint64_t monitors_ = 0;            // for unique monitor endpoints
   PeerLiveness liveness_;
   Backoff backoff_;
   Clock::time_point reconnect_at_;

@@ -125,8 +125,12 @@ std::string metrics_text(const ServerStats& server, const BrokerLinkStats& link,
   out.metric("broker_reconnects_total", "counter",
              "New sockets opened after losing the broker.", link.reconnects);
   out.metric("jobs_failed_broker_lost_total", "counter",
-             "Pending jobs failed because the broker was lost.",
+             "Pending jobs failed because the broker was lost and not back "
+             "before their deadline.",
              link.failed_broker_lost);
+  out.metric("jobs_resent_total", "counter",
+             "Pending jobs sent again after a reconnection to the broker.",
+             link.resent);
 
   out.metric("limit_max_connections", "gauge",
              "Configured maximum of open connections.", limits.max_connections);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -195,14 +196,15 @@ TEST_CASE("a broker that went away fails new jobs fast") {
   CHECK(stats.pending == 0);
 }
 
-TEST_CASE("losing the broker fails the pending jobs at once") {
+TEST_CASE("pending jobs are sent again once the broker is back") {
   FakeBroker broker(/*echo_jobs=*/false);
   BrokerLink link(fast_config(broker.endpoint()));
   require_reachable(link);
   OutcomeRecorder recorder;
   link.submit("echo", args_of(1), 60s, recorder.completion());
   link.submit("echo", args_of(2), 60s, recorder.completion());
-  REQUIRE(broker.wait_for_job(1, 5s));
+  const auto first = broker.wait_for_job(1, 5s);
+  REQUIRE(first);
 
   SECTION("the broker says DISCONNECT (it is shutting down)") {
     auto client = broker.wait_for_client(1s);
@@ -210,34 +212,56 @@ TEST_CASE("losing the broker fails the pending jobs at once") {
     broker.send_raw(*client, {std::string(monsoon::protocol::kSignature),
                               std::string(1, '\x07')});
   }
-  SECTION("the broker goes silent") {
+  SECTION("the broker goes silent, then answers again") {
     broker.set_answer_heartbeats(false);  // dead after 3 x 50 ms
+    REQUIRE(eventually([&] { return link.stats().reconnects >= 1; }, 5s));
+    broker.set_answer_heartbeats(true);
   }
 
-  // Far sooner than the jobs' 60 s deadlines.
+  // Both jobs arrive again, from the link's new socket, and their results
+  // complete the original requests.
+  std::set<std::string> resent_args;
+  for (std::size_t index : {2, 3}) {
+    auto again = broker.wait_for_job(index, 5s);
+    REQUIRE(again);
+    CHECK(again->identity != first->identity);
+    CHECK(again->meta.timeout_ms > 50'000);  // what is left of 60 s
+    resent_args.insert(again->args);
+    broker.reply(*again,
+                 monsoon::protocol::OutcomeMeta::success(again->meta.id),
+                 again->args);
+  }
+  CHECK(resent_args == std::set<std::string>{args_of(1), args_of(2)});
   REQUIRE(recorder.wait_for(2, 5s));
+  std::set<std::string> results;
   for (const auto& outcome : recorder.outcomes()) {
-    CHECK_FALSE(outcome.meta.ok);
-    CHECK(outcome.meta.code == link_error_code::kBrokerUnavailable);
-    CHECK(outcome.meta.retry_after_ms > 0);
+    CHECK(outcome.meta.ok);
+    results.insert(outcome.result);
   }
+  CHECK(results == resent_args);
   auto stats = link.stats();
-  CHECK(stats.failed_broker_lost == 2);
+  CHECK(stats.resent == 2);
+  CHECK(stats.failed_broker_lost == 0);
   CHECK(stats.pending == 0);
-  CHECK(stats.timed_out == 0);
+}
 
-  // The link reconnects and serves new jobs.
-  broker.set_answer_heartbeats(true);
-  REQUIRE(eventually([&] { return link.reachable(); }, 5s));
-  OutcomeRecorder after;
-  link.submit("echo", args_of(3), 5s, after.completion());
-  auto third = broker.wait_for_job(2, 5s);
-  REQUIRE(third);
-  broker.reply(*third, monsoon::protocol::OutcomeMeta::success(third->meta.id),
-               third->args);
-  REQUIRE(after.wait_for(1, 5s));
-  CHECK(after.outcomes()[0].result == args_of(3));
-  CHECK(recorder.outcomes().size() == 2);
+TEST_CASE("a pending job gets 503 if the broker is not back by its deadline") {
+  std::optional<FakeBroker> broker(std::in_place, /*echo_jobs=*/false);
+  BrokerLink link(fast_config(broker->endpoint()));
+  require_reachable(link);
+  OutcomeRecorder recorder;
+  link.submit("echo", args_of(1), 1s, recorder.completion());
+  REQUIRE(broker->wait_for_job(0, 5s));
+  broker.reset();
+
+  REQUIRE(recorder.wait_for(1, 5s));
+  const auto outcome = recorder.outcomes()[0];
+  CHECK(outcome.meta.code == link_error_code::kBrokerUnavailable);
+  CHECK(outcome.meta.retry_after_ms > 0);
+  auto stats = link.stats();
+  CHECK(stats.failed_broker_lost == 1);
+  CHECK(stats.timed_out == 0);
+  CHECK(stats.pending == 0);
 }
 
 TEST_CASE("the link notices a silent broker and recovers when it answers") {

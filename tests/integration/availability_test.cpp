@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "stack.hpp"
 
@@ -69,4 +70,47 @@ TEST_CASE("the front end refuses a body limit the broker could not carry",
   CHECK(WIFEXITED(*status));
   CHECK(WEXITSTATUS(*status) != 0);
   CHECK(output.find("--max-body-bytes") != std::string::npos);
+}
+
+TEST_CASE("jobs pending across a broker restart are sent again and answered",
+          "[integration]") {
+  Stack stack(monsoon::test::StackOptions::pool(2, 2));
+  constexpr int kJobs = 200;
+  std::vector<monsoon::test::HttpRequest> requests;
+  for (int i = 0; i < kJobs; ++i) {
+    // A distinct duration per job makes every result tell its request.
+    requests.push_back(
+        {"POST",
+         "/jobs/sleep",
+         Json{{"ms", 1000 + i}}.dump(),
+         {{"Content-Type", "application/json"}, {"X-Timeout-Ms", "30000"}}});
+  }
+  monsoon::test::HttpBatch batch(stack.http_port(), requests);
+  REQUIRE(batch.send_all(10s));
+  REQUIRE(eventually(
+      [&] {
+        auto health = stack.get("/healthz");
+        return health.status == 200 &&
+               Json::parse(health.body).value("pending", 0) == kJobs;
+      },
+      10s));
+
+  stack.broker().signal(SIGKILL);
+  REQUIRE(stack.broker().wait_exit(5s));
+  stack.start_broker();
+
+  REQUIRE(batch.receive_all(30s));
+  INFO(stack.logs());
+  for (int i = 0; i < kJobs; ++i) {
+    const auto& response = batch.responses()[i];
+    INFO(i << ": " << response.status << " " << response.body
+           << response.error);
+    REQUIRE(response.status == 200);
+    CHECK(Json::parse(response.body) == Json{{"slept_ms", 1000 + i}});
+  }
+  const std::string metrics = stack.get("/metrics").body;
+  const std::string counter = "\nmonsoon_frontend_jobs_resent_total ";
+  const auto at = metrics.find(counter);
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stoi(metrics.substr(at + counter.size())) >= kJobs);
 }

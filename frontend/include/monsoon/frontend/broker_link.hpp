@@ -70,7 +70,9 @@ struct BrokerLinkStats {
   std::uint64_t late_results_dropped = 0;
   std::uint64_t malformed_dropped = 0;
   std::uint64_t reconnects = 0;
-  std::uint64_t failed_broker_lost = 0;  // pending when the broker was lost
+  // Pending when the broker was lost, and not back before their deadline.
+  std::uint64_t failed_broker_lost = 0;
+  std::uint64_t resent = 0;       // sent again after a reconnection
   std::uint64_t pending = 0;      // gauge: accepted and not yet completed
   std::uint64_t max_pending = 0;  // the configured limit
   bool reachable = false;
