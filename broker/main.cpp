@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   monsoon::broker::DispatcherConfig& dispatch = config.dispatcher;
   int retry_after_ms = static_cast<int>(dispatch.retry_after.count());
   int grace_ms = static_cast<int>(dispatch.in_flight_grace.count());
+  int backoff_ms = static_cast<int>(dispatch.retry_backoff_base.count());
+  int backoff_max_ms = static_cast<int>(dispatch.retry_backoff_max.count());
   monsoon::ProcessOptions process;
 
   CLI::App app{
@@ -34,7 +36,8 @@ int main(int argc, char** argv) {
                  "Most jobs waiting over all tasks")
       ->capture_default_str();
   app.add_option("--max-attempts", dispatch.max_attempts,
-                 "Dispatches of one job before a worker death fails it")
+                 "Dispatches of one job before a worker death or a 'retry' "
+                 "answer fails it")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
   app.add_option("--max-workers", dispatch.max_workers,
@@ -43,6 +46,15 @@ int main(int argc, char** argv) {
   app.add_option("--retry-after-ms", retry_after_ms,
                  "Retry hint sent with 'overloaded' rejections")
       ->check(CLI::Range(0, 3'600'000))
+      ->capture_default_str();
+  app.add_option("--retry-backoff-ms", backoff_ms,
+                 "First delay before retrying a job whose task asked for it; "
+                 "doubles per attempt, with jitter")
+      ->check(CLI::Range(1, 3'600'000))
+      ->capture_default_str();
+  app.add_option("--retry-backoff-max-ms", backoff_max_ms,
+                 "Longest delay before a retry")
+      ->check(CLI::Range(1, 3'600'000))
       ->capture_default_str();
   app.add_option("--in-flight-grace-ms", grace_ms,
                  "How long past its deadline a running job may take before "
@@ -62,6 +74,8 @@ int main(int argc, char** argv) {
   dispatch.heartbeat = process.heartbeat();
   dispatch.retry_after = std::chrono::milliseconds(retry_after_ms);
   dispatch.in_flight_grace = std::chrono::milliseconds(grace_ms);
+  dispatch.retry_backoff_base = std::chrono::milliseconds(backoff_ms);
+  dispatch.retry_backoff_max = std::chrono::milliseconds(backoff_max_ms);
 
   try {
     monsoon::init_logging("broker", process.log_level);

@@ -70,7 +70,8 @@ struct Job {
   Clock::time_point submitted_at;
   Clock::time_point deadline;
   std::uint32_t attempt = 1;
-  Worker* worker = nullptr;  // the holder while in flight, null while queued
+  Worker* worker = nullptr;  // the holder while in flight, null otherwise
+  bool delayed = false;      // waiting in `retries` for its next attempt
   std::list<Job*>::iterator queue_pos;  // valid while queued
 };
 
@@ -165,7 +166,8 @@ struct Dispatcher::State {
       : config(cfg),
         scan_period(std::max<Clock::duration>(cfg.heartbeat.interval / 4,
                                               milliseconds(1))),
-        next_job_id(std::max<JobId>(cfg.first_job_id, 1)) {}
+        next_job_id(std::max<JobId>(cfg.first_job_id, 1)),
+        jitter(cfg.first_job_id) {}  // random in a broker, fixed in tests
 
   DispatcherConfig config;
   Clock::duration scan_period;  // how often workers' liveness is checked
@@ -175,6 +177,8 @@ struct Dispatcher::State {
   StringMap<TaskState> tasks;
   std::unordered_map<JobId, Job> jobs;  // queued and in flight
   std::vector<Deadline> heap;           // lazy: may hold finished jobs
+  std::vector<Deadline> retries;        // delayed jobs by retry time (heap)
+  std::mt19937_64 jitter;               // for retry back-offs
   std::size_t queued = 0;
   std::size_t free_credit = 0;
   std::uint64_t next_stamp = 1;
@@ -361,6 +365,65 @@ struct Dispatcher::State {
       } else {
         dispatch(job, *task.ready.begin()->worker, now, out);
       }
+    }
+  }
+
+  // --- retries ---
+
+  milliseconds retry_delay(std::uint32_t attempt, std::uint32_t hint_ms) {
+    const auto doublings = std::min<std::uint32_t>(attempt - 1, 30);
+    const auto full = std::min<milliseconds>(
+        config.retry_backoff_base * (std::int64_t{1} << doublings),
+        config.retry_backoff_max);
+    std::uniform_int_distribution<std::int64_t> pick(full.count() / 2,
+                                                     full.count());
+    return std::max(milliseconds(pick(jitter)), milliseconds(hint_ms));
+  }
+
+  // A DONE said `retry`: the job waits out a back-off, or fails when out of
+  // attempts or time. Its holder has been cleared already.
+  void retry_later(Job& job, const OutcomeMeta& done, Clock::time_point now,
+                   Outbox& out) {
+    const std::string why = done.message.empty() ? "the task asked to be "
+                                                   "retried"
+                                                 : done.message;
+    if (job.attempt >= config.max_attempts) {
+      ++counters.retries_given_up;
+      fail_job(
+          job, error_code::kTaskFailed,
+          why + " (gave up after " + std::to_string(job.attempt) + " attempts)",
+          out);
+      return;
+    }
+    const auto at = now + retry_delay(job.attempt, done.retry_after_ms);
+    if (at >= job.deadline) {
+      ++counters.retries_given_up;
+      fail_job(job, error_code::kTaskFailed,
+               why + " (attempt " + std::to_string(job.attempt) +
+                   "; no time left for another before the deadline)",
+               out);
+      return;
+    }
+    ++counters.retries;
+    ++job.attempt;
+    job.delayed = true;
+    retries.push_back({at, job.id});
+    std::push_heap(retries.begin(), retries.end(), LaterFirst{});
+  }
+
+  // Queues the delayed jobs whose time has come, behind the waiting ones.
+  void queue_due_retries(Clock::time_point now, Outbox& out) {
+    while (!retries.empty() && retries.front().at <= now) {
+      std::pop_heap(retries.begin(), retries.end(), LaterFirst{});
+      const JobId id = retries.back().id;
+      retries.pop_back();
+      auto it = jobs.find(id);
+      if (it == jobs.end() || !it->second.delayed) continue;
+      Job& job = it->second;
+      job.delayed = false;
+      TaskState& task = task_state(job.task);
+      enqueue(task, job, /*at_front=*/false);
+      drain_task(task, now, out);
     }
   }
 
@@ -635,12 +698,17 @@ void Dispatcher::on_done(std::string_view identity,
   } else {
     Job& job = it->second;
     worker->held.erase(job.id);
-    done.meta.id = job.client_id;
-    done.meta.worker = worker->name;
-    State::send_result(std::move(job.client), job.task, done.meta,
-                       std::move(done.result), out);
-    s.jobs.erase(it);
-    ++s.counters.completed;
+    job.worker = nullptr;
+    if (!done.meta.ok && done.meta.code == error_code::kRetry) {
+      s.retry_later(job, done.meta, now, out);
+    } else {
+      done.meta.id = job.client_id;
+      done.meta.worker = worker->name;
+      State::send_result(std::move(job.client), job.task, done.meta,
+                         std::move(done.result), out);
+      s.jobs.erase(it);
+      ++s.counters.completed;
+    }
   }
   if (worker->draining) {
     s.forget_if_drained(*worker);
@@ -681,6 +749,8 @@ void Dispatcher::on_worker_unreachable(std::string_view identity,
 
 void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
   State& s = *state_;
+  // First: a delayed job's retry time is before its deadline.
+  s.queue_due_retries(now, out);
   while (!s.heap.empty() && s.heap.front().at <= now) {
     std::pop_heap(s.heap.begin(), s.heap.end(), LaterFirst{});
     JobId id = s.heap.back().id;
@@ -688,7 +758,10 @@ void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
     auto it = s.jobs.find(id);
     if (it == s.jobs.end()) continue;  // finished: a stale entry
     Job& job = it->second;
-    if (job.worker == nullptr) {
+    if (job.delayed) {  // defensive: retries are queued before deadlines
+      s.fail_job(job, error_code::kDeadlineExceeded,
+                 "deadline passed while waiting to be retried", out);
+    } else if (job.worker == nullptr) {
       TaskState& task = s.tasks.find(job.task)->second;
       s.dequeue(task, job);
       s.fail_queued(job, task, now, out);
@@ -742,8 +815,10 @@ void Dispatcher::on_shutdown(Outbox& out) {
 
 Clock::time_point Dispatcher::next_deadline() const {
   const State& s = *state_;
-  if (s.heap.empty()) return s.next_scan;
-  return std::min(s.heap.front().at, s.next_scan);
+  auto next = s.next_scan;
+  if (!s.heap.empty()) next = std::min(next, s.heap.front().at);
+  if (!s.retries.empty()) next = std::min(next, s.retries.front().at);
+  return next;
 }
 
 bool Dispatcher::knows_worker(std::string_view identity) const {
@@ -760,7 +835,8 @@ DispatcherStats Dispatcher::stats() const {
   const State& s = *state_;
   DispatcherStats stats = s.counters;
   stats.queued = s.queued;
-  stats.in_flight = s.jobs.size() - s.queued;
+  stats.delayed = s.retries.size();
+  stats.in_flight = s.jobs.size() - s.queued - s.retries.size();
   stats.workers = s.workers.size();
   stats.free_credit = s.free_credit;
   return stats;
@@ -776,6 +852,8 @@ std::string to_string(const DispatcherStats& s) {
          " late_done_dropped=" + std::to_string(s.late_done_dropped) +
          " misrouted_done_dropped=" + std::to_string(s.misrouted_done_dropped) +
          " requeued=" + std::to_string(s.requeued) +
+         " retries=" + std::to_string(s.retries) +
+         " retries_given_up=" + std::to_string(s.retries_given_up) +
          " failed_worker_lost=" + std::to_string(s.failed_worker_lost) +
          " workers_lost=" + std::to_string(s.workers_lost) +
          " workers_reconnected=" + std::to_string(s.workers_reconnected) +

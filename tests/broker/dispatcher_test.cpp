@@ -927,3 +927,87 @@ TEST_CASE("a broker's first job id is random and leaves room to count") {
     CHECK(id <= (std::uint64_t{1} << 62));
   }
 }
+
+namespace {
+
+// A `retry` DONE from `worker` for broker job `id`, with a minimum delay.
+void retry_done(Harness& h, const std::string& worker, std::uint64_t id,
+                std::uint32_t after_ms = 0) {
+  h.dispatcher.on_done(
+      worker,
+      {"echo",
+       protocol::OutcomeMeta::failure(id, protocol::error_code::kRetry,
+                                      "try again", after_ms),
+       bytes(std::string(protocol::kMsgpackNil))},
+      h.now, h.out);
+}
+
+}  // namespace
+
+TEST_CASE("a retry waits out an exponential back-off with jitter") {
+  DispatcherConfig config;
+  config.max_attempts = 4;
+  config.retry_backoff_base = milliseconds(100);
+  Harness h(config);
+  h.ready("A", {"echo"}, 1);
+  h.submit("echo", 7, 60'000);
+  std::uint64_t id = h.take_job().job.meta.id;
+
+  // Attempt n waits between half and all of 100 ms x 2^(n-1).
+  for (std::uint32_t attempt = 1; attempt <= 3; ++attempt) {
+    const milliseconds full(100 << (attempt - 1));
+    retry_done(h, "A", id);
+    CHECK(h.take().results.empty());
+    CHECK(h.dispatcher.stats().delayed == 1);
+    CHECK(h.dispatcher.next_deadline() >= h.now + full / 2);
+    CHECK(h.dispatcher.next_deadline() <= h.now + full);
+    h.now += full / 2 - milliseconds(1);
+    h.tick();
+    CHECK(h.take().jobs.empty());  // not before half the back-off
+    h.now += full / 2 + milliseconds(1);
+    h.tick();
+    SentJob again = h.take_job();
+    CHECK(again.job.meta.attempt == attempt + 1);
+    id = again.job.meta.id;
+  }
+  // Out of attempts: the client hears task_failed with the task's message.
+  retry_done(h, "A", id);
+  SentResult failed = h.take_result();
+  CHECK(failed.result.meta.id == 7);
+  CHECK(failed.result.meta.code == protocol::error_code::kTaskFailed);
+  CHECK(failed.result.meta.message == "try again (gave up after 4 attempts)");
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.retries == 3);
+  CHECK(stats.retries_given_up == 1);
+  CHECK(stats.delayed == 0);
+  CHECK(stats.in_flight == 0);
+}
+
+TEST_CASE("a retry honours the task's delay and never passes the deadline") {
+  DispatcherConfig config;
+  config.retry_backoff_base = milliseconds(10);
+  Harness h(config);
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.submit("echo", 1, 10'000);
+  SentJob first = h.take_job();
+
+  // The task asks for 2 s: the back-off (<= 10 ms) is not enough.
+  retry_done(h, first.worker, first.job.meta.id, 2'000);
+  CHECK(h.take().jobs.empty());
+  h.now += milliseconds(1'999);
+  h.tick();
+  CHECK(h.take().jobs.empty());
+  h.now += milliseconds(1);
+  h.tick();
+  SentJob second = h.take_job();  // to whichever worker is free: both are
+  CHECK(second.job.meta.attempt == 2);
+  CHECK(second.job.meta.timeout_ms == 8'000);
+
+  // 9 s would end after the deadline (8 s left): fail now, not then.
+  retry_done(h, second.worker, second.job.meta.id, 9'000);
+  SentResult failed = h.take_result();
+  CHECK(failed.result.meta.code == protocol::error_code::kTaskFailed);
+  CHECK(failed.result.meta.message ==
+        "try again (attempt 2; no time left for another before the deadline)");
+}

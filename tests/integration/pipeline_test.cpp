@@ -175,6 +175,23 @@ TEST_CASE("a task that throws becomes a 500 with its message",
   CHECK(stack.post_json("/jobs/echo", "1").status == 200);
 }
 
+TEST_CASE("a task that asks to be retried runs again, up to max attempts",
+          "[integration]") {
+  Stack& stack = shared_stack();
+  // The broker's default: 3 attempts.
+  HttpResponse third =
+      stack.post_json("/jobs/test.flaky", R"({"succeed_on": 3})");
+  REQUIRE(third.status == 200);
+  CHECK(Json::parse(third.body) == Json{{"attempt", 3}});
+
+  HttpResponse never =
+      stack.post_json("/jobs/test.flaky", R"({"succeed_on": 4})");
+  REQUIRE(never.status == 500);
+  Json error = error_of(never);
+  CHECK(error["code"] == "task_failed");
+  CHECK(error["message"] == "flaky on attempt 3 (gave up after 3 attempts)");
+}
+
 TEST_CASE("a job past its deadline gets 504", "[integration]") {
   Stack& stack = shared_stack();
   auto started = std::chrono::steady_clock::now();

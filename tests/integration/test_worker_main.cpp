@@ -2,6 +2,7 @@
 // its own, registered through the public API. Integration tests use it for
 // behaviour the built-ins cannot show, such as a task that throws.
 #include <stdexcept>
+#include <string>
 
 #include "monsoon/workers/builtin_tasks.hpp"
 #include "monsoon/workers/task_registry.hpp"
@@ -16,5 +17,14 @@ int main(int argc, char** argv) {
          const monsoon::workers::TaskContext&) -> monsoon::Value {
         throw std::runtime_error(args.value("message", std::string("failed")));
       });
+  // Asks to be retried until attempt args.succeed_on, then reports it.
+  registry.add("test.flaky", [](const monsoon::Value& args,
+                                const monsoon::workers::TaskContext& context) {
+    if (context.attempt < args.at("succeed_on").get<unsigned>()) {
+      throw monsoon::workers::RetryLater("flaky on attempt " +
+                                         std::to_string(context.attempt));
+    }
+    return monsoon::Value{{"attempt", context.attempt}};
+  });
   return monsoon::workers::run_worker_main(argc, argv, std::move(registry));
 }

@@ -327,3 +327,23 @@ TEST_CASE("an async job is admitted like a thread job") {
   CHECK_FALSE(started);
   CHECK(run_async(registry, "nope", 1).code == error_code::kUnknownTask);
 }
+
+TEST_CASE("RetryLater asks for a retry, with its least delay") {
+  TaskRegistry registry;
+  registry.add("later", [](const Value&, const TaskContext&) -> Value {
+    throw monsoon::workers::RetryLater("database busy",
+                                       std::chrono::milliseconds{250});
+  });
+  registry.add_async("later_async", [](const Value&, AsyncJob&) {
+    throw monsoon::workers::RetryLater("still busy");
+  });
+  auto outcome = execute_task(registry, context_for("later"),
+                              monsoon::to_msgpack(nullptr));
+  CHECK_FALSE(outcome.ok);
+  CHECK(outcome.code == error_code::kRetry);
+  CHECK(outcome.message == "database busy");
+  CHECK(outcome.retry_after_ms == 250);
+  outcome = run_async(registry, "later_async", nullptr);
+  CHECK(outcome.code == error_code::kRetry);
+  CHECK(outcome.retry_after_ms == 0);
+}

@@ -1,5 +1,6 @@
 #include "monsoon/workers/task_registry.hpp"
 
+#include <algorithm>
 #include <exception>
 #include <new>
 #include <nlohmann/json.hpp>
@@ -31,6 +32,12 @@ void TaskContext::throw_if_stopped() const {
 TaskError::TaskError(std::string_view code, const std::string& message)
     : std::runtime_error(message),
       code_(code.empty() ? error_code::kTaskFailed : code) {}
+
+RetryLater::RetryLater(const std::string& message,
+                       std::chrono::milliseconds after)
+    : TaskError(error_code::kRetry, message),
+      after_(std::clamp(after, std::chrono::milliseconds{0},
+                        std::chrono::milliseconds{protocol::kMaxTimeoutMs})) {}
 
 void TaskRegistry::add(std::string name, TaskFunction task) {
   const bool callable = static_cast<bool>(task);
@@ -113,6 +120,10 @@ TaskOutcome internal_error() noexcept {
 TaskOutcome outcome_of_exception(std::exception_ptr thrown) {
   try {
     std::rethrow_exception(std::move(thrown));
+  } catch (const RetryLater& e) {
+    TaskOutcome outcome = TaskOutcome::failure(e.code(), e.what());
+    outcome.retry_after_ms = static_cast<std::uint32_t>(e.after().count());
+    return outcome;
   } catch (const TaskError& e) {
     return TaskOutcome::failure(e.code(), e.what());
   } catch (const std::bad_alloc&) {
@@ -250,8 +261,7 @@ void run_async_step(const std::function<void(AsyncJob&)>& step,
   } catch (...) {
     if (!job.open()) return;  // thrown after handing the job on
     try {
-      TaskOutcome outcome = outcome_of_exception(std::current_exception());
-      job.fail(outcome.code, std::move(outcome.message));
+      job.finish(outcome_of_exception(std::current_exception()));
     } catch (...) {
       // Still open: the job fails with internal when its owner drops it.
     }

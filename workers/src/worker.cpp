@@ -607,7 +607,8 @@ void Worker::Impl::collect_completions() {
     } else {
       queue_done(task,
                  protocol::OutcomeMeta::failure(id, outcome.code,
-                                                std::move(outcome.message)),
+                                                std::move(outcome.message),
+                                                outcome.retry_after_ms),
                  zmq::message_t(outcome.result.data(), outcome.result.size()));
     }
   }

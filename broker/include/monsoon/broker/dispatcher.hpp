@@ -13,7 +13,8 @@
 // the least recently used. A worker whose credit returns takes the oldest
 // waiting job, by arrival, among the queues of its tasks. A dead worker's jobs
 // go back to the front of their queues until max_attempts; RESULTs name the
-// worker that ran the job (meta.worker).
+// worker that ran the job (meta.worker). A job whose DONE says `retry` waits
+// out a back-off, then joins the back of its queue, until max_attempts.
 //
 // Owned and used by one thread (the broker's loop). Methods do not throw
 // except std::bad_alloc.
@@ -38,8 +39,15 @@ struct DispatcherConfig {
   std::size_t max_queued_total = 100'000;
   // READY from more distinct workers than this is ignored (and counted).
   std::size_t max_workers = 10'000;
-  // Dispatches of one job, counting the first, before a worker death fails it.
+  // Dispatches of one job, counting the first, before a worker death or a
+  // `retry` DONE fails it.
   std::uint32_t max_attempts = 3;
+  // Delay before retrying after a `retry` DONE: exponential from this base,
+  // doubling per attempt up to retry_backoff_max, with jitter (a random
+  // value between half and all of it); never less than the DONE's
+  // retry_after_ms. No retry that could not start before the deadline.
+  std::chrono::milliseconds retry_backoff_base{100};
+  std::chrono::milliseconds retry_backoff_max{10'000};
   // Sent with `overloaded` rejections.
   std::chrono::milliseconds retry_after{1000};
   // How long past its deadline an in-flight job may run before the client is
@@ -72,19 +80,22 @@ struct DispatcherStats {
   std::uint64_t rejected_overloaded = 0;
   std::uint64_t expired_in_queue = 0;
   std::uint64_t expired_in_flight = 0;
-  std::uint64_t late_done_dropped = 0;        // DONE for an id not in flight
-  std::uint64_t misrouted_done_dropped = 0;   // DONE from a non-holder
-  std::uint64_t requeued = 0;                 // after a worker death
-  std::uint64_t failed_worker_lost = 0;       // not requeued after a death
-  std::uint64_t workers_lost = 0;             // dead: their jobs requeued
-  std::uint64_t workers_reconnected = 0;      // READY under a new identity
-  std::uint64_t workers_stopped = 0;          // forgotten after draining
-  std::uint64_t workers_rejected = 0;         // READY beyond max_workers
+  std::uint64_t late_done_dropped = 0;       // DONE for an id not in flight
+  std::uint64_t misrouted_done_dropped = 0;  // DONE from a non-holder
+  std::uint64_t requeued = 0;                // after a worker death
+  std::uint64_t retries = 0;                 // `retry` DONEs delayed
+  std::uint64_t retries_given_up = 0;     // `retry` DONEs answered task_failed
+  std::uint64_t failed_worker_lost = 0;   // not requeued after a death
+  std::uint64_t workers_lost = 0;         // dead: their jobs requeued
+  std::uint64_t workers_reconnected = 0;  // READY under a new identity
+  std::uint64_t workers_stopped = 0;      // forgotten after draining
+  std::uint64_t workers_rejected = 0;     // READY beyond max_workers
   std::uint64_t unknown_worker_messages = 0;  // answered with DISCONNECT
   std::uint64_t malformed_dropped = 0;        // reported by the transport
   std::uint64_t results_unroutable = 0;       // reported by the transport
   // Gauges, current values.
   std::size_t queued = 0;
+  std::size_t delayed = 0;  // waiting for their retry time
   std::size_t in_flight = 0;
   std::size_t workers = 0;
   std::size_t free_credit = 0;

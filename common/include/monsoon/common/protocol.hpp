@@ -49,6 +49,9 @@ inline constexpr std::string_view kDeadlineExceeded = "deadline_exceeded";
 inline constexpr std::string_view kOverloaded = "overloaded";
 inline constexpr std::string_view kTaskFailed = "task_failed";
 inline constexpr std::string_view kInternal = "internal";
+// DONE only: run the job again later (retry_after_ms: the least delay).
+// The broker retries or answers task_failed; never relayed as is.
+inline constexpr std::string_view kRetry = "retry";
 }  // namespace error_code
 
 class ProtocolError : public std::runtime_error {

@@ -15,9 +15,14 @@
 // filled before the worker starts and only read afterwards.
 //
 // Failing: throw TaskError to fail with a specific protocol error code
-// (docs/protocol.md section 6). Any other std::exception fails the job with
-// code task_failed and e.what() as message. Nothing a task throws stops the
-// worker.
+// (docs/protocol.md section 6), or RetryLater for a passing failure (a
+// dependency down, a lock held): the broker runs the job again after an
+// exponential back-off with jitter, within its deadline and max attempts.
+// Any other std::exception fails the job with code task_failed and e.what()
+// as message. Nothing a task throws stops the worker.
+//
+// Retries: a job may run more than once (RetryLater, or its worker died
+// while running it), possibly on another worker: tasks must be idempotent.
 //
 // Time: every job has a deadline. A long task should call
 // context.throw_if_stopped() (or poll should_stop()) now and then; the
@@ -80,12 +85,26 @@ class TaskError : public std::runtime_error {
   std::string code_;
 };
 
+// Thrown by a task to have its job run again later (code `retry`), no
+// sooner than `after`. When the job is out of attempts or time, its client
+// gets task_failed with `message`.
+class RetryLater : public TaskError {
+ public:
+  explicit RetryLater(const std::string& message,
+                      std::chrono::milliseconds after = {});
+  std::chrono::milliseconds after() const noexcept { return after_; }
+
+ private:
+  std::chrono::milliseconds after_;
+};
+
 // The outcome of one execution, ready for a DONE message.
 struct TaskOutcome {
   bool ok = true;
   std::string code;     // protocol error code; empty when ok
   std::string message;  // empty when ok
   std::string result;   // exactly one MessagePack value (nil on error)
+  std::uint32_t retry_after_ms = 0;  // with code retry; 0 = no minimum
 
   // `result` encoded and checked as peers will decode it; a task_failed
   // outcome when it cannot be (e.g. nesting too deep).
@@ -141,6 +160,8 @@ class AsyncJob {
 
  private:
   struct State;
+  friend void run_async_step(const std::function<void(AsyncJob&)>& step,
+                             AsyncJob& job) noexcept;
   void finish(TaskOutcome outcome) noexcept;
   static TaskOutcome failure_noexcept(const char* message) noexcept;
 
