@@ -1,7 +1,9 @@
 // A worker built the way a user builds one: the built-in tasks plus tasks of
 // its own, registered through the public API. Integration tests use it for
 // behaviour the built-ins cannot show, such as a task that throws.
+#include <fstream>
 #include <stdexcept>
+#include <string>
 
 #include "monsoon/workers/builtin_tasks.hpp"
 #include "monsoon/workers/task_registry.hpp"
@@ -16,5 +18,15 @@ int main(int argc, char** argv) {
          const monsoon::workers::TaskContext&) -> monsoon::Value {
         throw std::runtime_error(args.value("message", std::string("failed")));
       });
+  // Creates the file args["mark"], so that a test sees the job running (say,
+  // before it kills the worker), then sleeps args["ms"] like the built-in
+  // sleep; returns its args, so that each request can recognise its answer.
+  registry.add("test.hold", [sleep = *registry.find("sleep")](
+                                const monsoon::Value& args,
+                                const monsoon::workers::TaskContext& context) {
+    std::ofstream(args.at("mark").get<std::string>());
+    sleep({{"ms", args.at("ms")}}, context);
+    return args;
+  });
   return monsoon::workers::run_worker_main(argc, argv, std::move(registry));
 }
