@@ -15,16 +15,6 @@ using monsoon::test::StackOptions;
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-namespace {
-
-std::size_t pending_jobs(const Stack& stack) {
-  HttpResponse health = stack.get("/healthz");
-  if (health.status != 200) return 0;
-  return Json::parse(health.body).value("pending", std::size_t{0});
-}
-
-}  // namespace
-
 TEST_CASE("/now answers at once while 500 slow jobs are pending",
           "[integration]") {
   monsoon::test::raise_open_files_limit();
@@ -37,7 +27,7 @@ TEST_CASE("/now answers at once while 500 slow jobs are pending",
                        .headers = {}});
   HttpBatch batch(stack.http_port(), slow);
   REQUIRE(batch.send_all(10s));
-  REQUIRE(eventually([&] { return pending_jobs(stack) >= 500; }, 10s));
+  REQUIRE(eventually([&] { return stack.pending_jobs() >= 500; }, 10s));
 
   for (int i = 0; i < 20; ++i) {
     auto started = std::chrono::steady_clock::now();
@@ -48,7 +38,7 @@ TEST_CASE("/now answers at once while 500 slow jobs are pending",
     CHECK(std::chrono::steady_clock::now() - started < 1s);
   }
   // The slow jobs are still pending: /now did not wait for them.
-  CHECK(pending_jobs(stack) >= 490);
+  CHECK(stack.pending_jobs() >= 490);
 }
 
 TEST_CASE("1000 concurrent jobs each get their own result", "[integration]") {

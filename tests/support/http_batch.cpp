@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string_view>
 
 namespace monsoon::test {
@@ -82,6 +83,18 @@ std::size_t parse_response(std::string_view in, HttpResponse& response) {
 std::string HttpResponse::header(const std::string& lower_case_name) const {
   auto it = headers.find(lower_case_name);
   return it == headers.end() ? std::string() : it->second;
+}
+
+std::string HttpResponse::error_code() const {
+  auto json = nlohmann::json::parse(body, nullptr, false);
+  if (!json.is_object() || !json.contains("error")) return "";
+  const auto& error = json["error"];
+  if (!error.is_object() || !error.contains("code") ||
+      !error["code"].is_string() || !error.contains("message") ||
+      !error["message"].is_string()) {
+    return "";
+  }
+  return error["code"];
 }
 
 // One connection and the group of requests pipelined on it:

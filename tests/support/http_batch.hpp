@@ -34,6 +34,9 @@ struct HttpResponse {
   std::string error;  // set when the exchange failed
 
   std::string header(const std::string& lower_case_name) const;
+  // The code of a JSON error body as the front end documents it,
+  // {"error": {"code": str, "message": str}}; "" for any other body.
+  std::string error_code() const;
 };
 
 class HttpBatch {

@@ -135,6 +135,11 @@ Counters Stack::frontend_metrics() const {
   return metrics.status == 200 ? parse_metrics(metrics.body) : Counters{};
 }
 
+std::uint64_t Stack::pending_jobs() const {
+  Counters metrics = frontend_metrics();
+  return metrics["jobs_pending"];
+}
+
 bool Stack::all_workers_serving(std::chrono::milliseconds timeout) {
   const std::size_t count = workers_.size();
   return eventually(

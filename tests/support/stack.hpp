@@ -54,6 +54,8 @@ class Stack {
 
   // The front end's GET /metrics, parsed; empty when it does not answer 200.
   Counters frontend_metrics() const;
+  // Jobs the front end awaits a result for (its jobs_pending gauge).
+  std::uint64_t pending_jobs() const;
 
   // Polls until every worker started so far takes jobs: as many concurrent
   // 100 ms sleep jobs as there are workers land on distinct workers (the
