@@ -254,6 +254,16 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_header(beast::error_code ec, std::size_t) {
+    if (!ec && !parser_->chunked() &&
+        parser_->get().count(http::field::transfer_encoding) > 0) {
+      // RFC 9112 section 6.3: without chunked last, the body's length is
+      // unknowable; answer 400 and close. Beast reads such a request as
+      // having no body, so its body would be taken for the next request: a
+      // second response to one request, and a request smuggling hole.
+      server_.request_started();
+      return reply_error(400, protocol::error_code::kBadRequest,
+                         "Transfer-Encoding must end with chunked");
+    }
     if (ec || parser_->is_done()) return on_read(ec, 0);
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
       continue_response_ =

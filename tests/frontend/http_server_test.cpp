@@ -424,6 +424,19 @@ TEST_CASE("oversized and malformed requests are answered, then closed") {
   }
 }
 
+TEST_CASE("a Transfer-Encoding other than chunked gets 400, then close") {
+  Fixture fixture;
+  Client client(fixture.port());
+  // The "body" is a whole request: read as one, it would get a response of
+  // its own.
+  HttpReply reply = client.exchange(
+      "POST /jobs/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n" +
+      request("GET", "/now"));
+  CHECK(reply.status == 400);
+  CHECK(Json::parse(reply.body)["error"]["code"] == "bad_request");
+  CHECK(client.closed_by_server());
+}
+
 TEST_CASE("pipelined requests are answered in order") {
   Fixture fixture;
   Client client(fixture.port());

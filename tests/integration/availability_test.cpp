@@ -74,8 +74,8 @@ TEST_CASE("the front end refuses a body limit the broker could not carry",
 
 TEST_CASE("jobs pending across a broker restart are sent again and answered",
           "[integration]") {
-  Stack stack(monsoon::test::StackOptions::pool(2, 2));
   constexpr int kJobs = 200;
+  Stack stack(monsoon::test::StackOptions::pool(2, kJobs));
   std::vector<monsoon::test::HttpRequest> requests;
   for (int i = 0; i < kJobs; ++i) {
     // A distinct duration per job makes every result tell its request.

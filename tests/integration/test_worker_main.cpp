@@ -1,6 +1,9 @@
 // A worker built the way a user builds one: the built-in tasks plus tasks of
 // its own, registered through the public API. Integration tests use it for
 // behaviour the built-ins cannot show, such as a task that throws.
+#include <chrono>
+#include <cstdint>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +28,17 @@ int main(int argc, char** argv) {
                                          std::to_string(context.attempt));
     }
     return monsoon::Value{{"attempt", context.attempt}};
+  });
+  // Creates the file args["mark"], so that a test sees the job running (say,
+  // before it kills the worker), then waits args["ms"] like the built-in
+  // sleep; returns its args, so that each request can recognise its answer.
+  registry.add_async("test.hold", [](const monsoon::Value& args,
+                                     monsoon::workers::AsyncJob& job) {
+    std::ofstream(args.at("mark").get<std::string>());
+    const std::chrono::milliseconds wait{args.at("ms").get<std::int64_t>()};
+    job.resume_at(
+        monsoon::Clock::now() + wait,
+        [args](monsoon::workers::AsyncJob& held) { held.succeed(args); });
   });
   return monsoon::workers::run_worker_main(argc, argv, std::move(registry));
 }

@@ -85,6 +85,18 @@ bool ChildProcess::running() {
   return !wait_exit(std::chrono::milliseconds(0));
 }
 
+std::optional<std::size_t> ChildProcess::resident_kib() const {
+  if (pid_ <= 0) return std::nullopt;
+  std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return static_cast<std::size_t>(std::stoull(line.substr(6)));
+    }
+  }
+  return std::nullopt;  // gone, or a zombie (which has no VmRSS line)
+}
+
 std::string ChildProcess::log() const {
   std::ifstream in(log_path_);
   std::ostringstream out;

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,6 +30,10 @@ class ChildProcess {
   // it is still running at the deadline.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   bool running();
+  // Its resident set size (VmRSS in /proc/<pid>/status) in KiB; nullopt
+  // when the file has no such line (the process exited). Reads only the pid,
+  // so another thread may sample it while this one waits for the process.
+  std::optional<std::size_t> resident_kib() const;
   std::string log() const;  // everything it printed so far
   const std::string& log_path() const { return log_path_; }
 

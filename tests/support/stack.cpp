@@ -1,12 +1,14 @@
 #include "stack.hpp"
 
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <stdexcept>
 
 namespace monsoon::test {
@@ -97,12 +99,18 @@ void Stack::start_broker() {
 
 void Stack::start_worker(const std::vector<std::string>& extra_args) {
   std::string name = "worker-" + std::to_string(workers_.size() + 1);
-  std::vector<std::string> args = {
-      "--broker",       worker_endpoint_,
-      "--concurrency",  std::to_string(options_.worker_concurrency),
-      "--name",         name,
-      "--db-path",      directory_ + "/demo.sqlite3",
-      "--heartbeat-ms", "200"};
+  std::vector<std::string> args = {"--broker",
+                                   worker_endpoint_,
+                                   "--concurrency",
+                                   std::to_string(options_.worker_concurrency),
+                                   "--async-concurrency",
+                                   std::to_string(options_.worker_concurrency),
+                                   "--name",
+                                   name,
+                                   "--db-path",
+                                   directory_ + "/demo.sqlite3",
+                                   "--heartbeat-ms",
+                                   "200"};
   args.insert(args.end(), options_.worker_args.begin(),
               options_.worker_args.end());
   args.insert(args.end(), extra_args.begin(), extra_args.end());
@@ -126,6 +134,65 @@ HttpResponse Stack::post_json(const std::string& target,
                   .target = target,
                   .body = body,
                   .headers = {{"Content-Type", "application/json"}}});
+}
+
+Counters Stack::frontend_metrics() const {
+  HttpResponse metrics = get("/metrics");
+  return metrics.status == 200 ? parse_metrics(metrics.body) : Counters{};
+}
+
+std::uint64_t Stack::pending_jobs() const {
+  Counters metrics = frontend_metrics();
+  return metrics["jobs_pending"];
+}
+
+bool Stack::all_workers_serving(std::chrono::milliseconds timeout) {
+  const std::size_t count = workers_.size();
+  return eventually(
+      [&] {
+        HttpBatch probe(http_port_,
+                        std::vector<HttpRequest>(
+                            count, HttpRequest{.method = "POST",
+                                               .target = "/jobs/sleep",
+                                               .body = R"({"ms": 100})",
+                                               .headers = {}}));
+        probe.receive_all(std::chrono::seconds(10));
+        std::set<std::string> names;
+        for (const auto& response : probe.responses()) {
+          if (response.status == 200)
+            names.insert(response.header("x-monsoon-worker"));
+        }
+        return names.size() == count;
+      },
+      timeout);
+}
+
+namespace {
+
+Counters stop_and_read(ChildProcess& process, const Stack& stack,
+                       Counters (*read)(const std::string&)) {
+  process.signal(SIGTERM);
+  if (!process.wait_exit(std::chrono::seconds(15))) {
+    throw std::runtime_error(process.log_path() +
+                             ": still running 15 s after SIGTERM\n" +
+                             stack.logs());
+  }
+  Counters counters = read(process.log());
+  if (counters.empty()) {
+    throw std::runtime_error(process.log_path() + ": no final stats\n" +
+                             stack.logs());
+  }
+  return counters;
+}
+
+}  // namespace
+
+Counters Stack::stop_broker() {
+  return stop_and_read(broker(), *this, broker_exit_stats);
+}
+
+Counters Stack::stop_worker(std::size_t index) {
+  return stop_and_read(workers_.at(index), *this, worker_exit_stats);
 }
 
 std::string Stack::logs() const {

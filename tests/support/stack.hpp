@@ -9,13 +9,15 @@
 #include <vector>
 
 #include "child_process.hpp"
+#include "counters.hpp"
 #include "eventually.hpp"
 #include "http_batch.hpp"
 
 namespace monsoon::test {
 
 struct StackOptions {
-  // The usual variation: how many workers, with how many slots each.
+  // The usual variation: how many workers, with how many slots each (in
+  // both pools, thread tasks and async tasks).
   static StackOptions pool(int workers, int concurrency) {
     StackOptions options;
     options.workers = workers;
@@ -51,8 +53,27 @@ class Stack {
   HttpResponse post_json(const std::string& target,
                          const std::string& body) const;
 
+  // The front end's GET /metrics, parsed; empty when it does not answer 200.
+  Counters frontend_metrics() const;
+  // Jobs the front end awaits a result for (its jobs_pending gauge).
+  std::uint64_t pending_jobs() const;
+
+  // Polls until every worker started so far takes jobs: as many concurrent
+  // 100 ms sleep jobs as there are workers land on distinct workers (the
+  // broker gives a job to an idle worker before a busy one). False at the
+  // timeout.
+  bool all_workers_serving(std::chrono::milliseconds timeout);
+
+  // SIGTERM to the broker; waits for it to exit and returns the counters of
+  // its final stats line. Throws std::runtime_error (with the logs) when it
+  // does not exit within 15 s or logs no stats.
+  Counters stop_broker();
+  // The same for workers()[index], with its final counters.
+  Counters stop_worker(std::size_t index);
+
   ChildProcess& broker() { return broker_.at(0); }
   ChildProcess& frontend() { return frontend_.at(0); }
+  // start_worker() may move the elements: take references anew after it.
   std::vector<ChildProcess>& workers() { return workers_; }
 
   void start_broker();
