@@ -442,7 +442,9 @@ class BrokerLink::Impl {
       }
       return;
     }
-    if (liveness_.peer_dead(now)) {
+    // RESULTs that arrived while this thread was not scheduled count.
+    if (liveness_.peer_dead(now)) receive_batch(now);
+    if (socket_ && liveness_.peer_dead(now)) {
       if (reachable_.load()) {
         spdlog::warn(
             "broker at {} is unreachable (silent for {} ms)", config_.endpoint,
@@ -451,7 +453,7 @@ class BrokerLink::Impl {
       lose_broker(now);
       return;
     }
-    if (liveness_.heartbeat_due(now)) send_heartbeat(now);
+    if (socket_ && liveness_.heartbeat_due(now)) send_heartbeat(now);
   }
 
   void take_submissions(Clock::time_point now) {

@@ -326,6 +326,10 @@ void Worker::Impl::serve() {
     if (stopping_ && drained(now)) return;
     // No reconnect while stopping: a new registration would get new jobs.
     if (!socket_ && !stopping_ && now >= reconnect_at_) open_socket(now);
+    // What already arrived counts: after this process was paused (SIGSTOP,
+    // a long GC-like stall) JOBs may wait in the socket, and dropping it
+    // would lose them while the broker thinks we hold them.
+    if (socket_ && liveness_.peer_dead(now)) receive_batch(now);
     if (socket_ && liveness_.peer_dead(now)) {
       lose_broker(now);
       continue;
