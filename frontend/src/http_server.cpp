@@ -109,7 +109,7 @@ bool is_parse_error(const beast::error_code& ec) {
 }
 
 // Job outcomes applied per turn of the I/O loop (see Server::deliver).
-constexpr std::size_t kOutcomesPerTurn = 64;
+constexpr std::size_t kOutcomesPerTurn = 16;
 
 class Session;
 
