@@ -6,8 +6,12 @@ CONCURRENCY ?= $(shell nproc)
 JOBS ?= 2
 BUILD_DIR ?= build
 SANITIZE_DIR ?= build-sanitize
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS = protocol value http
 
-.PHONY: all deps build run test test-sanitize format format-check clean
+.PHONY: all deps build run test test-sanitize fuzz format \
+	format-check clean
 
 all: build
 
@@ -36,6 +40,15 @@ test-sanitize: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS)
 
+# The libFuzzer targets of fuzz/ (clang, ASan+UBSan), FUZZ_SECONDS each.
+fuzz: deps
+	bash scripts/install-deps.sh clang libclang-rt-14-dev
+	CXX=clang++ cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DMONSOON_FUZZ=ON -DMONSOON_BUILD_TESTS=OFF
+	cmake --build $(FUZZ_DIR) -j$(JOBS) \
+	  --target $(addsuffix _fuzzer,$(FUZZ_TARGETS))
+	bash scripts/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 FORMAT_FILES = $(shell git ls-files '*.cpp' '*.hpp')
 
 format:
@@ -45,4 +58,4 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
-	rm -rf $(BUILD_DIR) $(SANITIZE_DIR)
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(FUZZ_DIR)
