@@ -7,10 +7,11 @@ JOBS ?= 2
 BUILD_DIR ?= build
 SANITIZE_DIR ?= build-sanitize
 FUZZ_DIR ?= build-fuzz
+TSAN_DIR ?= build-tsan
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS = protocol value http
 
-.PHONY: all deps build run test test-sanitize fuzz format \
+.PHONY: all deps build run test test-sanitize test-tsan fuzz format \
 	format-check clean
 
 all: build
@@ -40,6 +41,21 @@ test-sanitize: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS)
 
+# The unit tests under ThreadSanitizer (clang): they run the threaded parts
+# (front-end bridge and HTTP server, worker slots, broker) in-process. The
+# integration tests are left out: building them and the binaries they start
+# doubles the build time. tsan.supp silences uninstrumented libraries only.
+TSAN_TESTS = common_unit_tests broker_unit_tests workers_task_registry_test \
+  workers_builtin_tasks_test workers_worker_test frontend_unit_tests
+test-tsan: deps
+	bash scripts/install-deps.sh clang libclang-rt-14-dev
+	CXX=clang++ cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DMONSOON_SANITIZE=thread
+	cmake --build $(TSAN_DIR) -j$(JOBS) --target $(TSAN_TESTS)
+	cd $(TSAN_DIR) && \
+	  TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \
+	  ctest --output-on-failure -j$(JOBS)
+
 # The libFuzzer targets of fuzz/ (clang, ASan+UBSan), FUZZ_SECONDS each.
 fuzz: deps
 	bash scripts/install-deps.sh clang libclang-rt-14-dev
@@ -58,4 +74,4 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
-	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(FUZZ_DIR)
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(FUZZ_DIR) $(TSAN_DIR)
