@@ -44,9 +44,11 @@ test-sanitize: deps
 # The unit tests under ThreadSanitizer (clang): they run the threaded parts
 # (front-end bridge and HTTP server, worker slots, broker) in-process. The
 # integration tests are left out: building them and the binaries they start
-# doubles the build time. tsan.supp silences uninstrumented libraries only.
-TSAN_TESTS = common_unit_tests broker_unit_tests workers_task_registry_test \
-  workers_builtin_tasks_test workers_worker_test frontend_unit_tests
+# doubles the build time (CTest lists them as integration_tests_NOT_BUILT).
+# tsan.supp silences uninstrumented libraries only.
+TSAN_TESTS = common_unit_tests common_allocation_test broker_unit_tests \
+  workers_task_registry_test workers_builtin_tasks_test workers_worker_test \
+  frontend_unit_tests
 test-tsan: deps
 	bash scripts/install-deps.sh clang libclang-rt-14-dev
 	CXX=clang++ cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -54,7 +56,7 @@ test-tsan: deps
 	cmake --build $(TSAN_DIR) -j$(JOBS) --target $(TSAN_TESTS)
 	cd $(TSAN_DIR) && \
 	  TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \
-	  ctest --output-on-failure -j$(JOBS)
+	  ctest --output-on-failure -j$(JOBS) -E '^integration_tests_NOT_BUILT'
 
 # The libFuzzer targets of fuzz/ (clang, ASan+UBSan), FUZZ_SECONDS each.
 fuzz: deps
