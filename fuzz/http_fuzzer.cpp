@@ -1,9 +1,10 @@
 // libFuzzer target: what the front end does with the bytes a client sends,
 // short of running jobs. The input is one connection's byte stream, sent at
-// once and then closed; no splitting. Like a Session, it parses a request
-// with the server's own parser setup (request_parsing.hpp), classifies it
-// (routes.hpp) and turns its body into job args, then goes on with the next
-// pipelined request while the connection is kept alive.
+// once and then closed; no splitting. Like a Session, it reads a request's
+// header, then its body, with the server's own parser setup and checks
+// (request_parsing.hpp), classifies it (routes.hpp) and turns its body into
+// job args, then goes on with the next pipelined request while the
+// connection is kept alive.
 //
 // Beyond "no crash": every request parsed or rejected gets exactly one
 // answer (a route, a job or an HTTP error), every error is a 4xx/5xx with a
@@ -56,13 +57,15 @@ void check_args(const std::string& args) {
   check(args.size() <= kMaxArgsBytes);
 }
 
-// Parses the next request from what is left of the stream, the way Beast's
-// http::read does when the client has sent it all and closed: what the
+// Reads the next request's header (or, with `whole`, the rest of it too)
+// from what is left of the stream, the way Beast's http::read_header (or
+// http::read) does when the client has sent everything and closed: what the
 // parser cannot use up is followed by the end of the stream. Consumes what
 // the parser used.
-boost::beast::error_code parse(RequestParser& parser, std::string_view& rest) {
+boost::beast::error_code parse(RequestParser& parser, std::string_view& rest,
+                               bool whole) {
   boost::beast::error_code ec;
-  while (!parser.is_done()) {
+  while (!(whole ? parser.is_done() : parser.is_header_done())) {
     if (!rest.empty()) {
       std::size_t used =
           parser.put(boost::asio::buffer(rest.data(), rest.size()), ec);
@@ -120,8 +123,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   std::optional<RequestParser> parser;
   bool open = true;
   while (open) {
+    // As Session::read_request, on_header and on_read do: a refused header
+    // or a failed read is answered, then the connection closes.
     reset_request_parser(parser, config);
-    if (auto ec = parse(*parser, rest)) {
+    auto ec = parse(*parser, rest, /*whole=*/false);
+    if (!ec) {
+      if (auto error = header_error(*parser)) {
+        check_error(*error);
+        return 0;
+      }
+      ec = parse(*parser, rest, /*whole=*/true);
+    }
+    if (ec) {
       if (auto error = read_error(ec, config)) check_error(*error);
       return 0;
     }

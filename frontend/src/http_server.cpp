@@ -203,15 +203,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_header(beast::error_code ec, std::size_t) {
-    if (!ec && !parser_->chunked() &&
-        parser_->get().count(http::field::transfer_encoding) > 0) {
-      // RFC 9112 section 6.3: without chunked last, the body's length is
-      // unknowable; answer 400 and close. Beast reads such a request as
-      // having no body, so its body would be taken for the next request: a
-      // second response to one request, and a request smuggling hole.
-      server_.request_started();
-      return reply_error(400, protocol::error_code::kBadRequest,
-                         "Transfer-Encoding must end with chunked");
+    if (!ec) {
+      if (std::optional<HttpError> error = header_error(*parser_)) {
+        server_.request_started();
+        return reply_error(error->status, error->code, error->message);
+      }
     }
     if (ec || parser_->is_done()) return on_read(ec, 0);
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
@@ -576,6 +572,21 @@ void reset_request_parser(std::optional<RequestParser>& parser,
 RequestHead request_head(const Request& request) {
   return {to_std(request.method_string()), to_std(request.target()),
           to_std(request["X-Timeout-Ms"])};
+}
+
+std::optional<HttpError> header_error(const RequestParser& parser) {
+  if (parser.chunked() ||
+      parser.get().count(http::field::transfer_encoding) == 0) {
+    return std::nullopt;
+  }
+  // RFC 9112 section 6.3: without chunked last, the body's length is
+  // unknowable; answer 400 and close. Beast reads such a request as having
+  // no body, so its body would be taken for the next request: a second
+  // response to one request, and a request smuggling hole.
+  return HttpError{400,
+                   std::string(protocol::error_code::kBadRequest),
+                   "Transfer-Encoding must end with chunked",
+                   {}};
 }
 
 std::optional<HttpError> read_error(const beast::error_code& ec,

@@ -1,6 +1,7 @@
 // How the HTTP server reads a request with Beast: the parser's limits, the
-// routing view of a parsed request, and the answer to a read that failed.
-// Callable from any thread.
+// routing view of a parsed request, and the answers to a header it refuses
+// and to a read that failed. Callable from any thread.
+//
 // Defined in http_server.cpp; shared with fuzz/http_fuzzer.cpp so that the
 // fuzzer runs the server's own parsing. It includes Beast, so it is private
 // to frontend/src: include it nowhere else.
@@ -33,6 +34,11 @@ void reset_request_parser(std::optional<RequestParser>& parser,
 
 // Method, target and X-Timeout-Ms of `request`, viewed while it lives.
 RequestHead request_head(const Request& request);
+
+// The error response owed for a request whose header Beast accepted but the
+// server refuses (the connection then closes), checked before the body is
+// read; nullopt when reading may go on.
+std::optional<HttpError> header_error(const RequestParser& parser);
 
 // The error response owed for a read that failed with `ec`: 413, 431 or 400
 // for a request Beast rejected; nullopt when there is no one to answer (the
