@@ -6,8 +6,13 @@ CONCURRENCY ?= $(shell nproc)
 JOBS ?= 2
 BUILD_DIR ?= build
 SANITIZE_DIR ?= build-sanitize
+FUZZ_DIR ?= build-fuzz
+TSAN_DIR ?= build-tsan
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS = protocol value http
 
-.PHONY: all deps build run test test-sanitize format format-check clean
+.PHONY: all deps build run test test-sanitize test-tsan fuzz format \
+	format-check clean
 
 all: build
 
@@ -36,6 +41,32 @@ test-sanitize: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS)
 
+# The unit tests under ThreadSanitizer (clang): they run the threaded parts
+# (front-end bridge and HTTP server, worker slots, broker) in-process. The
+# integration tests are left out: building them and the binaries they start
+# doubles the build time (CTest lists them as integration_tests_NOT_BUILT).
+# tsan.supp silences uninstrumented libraries only.
+TSAN_TESTS = common_unit_tests common_allocation_test broker_unit_tests \
+  workers_task_registry_test workers_builtin_tasks_test workers_worker_test \
+  frontend_unit_tests
+test-tsan: deps
+	bash scripts/install-deps.sh clang libclang-rt-14-dev
+	CXX=clang++ cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DMONSOON_SANITIZE=thread
+	cmake --build $(TSAN_DIR) -j$(JOBS) --target $(TSAN_TESTS)
+	cd $(TSAN_DIR) && \
+	  TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \
+	  ctest --output-on-failure -j$(JOBS) -E '^integration_tests_NOT_BUILT'
+
+# The libFuzzer targets of fuzz/ (clang, ASan+UBSan), FUZZ_SECONDS each.
+fuzz: deps
+	bash scripts/install-deps.sh clang libclang-rt-14-dev
+	CXX=clang++ cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DMONSOON_FUZZ=ON -DMONSOON_BUILD_TESTS=OFF
+	cmake --build $(FUZZ_DIR) -j$(JOBS) \
+	  --target $(addsuffix _fuzzer,$(FUZZ_TARGETS))
+	bash scripts/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 FORMAT_FILES = $(shell git ls-files '*.cpp' '*.hpp')
 
 format:
@@ -45,4 +76,4 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
-	rm -rf $(BUILD_DIR) $(SANITIZE_DIR)
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(FUZZ_DIR) $(TSAN_DIR)

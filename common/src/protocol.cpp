@@ -2,6 +2,8 @@
 
 #include <msgpack.hpp>
 
+#include "monsoon/common/value.hpp"
+
 namespace monsoon::protocol {
 namespace {
 
@@ -38,18 +40,21 @@ void expect_command(Command expected, std::span<const zmq::message_t> frames) {
 // Decodes a meta/info frame into a map object; the handle owns the memory.
 msgpack::object_handle unpack_map(const zmq::message_t& frame) {
   if (frame.size() > kMaxMetaBytes) throw ProtocolError("meta frame too large");
-  // Limits keep a hostile length prefix from allocating more than the frame.
-  msgpack::unpack_limit limit(/*array=*/kMaxMetaBytes, /*map=*/kMaxMetaBytes,
-                              /*str=*/kMaxMetaBytes, /*bin=*/kMaxMetaBytes,
-                              /*ext=*/kMaxMetaBytes, /*depth=*/kMaxMetaDepth);
+  std::string_view bytes = frame_view(frame);
+  // msgpack::unpack allocates every array and map for the length its header
+  // claims before reading the elements, so nested headers each claiming
+  // thousands of entries made a 96-byte frame cost 8 MB before it was
+  // rejected as truncated. Validating first, which allocates nothing, proves
+  // every element present: unpacking then costs a small multiple of the
+  // frame.
+  try {
+    validate_msgpack(bytes, kMaxMetaDepth);
+  } catch (const ValueError& e) {
+    throw ProtocolError(std::string("undecodable meta: ") + e.what());
+  }
   msgpack::object_handle handle;
   try {
-    std::size_t offset = 0;
-    handle = msgpack::unpack(static_cast<const char*>(frame.data()),
-                             frame.size(), offset, nullptr, nullptr, limit);
-    if (offset != frame.size()) throw ProtocolError("trailing bytes in meta");
-  } catch (const ProtocolError&) {
-    throw;
+    handle = msgpack::unpack(bytes.data(), bytes.size());
   } catch (const std::exception& e) {
     throw ProtocolError(std::string("undecodable meta: ") + e.what());
   }

@@ -17,7 +17,6 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <cctype>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -25,10 +24,12 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "monsoon/common/value.hpp"
 #include "monsoon/frontend/responses.hpp"
+#include "request_parsing.hpp"
 
 namespace monsoon::frontend {
 namespace {
@@ -45,52 +46,8 @@ constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // The first read of a request takes what is there, up to this much.
 constexpr std::size_t kFirstReadBytes = 4096;
 
-std::string_view to_std(beast::string_view text) {
-  return {text.data(), text.size()};
-}
-
 beast::string_view to_beast(std::string_view text) {
   return {text.data(), text.size()};
-}
-
-std::string lowercase(std::string_view text) {
-  std::string lower(text);
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
-    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  });
-  return lower;
-}
-
-// "Application/JSON; charset=utf-8" -> "application/json"
-std::string media_type(std::string_view content_type) {
-  std::string_view type = content_type.substr(0, content_type.find(';'));
-  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
-  while (!type.empty() && type.front() == ' ') type.remove_prefix(1);
-  return lowercase(type);
-}
-
-bool is_msgpack_type(std::string_view type) {
-  return type == kMsgpack || type == "application/x-msgpack";
-}
-
-// JSON, a +json type, or none. curl -d labels every body
-// application/x-www-form-urlencoded; since /jobs takes no form data, such a
-// body is read as the JSON it almost always is.
-bool is_json_type(std::string_view type) {
-  return type.empty() || type == kJson || type.ends_with("+json") ||
-         type == "application/x-www-form-urlencoded";
-}
-
-bool accepts_msgpack(std::string_view accept) {
-  std::string lower = lowercase(accept);
-  return lower.find(kMsgpack) != std::string::npos ||
-         lower.find("application/x-msgpack") != std::string::npos;
-}
-
-bool is_blank(std::string_view text) {
-  return std::all_of(text.begin(), text.end(), [](char c) {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-  });
 }
 
 // A worker's self-chosen name, made safe to put in a header field.
@@ -101,11 +58,6 @@ std::string header_safe(std::string_view text) {
     if (byte < 0x20 || byte >= 0x7f) c = '?';
   }
   return safe;
-}
-
-bool is_parse_error(const beast::error_code& ec) {
-  return ec.category() ==
-         http::make_error_code(http::error::bad_target).category();
 }
 
 // Job outcomes applied per turn of the I/O loop (see Server::deliver).
@@ -221,10 +173,7 @@ class Session : public std::enable_shared_from_this<Session> {
     keep_alive_ = false;
     wants_msgpack_ = false;
     worker_.clear();
-    parser_.emplace();
-    parser_->body_limit(server_.config_.max_body_bytes);
-    parser_->header_limit(
-        static_cast<std::uint32_t>(server_.config_.max_header_bytes));
+    reset_request_parser(parser_, server_.config_);
   }
 
   // idle_timeout bounds only the wait for a request's first byte; from then
@@ -254,15 +203,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_header(beast::error_code ec, std::size_t) {
-    if (!ec && !parser_->chunked() &&
-        parser_->get().count(http::field::transfer_encoding) > 0) {
-      // RFC 9112 section 6.3: without chunked last, the body's length is
-      // unknowable; answer 400 and close. Beast reads such a request as
-      // having no body, so its body would be taken for the next request: a
-      // second response to one request, and a request smuggling hole.
-      server_.request_started();
-      return reply_error(400, protocol::error_code::kBadRequest,
-                         "Transfer-Encoding must end with chunked");
+    if (!ec) {
+      if (std::optional<HttpError> error = header_error(*parser_)) {
+        server_.request_started();
+        return reply_error(error->status, error->code, error->message);
+      }
     }
     if (ec || parser_->is_done()) return on_read(ec, 0);
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
@@ -287,27 +232,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_read(beast::error_code ec, std::size_t) {
     if (!ec) return handle_request();
-    // Errors that leave nothing to answer: the client closed, went silent
-    // (timeout) or the connection broke.
-    if (!is_parse_error(ec) || ec == http::error::end_of_stream ||
-        ec == http::error::partial_message) {
-      return shutdown();
-    }
+    std::optional<HttpError> error = read_error(ec, server_.config_);
+    if (!error) return shutdown();
     server_.request_started();
-    if (ec == http::error::body_limit) {
-      reply_error(413, http_error_code::kPayloadTooLarge,
-                  "the body exceeds " +
-                      std::to_string(server_.config_.max_body_bytes) +
-                      " bytes");
-    } else if (ec == http::error::header_limit) {
-      reply_error(431, http_error_code::kHeadersTooLarge,
-                  "the header exceeds " +
-                      std::to_string(server_.config_.max_header_bytes) +
-                      " bytes");
-    } else {
-      reply_error(400, protocol::error_code::kBadRequest,
-                  "malformed HTTP request: " + ec.message());
-    }
+    reply_error(error->status, error->code, error->message);
   }
 
   void handle_request() {
@@ -317,10 +245,7 @@ class Session : public std::enable_shared_from_this<Session> {
     keep_alive_ =
         version_ >= 11 && request.keep_alive() && !server_.draining_.load();
     try {
-      Route route =
-          classify({to_std(request.method_string()), to_std(request.target()),
-                    to_std(request["X-Timeout-Ms"])},
-                   server_.config_.timeouts);
+      Route route = classify(request_head(request), server_.config_.timeouts);
       switch (route.kind) {
         case Route::Kind::now:
           return reply(200, now_body(std::chrono::system_clock::now()), kJson);
@@ -357,33 +282,13 @@ class Session : public std::enable_shared_from_this<Session> {
       args = std::move(*route.fixed_args);
     } else {
       auto& request = parser_->get();
-      std::string type = media_type(to_std(request[http::field::content_type]));
-      std::string& body = request.body();
-      try {
-        if (is_json_type(type)) {
-          args = is_blank(body) ? std::string(protocol::kMsgpackNil)
-                                : json_to_msgpack(body);
-        } else if (is_msgpack_type(type)) {
-          if (!body.empty()) validate_msgpack(body);
-          args = body.empty() ? std::string(protocol::kMsgpackNil)
-                              : std::move(body);
-        } else {
-          return reply_error(415, http_error_code::kUnsupportedMediaType,
-                             "send application/json or application/msgpack");
-        }
-      } catch (const ValueError& e) {
-        return reply_error(400, protocol::error_code::kBadRequest,
-                           std::string("invalid body: ") + e.what());
+      auto body_args =
+          job_args(to_std(request[http::field::content_type]),
+                   std::move(request.body()), server_.link_.max_args_bytes());
+      if (auto* error = std::get_if<HttpError>(&body_args)) {
+        return reply_error(error->status, error->code, error->message);
       }
-      // MessagePack can be longer than the JSON it came from (0.1 takes 9
-      // bytes), so the body limit alone does not keep the args in bounds.
-      if (args.size() > server_.link_.max_args_bytes()) {
-        return reply_error(
-            413, http_error_code::kPayloadTooLarge,
-            "the body encodes to " + std::to_string(args.size()) +
-                " bytes of MessagePack, more than the " +
-                std::to_string(server_.link_.max_args_bytes()) + " allowed");
-      }
+      args = std::move(std::get<std::string>(body_args));
     }
     wants_msgpack_ =
         accepts_msgpack(to_std(parser_->get()[http::field::accept]));
@@ -656,6 +561,64 @@ ServerLimits Server::limits() const {
 }
 
 }  // namespace
+
+void reset_request_parser(std::optional<RequestParser>& parser,
+                          const FrontendConfig& config) {
+  parser.emplace();
+  parser->body_limit(config.max_body_bytes);
+  parser->header_limit(static_cast<std::uint32_t>(config.max_header_bytes));
+}
+
+RequestHead request_head(const Request& request) {
+  return {to_std(request.method_string()), to_std(request.target()),
+          to_std(request["X-Timeout-Ms"])};
+}
+
+std::optional<HttpError> header_error(const RequestParser& parser) {
+  if (parser.chunked() ||
+      parser.get().count(http::field::transfer_encoding) == 0) {
+    return std::nullopt;
+  }
+  // RFC 9112 section 6.3: without chunked last, the body's length is
+  // unknowable; answer 400 and close. Beast reads such a request as having
+  // no body, so its body would be taken for the next request: a second
+  // response to one request, and a request smuggling hole.
+  return HttpError{400,
+                   std::string(protocol::error_code::kBadRequest),
+                   "Transfer-Encoding must end with chunked",
+                   {}};
+}
+
+std::optional<HttpError> read_error(const beast::error_code& ec,
+                                    const FrontendConfig& config) {
+  // Beast's parser reports what it rejects in the request in the
+  // http::error category; in it, end_of_stream and partial_message mean
+  // that the client closed. Other categories: a timeout or a broken
+  // connection.
+  bool rejected =
+      ec.category() ==
+          http::make_error_code(http::error::bad_target).category() &&
+      ec != http::error::end_of_stream && ec != http::error::partial_message;
+  if (!rejected) return std::nullopt;
+  if (ec == http::error::body_limit) {
+    return HttpError{
+        413,
+        std::string(http_error_code::kPayloadTooLarge),
+        "the body exceeds " + std::to_string(config.max_body_bytes) + " bytes",
+        {}};
+  }
+  if (ec == http::error::header_limit) {
+    return HttpError{431,
+                     std::string(http_error_code::kHeadersTooLarge),
+                     "the header exceeds " +
+                         std::to_string(config.max_header_bytes) + " bytes",
+                     {}};
+  }
+  return HttpError{400,
+                   std::string(protocol::error_code::kBadRequest),
+                   "malformed HTTP request: " + ec.message(),
+                   {}};
+}
 
 class HttpServer::Impl final : public Server {
  public:

@@ -1,6 +1,7 @@
 #include "monsoon/frontend/routes.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -16,6 +17,8 @@ constexpr std::string_view kJobsPrefix = "/jobs/";
 constexpr std::string_view kQueryPrefix = "/query/";
 constexpr std::string_view kQueryTask = "db.query";
 constexpr std::string_view kTimeoutParameter = "timeout_ms";
+constexpr std::string_view kMsgpack = "application/msgpack";
+constexpr std::string_view kMsgpackLegacy = "application/x-msgpack";
 
 Route error_route(int status, std::string_view code, std::string message,
                   std::string allow = {}) {
@@ -157,6 +160,40 @@ Route fixed_route(Route::Kind kind, const RequestHead& head) {
   return route;
 }
 
+std::string lowercase(std::string_view text) {
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
+  return lower;
+}
+
+// "Application/JSON; charset=utf-8" -> "application/json"
+std::string media_type(std::string_view content_type) {
+  std::string_view type = content_type.substr(0, content_type.find(';'));
+  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
+  while (!type.empty() && type.front() == ' ') type.remove_prefix(1);
+  return lowercase(type);
+}
+
+bool is_msgpack_type(std::string_view type) {
+  return type == kMsgpack || type == kMsgpackLegacy;
+}
+
+// JSON, a +json type, or none. curl -d labels every body
+// application/x-www-form-urlencoded; since /jobs takes no form data, such a
+// body is read as the JSON it almost always is.
+bool is_json_type(std::string_view type) {
+  return type.empty() || type == "application/json" ||
+         type.ends_with("+json") || type == "application/x-www-form-urlencoded";
+}
+
+bool is_blank(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+  });
+}
+
 }  // namespace
 
 Route classify(const RequestHead& head, const TimeoutPolicy& policy) {
@@ -177,6 +214,50 @@ Route classify(const RequestHead& head, const TimeoutPolicy& policy) {
   }
   return error_route(404, http_error_code::kNotFound,
                      "no such path: " + std::string(path));
+}
+
+std::variant<std::string, HttpError> job_args(std::string_view content_type,
+                                              std::string body,
+                                              std::size_t max_args_bytes) {
+  std::string type = media_type(content_type);
+  std::string args;
+  try {
+    if (is_json_type(type)) {
+      args = is_blank(body) ? std::string(protocol::kMsgpackNil)
+                            : json_to_msgpack(body);
+    } else if (is_msgpack_type(type)) {
+      if (!body.empty()) validate_msgpack(body);
+      args =
+          body.empty() ? std::string(protocol::kMsgpackNil) : std::move(body);
+    } else {
+      return HttpError{415,
+                       std::string(http_error_code::kUnsupportedMediaType),
+                       "send application/json or application/msgpack",
+                       {}};
+    }
+  } catch (const ValueError& e) {
+    return HttpError{400,
+                     std::string(protocol::error_code::kBadRequest),
+                     std::string("invalid body: ") + e.what(),
+                     {}};
+  }
+  // MessagePack can be longer than the JSON it came from (0.1 takes 9
+  // bytes), so the body limit alone does not keep the args in bounds.
+  if (args.size() > max_args_bytes) {
+    return HttpError{413,
+                     std::string(http_error_code::kPayloadTooLarge),
+                     "the body encodes to " + std::to_string(args.size()) +
+                         " bytes of MessagePack, more than the " +
+                         std::to_string(max_args_bytes) + " allowed",
+                     {}};
+  }
+  return args;
+}
+
+bool accepts_msgpack(std::string_view accept) {
+  std::string lower = lowercase(accept);
+  return lower.find(kMsgpack) != std::string::npos ||
+         lower.find(kMsgpackLegacy) != std::string::npos;
 }
 
 int http_status_for_error(std::string_view code) noexcept {

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <variant>
 
 #include "monsoon/common/value.hpp"
 #include "monsoon/frontend/broker_link.hpp"
@@ -157,4 +159,43 @@ TEST_CASE("Retry-After is whole seconds, at least one") {
   CHECK(retry_after_seconds(1000) == 1);
   CHECK(retry_after_seconds(1001) == 2);
   CHECK(retry_after_seconds(2500) == 3);
+}
+
+TEST_CASE("a job's body becomes MessagePack args by its media type") {
+  auto args = [](std::string_view type, std::string body) {
+    auto result = job_args(type, std::move(body), 1024);
+    REQUIRE(std::holds_alternative<std::string>(result));
+    return std::get<std::string>(result);
+  };
+  auto packed = monsoon::to_msgpack(monsoon::Value{{"x", 1}});
+  CHECK(args("application/json", R"({"x":1})") == packed);
+  CHECK(args("Application/JSON; charset=utf-8", R"({"x":1})") == packed);
+  CHECK(args("application/problem+json", R"({"x":1})") == packed);
+  CHECK(args("", R"({"x":1})") == packed);
+  CHECK(args("application/x-www-form-urlencoded", R"({"x":1})") == packed);
+  CHECK(args("application/msgpack", packed) == packed);
+  CHECK(args("application/x-msgpack", packed) == packed);
+  CHECK(args("application/json", " \r\n") == "\xc0");
+  CHECK(args("application/msgpack", "") == "\xc0");
+}
+
+TEST_CASE("a job's body that cannot become args is a 400, 413 or 415") {
+  auto status = [](std::string_view type, std::string body,
+                   std::size_t max_args_bytes = 1024) {
+    auto result = job_args(type, std::move(body), max_args_bytes);
+    REQUIRE(std::holds_alternative<HttpError>(result));
+    return std::get<HttpError>(result).status;
+  };
+  CHECK(status("application/json", "{") == 400);
+  CHECK(status("application/msgpack", "\x92\x01") == 400);
+  CHECK(status("text/plain", "1") == 415);
+  // Nine bytes of MessagePack from three of JSON.
+  CHECK(status("application/json", "0.1", 8) == 413);
+}
+
+TEST_CASE("MessagePack replies go to clients that accept them") {
+  CHECK(accepts_msgpack("application/msgpack"));
+  CHECK(accepts_msgpack("text/html, Application/X-MsgPack;q=0.9"));
+  CHECK_FALSE(accepts_msgpack("application/json"));
+  CHECK_FALSE(accepts_msgpack(""));
 }

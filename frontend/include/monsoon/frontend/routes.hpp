@@ -6,10 +6,12 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 
 namespace monsoon::frontend {
 
@@ -63,6 +65,19 @@ struct Route {
 // X-Timeout-Ms header, else the policy's default; it must be 1..max.
 // Unknown paths give 404, known paths with another method 405 + Allow.
 Route classify(const RequestHead& head, const TimeoutPolicy& policy);
+
+// The MessagePack args of a job request whose args come from its body.
+// JSON (also +json types, no Content-Type, and curl's default
+// application/x-www-form-urlencoded) is converted; MessagePack is validated
+// and passed on as it is; an empty (for JSON: blank) body is nil. Otherwise
+// the error to answer: 400 for an invalid body, 413 for args over
+// max_args_bytes, 415 for other media types.
+std::variant<std::string, HttpError> job_args(std::string_view content_type,
+                                              std::string body,
+                                              std::size_t max_args_bytes);
+
+// Whether an Accept header asks for MessagePack rather than JSON.
+bool accepts_msgpack(std::string_view accept);
 
 // HTTP status for an error code of a RESULT or of a local failure; unknown
 // codes map like "internal" (502).
