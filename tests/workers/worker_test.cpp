@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -254,6 +255,26 @@ TEST_CASE_METHOD(Fixture, "worker config is validated and resolved") {
   CHECK(worker.config().tasks == std::vector<std::string>{"echo", "sleep"});
   CHECK(worker.config().name.starts_with("worker-" + std::to_string(getpid()) +
                                          "@"));
+}
+
+TEST_CASE_METHOD(Fixture, "a worker whose READY would be too big is refused") {
+  // 200 names of 21 characters: over the protocol's 4096-byte info frame.
+  config.tasks.clear();
+  for (int i = 0; i < 200; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "reports.monthly.%05d", i);
+    tasks.add(name, [](const Value& args,
+                       const monsoon::workers::TaskContext&) { return args; });
+    config.tasks.push_back(name);
+  }
+  try {
+    Worker worker(config, tasks);
+    FAIL("expected std::invalid_argument");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()).find("split the tasks") != std::string::npos);
+  }
+  config.tasks.resize(100);  // fits
+  CHECK_NOTHROW(Worker(config, tasks));
 }
 
 TEST_CASE_METHOD(Fixture, "worker registers, executes jobs and stops") {

@@ -64,6 +64,18 @@ struct Completion {
   TaskOutcome outcome;
 };
 
+// What READY announces, besides `free`.
+protocol::WorkerInfo registration(const WorkerConfig& config) {
+  protocol::WorkerInfo info;
+  info.tasks = config.tasks;
+  info.slots = config.slots;
+  info.name = config.name;
+  info.pid = static_cast<std::uint32_t>(getpid());
+  info.heartbeat_ms =
+      static_cast<std::uint32_t>(config.heartbeat.interval.count());
+  return info;
+}
+
 WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
   if (registry.empty()) throw std::invalid_argument("no tasks registered");
   if (config.broker_endpoint.empty()) {
@@ -103,6 +115,18 @@ WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
                                 " tasks");
   }
   if (config.name.empty()) config.name = default_worker_name();
+  protocol::WorkerInfo announced = registration(config);
+  announced.free = config.slots;  // the largest it gets
+  const auto ready_bytes = protocol::encode_ready(announced).back().size();
+  if (ready_bytes > protocol::kMaxMetaBytes) {
+    // The broker would drop every READY: refuse now, with a reason.
+    throw std::invalid_argument(
+        "the registration of " + std::to_string(config.tasks.size()) +
+        " tasks takes " + std::to_string(ready_bytes) +
+        " bytes, more than the protocol's " +
+        std::to_string(protocol::kMaxMetaBytes) +
+        ": split the tasks over several workers (--tasks)");
+  }
   if (config.heartbeat.interval < milliseconds{1} ||
       config.heartbeat.interval > kMaxHeartbeatInterval) {
     throw std::invalid_argument("heartbeat interval must be 1 ms to 1 hour");
@@ -434,15 +458,9 @@ void Worker::Impl::open_socket(Clock::time_point now) {
   // when they arrive, so only the other slots are free now. Same name and
   // pid: the broker hands the jobs it knows we hold to this connection.
   const std::uint64_t owed = held_ + unsent_dones();
-  protocol::WorkerInfo info;
-  info.tasks = config_.tasks;
-  info.slots = config_.slots;
+  protocol::WorkerInfo info = registration(config_);
   info.free = static_cast<std::uint32_t>(
       config_.slots - std::min<std::uint64_t>(owed, config_.slots));
-  info.name = config_.name;
-  info.pid = static_cast<std::uint32_t>(getpid());
-  info.heartbeat_ms =
-      static_cast<std::uint32_t>(config_.heartbeat.interval.count());
   unsent_.push_front({Command::Ready, protocol::encode_ready(info)});
   flush_unsent(now);
   spdlog::info("connecting to {} as {} with {} of {} slot(s) free",
