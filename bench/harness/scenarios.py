@@ -121,7 +121,8 @@ class NowUnderSlowLoad:
         return total
 
     def monsoon_config(self, k):
-        return {"workers": 2, "slots": max(50, math.ceil(k / 2)), "max_connections": k + 10000}
+        return {"workers": 2, "slots": max(50, math.ceil(k / 2)), "threads": 2,
+                "max_connections": k + 10000}
 
     def peer_config(self, k):
         return {"pool": "threads", "workers": 2, "concurrency": max(50, math.ceil(k / 2))}
@@ -260,7 +261,8 @@ class SlowCapacity:
         plan = run.plan
         top = max(plan.slow_connections)
         for stack in run.stacks:
-            cfg = ({"workers": 2, "slots": math.ceil(top / 2)} if stack.name == "monsoon"
+            cfg = ({"workers": 2, "slots": math.ceil(top / 2), "threads": 2}
+                   if stack.name == "monsoon"
                    else {"pool": "threads", "workers": 2, "concurrency": math.ceil(top / 2)})
             out = run.results.setdefault("c", {}).setdefault(stack.name, {})
             with run.stack_session(stack, "c", cfg, out) as ok:

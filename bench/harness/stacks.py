@@ -43,12 +43,15 @@ class MonsoonStack:
         self.has_pending = False  # GET /healthz reports a "pending" count
         self._frontend = None
 
-    def describe(self, workers, slots):
-        return (f"{workers} worker process(es) x {slots} slots (thread and async pools "
-                f"alike), 1 front-end I/O thread")
+    def describe(self, workers, slots, threads=None):
+        pools = (f"{slots} slots (thread and async pools alike)" if threads is None else
+                 f"{slots} async slots and {threads} thread slots")
+        return f"{workers} worker process(es) x {pools}, 1 front-end I/O thread"
 
-    def start(self, workers, slots, max_connections=20000, **_):
-        self.config = self.describe(workers, slots)
+    def start(self, workers, slots, max_connections=20000, threads=None, **_):
+        """`slots` for both pools unless `threads` sizes the thread pool apart (the
+        sleep scenarios: sleep is an async task, thread slots would only cost memory)."""
+        self.config = self.describe(workers, slots, threads)
         self.worker_processes = workers
         bin_dir = system.BIN_DIR
         self.port = system.free_port()
@@ -65,7 +68,8 @@ class MonsoonStack:
             names.append(name)
             specs.append((f"worker-{i}", [
                 os.path.join(bin_dir, "monsoon-worker"), "--broker", worker_ep,
-                "--concurrency", str(slots), "--async-concurrency", str(slots),
+                "--concurrency", str(slots if threads is None else threads),
+                "--async-concurrency", str(slots),
                 "--name", name,
                 "--db-path", os.path.join(run_dir, "demo.sqlite3"),
                 "--drain-timeout-ms", "1000", "--cancel-grace-ms", "500",
