@@ -17,7 +17,10 @@ worker="tcp://127.0.0.1:$((port + 2))"
 slow_log=$(mktemp)
 pids=()
 cleanup() {
-  kill -TERM "${pids[@]}" 2>/dev/null || true
+  # Front end first: with the broker gone first it would wait to re-send.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -f "$slow_log"
 }

@@ -111,7 +111,8 @@ def monsoon_version():
         out = subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else ""
     rev = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # The run's own output (bench/results/) is not a change to what was measured.
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"):
         rev += " (with uncommitted changes)"
     return rev
 

@@ -10,28 +10,28 @@ set logscale y
 set xtics ('p50' 1, 'p75' 2, 'p90' 3, 'p99' 4)
 set xrange [0.7:4.3]
 $d0 << EOD
-1 101.45
-2 102.24
-3 104.11
-4 110.3
+1 102.33
+2 103.36
+3 104.54
+4 107.61
 EOD
 $d1 << EOD
-1 170.98
-2 187.66
-3 199.08
-4 212.84
+1 105.53
+2 108.21
+3 112.36
+4 129.16
 EOD
 $d2 << EOD
-1 139.02
-2 155.64
-3 173.37
-4 247.99
+1 136.12
+2 151.12
+3 168.82
+4 255.87
 EOD
 $d3 << EOD
-1 1340
-2 1440
-3 1640
-4 1920
+1 1180
+2 1270
+3 1380
+4 1970
 EOD
 plot $d0 using 1:2 with linespoints lw 2 lc 1 dt 1 pt 7 title 'Monsoon sleep100 c200', \
      $d1 using 1:2 with linespoints lw 2 lc 2 dt 1 pt 7 title 'Monsoon sleep100 c2000', \

@@ -11,28 +11,28 @@ set logscale y
 set xtics ('16' 16, '64' 64, '200' 200, '256' 256, '2000' 2000)
 set xrange [10.666666666666666:3000.0]
 $d0 << EOD
-16 12184.9
-64 20792.8
-256 18758.5
+16 18584.7
+64 28362.1
+256 29046.2
 EOD
 $d1 << EOD
-64 83833.3
+64 85778.5
 EOD
 $d2 << EOD
-16 1512.16
-64 1586.14
-256 1705.52
+16 1861.28
+64 1722.5
+256 1876.55
 EOD
 $d3 << EOD
-64 8182.7
+64 8877.76
 EOD
 $d4 << EOD
-200 1934.53
-2000 11494.7
+200 1928
+2000 18144.9
 EOD
 $d5 << EOD
-200 1354.62
-2000 1407.51
+200 1385.48
+2000 1478.43
 EOD
 plot $d0 using 1:2 with linespoints lw 2 lc 1 dt 1 pt 7 title 'Monsoon POST /jobs/echo', \
      $d1 using 1:2 with linespoints lw 2 lc 2 dt 1 pt 7 title 'Monsoon GET /now baseline', \

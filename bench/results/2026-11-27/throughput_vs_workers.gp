@@ -11,24 +11,24 @@ set logscale y
 set xtics ('1' 1, '2' 2, '4' 4)
 set xrange [0.6666666666666666:6.0]
 $d0 << EOD
-1 12730.4
-2 14895.5
-4 14722.5
+1 18496.2
+2 20156.6
+4 24385.2
 EOD
 $d1 << EOD
-1 691.56
-2 867.22
-4 893.46
+1 860.83
+2 950.72
+4 965.66
 EOD
 $d2 << EOD
-1 1269.51
-2 1421.26
-4 1276.51
+1 1206.42
+2 1448.58
+4 1163.36
 EOD
 $d3 << EOD
-1 107.69
-2 171.28
-4 182.74
+1 95.88
+2 206.67
+4 217.41
 EOD
 plot $d0 using 1:2 with linespoints lw 2 lc 1 dt 1 pt 7 title 'Monsoon echo', \
      $d1 using 1:2 with linespoints lw 2 lc 2 dt 1 pt 7 title 'Monsoon hash', \
