@@ -14,34 +14,45 @@ worker_endpoint=${MONSOON_WORKER_ENDPOINT:-tcp://127.0.0.1:5556}
 mkdir -p "$state"
 
 pids=()
+# Each process in its own session: Ctrl-C in the terminal signals this script
+# alone, which then stops the processes with one SIGTERM each (a second stop
+# signal would make them exit at once, without finishing their jobs).
+start() {
+  setsid "$@" &
+  pids+=($!)
+}
+# SIGTERM to `pids`, then up to 10 s for them to finish what they hold.
+terminate() {
+  kill -TERM "$@" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$@" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$@" 2>/dev/null || true
+}
 stop() {
   trap - INT TERM EXIT
   if [[ ${#pids[@]} -gt 0 ]]; then
     echo
     echo "Stopping Monsoon (pids ${pids[*]})..."
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    # Give each process time to finish what it holds, then insist.
-    for _ in $(seq 100); do
-      kill -0 "${pids[@]}" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "${pids[@]}" 2>/dev/null || true
+    # The front end first (it answers what is pending while the broker is
+    # still there), then the workers and the broker.
+    terminate "${pids[-1]}"
+    terminate "${pids[@]:0:${#pids[@]}-1}"
     wait 2>/dev/null || true
   fi
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-"$bin/monsoon-broker" --client-endpoint "$client_endpoint" \
-  --worker-endpoint "$worker_endpoint" &
-pids+=($!)
+start "$bin/monsoon-broker" --client-endpoint "$client_endpoint" \
+  --worker-endpoint "$worker_endpoint"
 for i in $(seq "$workers"); do
-  "$bin/monsoon-worker" --broker "$worker_endpoint" --concurrency "$concurrency" \
-    --name "worker-$i@$(hostname)" --db-path "$state/demo.sqlite3" &
-  pids+=($!)
+  start "$bin/monsoon-worker" --broker "$worker_endpoint" --concurrency "$concurrency" \
+    --name "worker-$i@$(hostname)" --db-path "$state/demo.sqlite3"
 done
-"$bin/monsoon-frontend" --host 127.0.0.1 --port "$port" --broker "$client_endpoint" &
-pids+=($!)
+# Last: stop() relies on the front end being the last pid.
+start "$bin/monsoon-frontend" --host 127.0.0.1 --port "$port" --broker "$client_endpoint"
 
 url="http://127.0.0.1:$port"
 for _ in $(seq 100); do
