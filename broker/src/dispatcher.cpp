@@ -99,6 +99,9 @@ struct Worker {
   // no job.
   bool draining = false;
   std::unordered_set<JobId> held;
+  // Tasks whose jobs fail rather than move on if this worker dies (READY's
+  // no_retry).
+  std::set<std::string, std::less<>> no_retry;
   PeerLiveness liveness;
 };
 
@@ -547,6 +550,12 @@ struct Dispatcher::State {
         fail_job(*job, error_code::kDeadlineExceeded,
                  "deadline passed while the job ran on a worker that died",
                  out);
+      } else if (job->worker->no_retry.contains(job->task)) {
+        ++tally.failed;
+        fail_job(*job, error_code::kInternal,
+                 "worker died while running the job; task '" + job->task +
+                     "' is not retried (at most once)",
+                 out);
       } else if (job->attempt >= config.max_attempts) {
         ++tally.failed;
         fail_job(*job, error_code::kInternal,
@@ -665,6 +674,7 @@ void Dispatcher::on_ready(std::string_view identity,
   worker->draining = false;
   worker->liveness.heard(now);
   s.set_tasks(*worker, info.tasks);
+  worker->no_retry = {info.no_retry.begin(), info.no_retry.end()};
   if (previous != nullptr) s.take_over(*worker, *previous);
   // Jobs it holds answer with DONEs that each return a credit, so they
   // must not be counted as free twice.

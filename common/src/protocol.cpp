@@ -1,5 +1,6 @@
 #include "monsoon/common/protocol.hpp"
 
+#include <algorithm>
 #include <msgpack.hpp>
 
 #include "monsoon/common/value.hpp"
@@ -220,26 +221,52 @@ OutcomeMessage decode_outcome(Command expected,
   return outcome;
 }
 
+namespace {
+
+// An array of `min_count` to kMaxAnnouncedTasks valid task names.
+std::vector<std::string> task_names(const msgpack::object& array,
+                                    const char* key, std::size_t min_count) {
+  if (array.type != msgpack::type::ARRAY || array.via.array.size < min_count ||
+      array.via.array.size > kMaxAnnouncedTasks) {
+    throw ProtocolError(std::string("'") + key + "' is not an array of " +
+                        std::to_string(min_count) + " to " +
+                        std::to_string(kMaxAnnouncedTasks) + " names");
+  }
+  std::vector<std::string> names;
+  names.reserve(array.via.array.size);
+  for (const auto& task :
+       std::span(array.via.array.ptr, array.via.array.size)) {
+    if (task.type != msgpack::type::STR) {
+      throw ProtocolError(std::string("'") + key + "' holds a non-string");
+    }
+    std::string_view name(task.via.str.ptr, task.via.str.size);
+    if (!is_valid_task_name(name)) throw ProtocolError("invalid task name");
+    names.emplace_back(name);
+  }
+  return names;
+}
+
+}  // namespace
+
 WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
   expect_command(Command::Ready, frames);
   auto handle = unpack_map(frames[2]);
   const msgpack::object& info = handle.get();
   WorkerInfo worker;
   const msgpack::object* tasks = find_key(info, "tasks");
-  if (tasks == nullptr || tasks->type != msgpack::type::ARRAY ||
-      tasks->via.array.size == 0 ||
-      tasks->via.array.size > kMaxAnnouncedTasks) {
+  if (tasks == nullptr) {
     throw ProtocolError("'tasks' is not an array of 1 to " +
                         std::to_string(kMaxAnnouncedTasks) + " names");
   }
-  for (const auto& task :
-       std::span(tasks->via.array.ptr, tasks->via.array.size)) {
-    if (task.type != msgpack::type::STR) {
-      throw ProtocolError("'tasks' holds a non-string");
+  worker.tasks = task_names(*tasks, "tasks", 1);
+  if (const msgpack::object* no_retry = find_key(info, "no_retry")) {
+    worker.no_retry = task_names(*no_retry, "no_retry", 0);
+    for (const auto& task : worker.no_retry) {
+      if (std::find(worker.tasks.begin(), worker.tasks.end(), task) ==
+          worker.tasks.end()) {
+        throw ProtocolError("'no_retry' names a task not in 'tasks'");
+      }
     }
-    std::string_view name(task.via.str.ptr, task.via.str.size);
-    if (!is_valid_task_name(name)) throw ProtocolError("invalid task name");
-    worker.tasks.emplace_back(name);
   }
   worker.slots =
       static_cast<std::uint32_t>(get_uint(info, "slots", 1, kMaxSlots));
@@ -314,7 +341,7 @@ Frames encode_outcome(Command command, std::string_view task,
 Frames encode_ready(const WorkerInfo& info) {
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  packer.pack_map(info.free ? 6 : 5);
+  packer.pack_map(5 + (info.free ? 1 : 0) + (info.no_retry.empty() ? 0 : 1));
   packer.pack("tasks");
   packer.pack(info.tasks);
   packer.pack("slots");
@@ -329,6 +356,10 @@ Frames encode_ready(const WorkerInfo& info) {
   packer.pack(info.pid);
   packer.pack("heartbeat_ms");
   packer.pack(info.heartbeat_ms);
+  if (!info.no_retry.empty()) {
+    packer.pack("no_retry");
+    packer.pack(info.no_retry);
+  }
   Frames frames = header(Command::Ready, 1);
   frames.push_back(to_message(buffer));
   return frames;

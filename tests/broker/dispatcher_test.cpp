@@ -1011,3 +1011,31 @@ TEST_CASE("a retry honours the task's delay and never passes the deadline") {
   CHECK(failed.result.meta.message ==
         "try again (attempt 2; no time left for another before the deadline)");
 }
+
+TEST_CASE("a job of a no_retry task fails when its worker dies") {
+  Harness h;
+  protocol::WorkerInfo info;
+  info.tasks = {"echo", "charge"};
+  info.slots = 2;
+  info.name = "A";
+  info.no_retry = {"charge"};
+  h.dispatcher.on_ready("A", info, h.now, h.out);
+  h.submit("charge", 1);
+  h.submit("echo", 2);
+  CHECK(h.take().jobs.size() == 2);
+  h.ready("B", {"echo", "charge"}, 2);
+  h.take();
+
+  h.dispatcher.on_worker_unreachable("A", h.now, h.out);
+  Sent sent = h.take();
+  // echo moves on to B; charge, at most once, fails.
+  REQUIRE(sent.jobs.size() == 1);
+  CHECK(sent.jobs[0].worker == "B");
+  CHECK(sent.jobs[0].job.task == "echo");
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].result.meta.id == 1);
+  CHECK(sent.results[0].result.meta.code == protocol::error_code::kInternal);
+  CHECK(sent.results[0].result.meta.message ==
+        "worker died while running the job; task 'charge' is not retried (at "
+        "most once)");
+}

@@ -106,7 +106,8 @@ TEST_CASE("READY round-trip") {
                   .free = 3,
                   .name = "w1@host",
                   .pid = 4242,
-                  .heartbeat_ms = 1000};
+                  .heartbeat_ms = 1000,
+                  .no_retry = {"images:resize"}};
   Frames frames = encode_ready(info);
   WorkerInfo decoded = decode_ready(frames);
   CHECK(decoded.tasks == info.tasks);
@@ -115,6 +116,23 @@ TEST_CASE("READY round-trip") {
   CHECK(decoded.name == "w1@host");
   CHECK(decoded.pid == 4242);
   CHECK(decoded.heartbeat_ms == 1000);
+  CHECK(decoded.no_retry == info.no_retry);
+
+  info.no_retry.clear();  // absent, not an empty array
+  CHECK(decode_ready(encode_ready(info)).no_retry.empty());
+}
+
+TEST_CASE("READY's no_retry lists only tasks it serves") {
+  WorkerInfo info{.tasks = {"echo"},
+                  .slots = 1,
+                  .free = std::nullopt,
+                  .name = "w",
+                  .pid = 1,
+                  .heartbeat_ms = 1000,
+                  .no_retry = {"sleep"}};
+  CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
+  info.no_retry = {"bad name"};
+  CHECK_THROWS_AS(decode_ready(encode_ready(info)), ProtocolError);
 }
 
 TEST_CASE("control messages have no body") {

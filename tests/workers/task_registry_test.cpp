@@ -347,3 +347,16 @@ TEST_CASE("RetryLater asks for a retry, with its least delay") {
   CHECK(outcome.code == error_code::kRetry);
   CHECK(outcome.retry_after_ms == 0);
 }
+
+TEST_CASE("a task's options are kept with it") {
+  TaskRegistry registry;
+  registry.add("plain", identity);
+  registry.add("once", identity, {.retry_if_worker_dies = false});
+  registry.add_async("once_async",
+                     [](const Value&, AsyncJob& job) { job.succeed(nullptr); },
+                     {.retry_if_worker_dies = false});
+  CHECK(registry.options("plain").retry_if_worker_dies);
+  CHECK_FALSE(registry.options("once").retry_if_worker_dies);
+  CHECK_FALSE(registry.options("once_async").retry_if_worker_dies);
+  CHECK(registry.options("missing").retry_if_worker_dies);
+}

@@ -257,6 +257,19 @@ TEST_CASE_METHOD(Fixture, "worker config is validated and resolved") {
                                          "@"));
 }
 
+TEST_CASE_METHOD(Fixture, "READY names the tasks that are not retried") {
+  tasks.add("charge",
+            [](const Value& args, const monsoon::workers::TaskContext&) {
+              return args;
+            },
+            {.retry_if_worker_dies = false});
+  config.tasks = {"charge", "echo"};
+  RunningWorker worker(config, tasks);
+  const auto info = expect_ready();
+  CHECK(info.tasks == std::vector<std::string>{"charge", "echo"});
+  CHECK(info.no_retry == std::vector<std::string>{"charge"});
+}
+
 TEST_CASE_METHOD(Fixture, "a worker whose READY would be too big is refused") {
   // 200 names of 21 characters: over the protocol's 4096-byte info frame.
   config.tasks.clear();

@@ -39,14 +39,16 @@ RetryLater::RetryLater(const std::string& message,
       after_(std::clamp(after, std::chrono::milliseconds{0},
                         std::chrono::milliseconds{protocol::kMaxTimeoutMs})) {}
 
-void TaskRegistry::add(std::string name, TaskFunction task) {
+void TaskRegistry::add(std::string name, TaskFunction task,
+                       TaskOptions options) {
   const bool callable = static_cast<bool>(task);
-  insert(std::move(name), std::move(task), callable);
+  insert(std::move(name), {std::move(task), options}, callable);
 }
 
-void TaskRegistry::add_async(std::string name, AsyncTaskFunction task) {
+void TaskRegistry::add_async(std::string name, AsyncTaskFunction task,
+                             TaskOptions options) {
   const bool callable = static_cast<bool>(task);
-  insert(std::move(name), std::move(task), callable);
+  insert(std::move(name), {std::move(task), options}, callable);
 }
 
 void TaskRegistry::insert(std::string name, Entry task, bool callable) {
@@ -66,17 +68,24 @@ void TaskRegistry::insert(std::string name, Entry task, bool callable) {
 
 const TaskFunction* TaskRegistry::find(std::string_view name) const {
   auto it = tasks_.find(name);
-  return it == tasks_.end() ? nullptr : std::get_if<TaskFunction>(&it->second);
+  return it == tasks_.end() ? nullptr
+                            : std::get_if<TaskFunction>(&it->second.function);
 }
 
 const AsyncTaskFunction* TaskRegistry::find_async(std::string_view name) const {
   auto it = tasks_.find(name);
-  return it == tasks_.end() ? nullptr
-                            : std::get_if<AsyncTaskFunction>(&it->second);
+  return it == tasks_.end()
+             ? nullptr
+             : std::get_if<AsyncTaskFunction>(&it->second.function);
 }
 
 bool TaskRegistry::contains(std::string_view name) const {
   return tasks_.find(name) != tasks_.end();
+}
+
+TaskOptions TaskRegistry::options(std::string_view name) const {
+  auto it = tasks_.find(name);
+  return it == tasks_.end() ? TaskOptions{} : it->second.options;
 }
 
 std::vector<std::string> TaskRegistry::names() const {

@@ -65,9 +65,15 @@ struct Completion {
 };
 
 // What READY announces, besides `free`.
-protocol::WorkerInfo registration(const WorkerConfig& config) {
+protocol::WorkerInfo registration(const WorkerConfig& config,
+                                  const TaskRegistry& registry) {
   protocol::WorkerInfo info;
   info.tasks = config.tasks;
+  for (const auto& task : config.tasks) {
+    if (!registry.options(task).retry_if_worker_dies) {
+      info.no_retry.push_back(task);
+    }
+  }
   info.slots = config.slots;
   info.name = config.name;
   info.pid = static_cast<std::uint32_t>(getpid());
@@ -115,7 +121,7 @@ WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
                                 " tasks");
   }
   if (config.name.empty()) config.name = default_worker_name();
-  protocol::WorkerInfo announced = registration(config);
+  protocol::WorkerInfo announced = registration(config, registry);
   announced.free = config.slots;  // the largest it gets
   const auto ready_bytes = protocol::encode_ready(announced).back().size();
   if (ready_bytes > protocol::kMaxMetaBytes) {
@@ -458,7 +464,7 @@ void Worker::Impl::open_socket(Clock::time_point now) {
   // when they arrive, so only the other slots are free now. Same name and
   // pid: the broker hands the jobs it knows we hold to this connection.
   const std::uint64_t owed = held_ + unsent_dones();
-  protocol::WorkerInfo info = registration(config_);
+  protocol::WorkerInfo info = registration(config_, registry_);
   info.free = static_cast<std::uint32_t>(
       config_.slots - std::min<std::uint64_t>(owed, config_.slots));
   unsent_.push_front({Command::Ready, protocol::encode_ready(info)});

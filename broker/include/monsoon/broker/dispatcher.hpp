@@ -12,7 +12,8 @@
 // relative to its slots, so an idle worker always wins over a busy one), then
 // the least recently used. A worker whose credit returns takes the oldest
 // waiting job, by arrival, among the queues of its tasks. A dead worker's jobs
-// go back to the front of their queues until max_attempts; RESULTs name the
+// go back to the front of their queues until max_attempts (jobs of tasks its
+// READY listed in no_retry fail instead); RESULTs name the
 // worker that ran the job (meta.worker). A job whose DONE says `retry` waits
 // out a back-off, then joins the back of its queue, until max_attempts.
 //

@@ -98,6 +98,9 @@ struct WorkerInfo {
   std::string name;
   std::uint32_t pid = 0;
   std::uint32_t heartbeat_ms = 0;
+  // Tasks among `tasks` whose jobs the broker must not dispatch again when
+  // this worker dies while running them (at most once). Absent: none.
+  std::vector<std::string> no_retry;
 };
 
 // SUBMIT or JOB, decoded.

@@ -22,7 +22,9 @@
 // as message. Nothing a task throws stops the worker.
 //
 // Retries: a job may run more than once (RetryLater, or its worker died
-// while running it), possibly on another worker: tasks must be idempotent.
+// while running it), possibly on another worker: tasks must be idempotent,
+// or be registered with TaskOptions{.retry_if_worker_dies = false} (then a
+// worker's death fails the job instead: at most once).
 //
 // Time: every job has a deadline. A long task should call
 // context.throw_if_stopped() (or poll should_stop()) now and then; the
@@ -174,25 +176,37 @@ using TaskFunction =
 // fails the job like a thread task's exception (if the job is still here).
 using AsyncTaskFunction = std::function<void(const Value& args, AsyncJob& job)>;
 
+struct TaskOptions {
+  // False: when the worker dies while running a job of this task, the
+  // broker fails the job (code internal) instead of dispatching it again.
+  bool retry_if_worker_dies = true;
+};
+
 class TaskRegistry {
  public:
   // Register a thread task / an async task. Throw std::invalid_argument
   // when `name` is not a valid task name (protocol::is_valid_task_name), is
   // already registered, or `task` is empty.
-  void add(std::string name, TaskFunction task);
-  void add_async(std::string name, AsyncTaskFunction task);
+  void add(std::string name, TaskFunction task, TaskOptions options = {});
+  void add_async(std::string name, AsyncTaskFunction task,
+                 TaskOptions options = {});
 
   // nullptr when no task of that kind has that name. The pointers stay
   // valid until the registry is modified or destroyed.
   const TaskFunction* find(std::string_view name) const;
   const AsyncTaskFunction* find_async(std::string_view name) const;
   bool contains(std::string_view name) const;
+  // The options `name` was registered with (defaults if it was not).
+  TaskOptions options(std::string_view name) const;
 
   std::vector<std::string> names() const;  // sorted, both kinds
   bool empty() const { return tasks_.empty(); }
 
  private:
-  using Entry = std::variant<TaskFunction, AsyncTaskFunction>;
+  struct Entry {
+    std::variant<TaskFunction, AsyncTaskFunction> function;
+    TaskOptions options;
+  };
   void insert(std::string name, Entry task, bool callable);
 
   std::map<std::string, Entry, std::less<>> tasks_;
