@@ -97,6 +97,7 @@ void round_trip_ready(const Frames& frames) {
   check(decoded.name == info->name);
   check(decoded.pid == info->pid);
   check(decoded.heartbeat_ms == info->heartbeat_ms);
+  check(decoded.no_retry == info->no_retry);
 }
 
 }  // namespace
