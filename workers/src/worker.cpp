@@ -229,6 +229,7 @@ class Worker::Impl final : public AsyncJob::Host {
   void queue_first(Command command);
   void collect_completions();
   void run_due_timers(Clock::time_point now);
+  void wake_socket_thread() noexcept;
   void flush_unsent(Clock::time_point now);
   void count_malformed(const std::exception& error);
 
@@ -303,12 +304,7 @@ void Worker::Impl::slot_loop(std::stop_token stop) {
         execute_task(registry_, context,
                      std::string_view(static_cast<const char*>(job.args.data()),
                                       job.args.size()));
-    {
-      std::lock_guard lock(completions_mutex_);
-      completions_.push_back(
-          {std::move(job.task), job.meta.id, std::move(outcome)});
-    }
-    wakeup_.notify();
+    finish(job.task, job.meta.id, std::move(outcome));
   }
 }
 
@@ -649,7 +645,12 @@ void Worker::Impl::finish(std::string_view task, std::uint64_t id,
     std::lock_guard lock(completions_mutex_);
     completions_.push_back({std::string(task), id, std::move(outcome)});
   }
-  // The socket thread collects after every step it runs.
+  wake_socket_thread();
+}
+
+// From another thread only: the socket thread looks at completions and
+// timers after every step it runs itself.
+void Worker::Impl::wake_socket_thread() noexcept {
   if (std::this_thread::get_id() != socket_thread_) wakeup_.notify();
 }
 
@@ -660,7 +661,7 @@ void Worker::Impl::schedule(Clock::time_point when,
     std::lock_guard lock(timers_mutex_);
     timers_.emplace(when, Timer{std::move(callback), std::move(job)});
   }
-  if (std::this_thread::get_id() != socket_thread_) wakeup_.notify();
+  wake_socket_thread();
 }
 
 // Runs the async steps that are due: all of them once jobs are cancelled.

@@ -155,14 +155,7 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
     });
     run_pools(pools);
     WorkerCounters total;
-    for (const auto& pool : pools) {
-      const WorkerCounters counters = pool->counters();
-      total.jobs_received += counters.jobs_received;
-      total.jobs_succeeded += counters.jobs_succeeded;
-      total.jobs_failed += counters.jobs_failed;
-      total.malformed_dropped += counters.malformed_dropped;
-      total.reconnects += counters.reconnects;
-    }
+    for (const auto& pool : pools) total += pool->counters();
     spdlog::info(
         "stopped: {} job(s) received, {} succeeded, {} failed, {} malformed "
         "message(s) dropped, {} reconnect(s)",

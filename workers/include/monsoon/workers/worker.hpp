@@ -54,6 +54,16 @@ struct WorkerCounters {
   std::uint64_t jobs_failed = 0;  // every DONE with status error
   std::uint64_t malformed_dropped = 0;
   std::uint64_t reconnects = 0;
+
+  // For a process's total over its pools.
+  WorkerCounters& operator+=(const WorkerCounters& other) noexcept {
+    jobs_received += other.jobs_received;
+    jobs_succeeded += other.jobs_succeeded;
+    jobs_failed += other.jobs_failed;
+    malformed_dropped += other.malformed_dropped;
+    reconnects += other.reconnects;
+    return *this;
+  }
 };
 
 // "worker-<pid>@<hostname>": unique per live process, as re-registration
