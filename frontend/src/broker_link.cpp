@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <iterator>
 #include <mutex>
@@ -19,6 +18,7 @@
 #include <vector>
 #include <zmq_addon.hpp>
 
+#include "monsoon/common/monitored_socket.hpp"
 #include "monsoon/common/routing_id.hpp"
 #include "monsoon/common/wakeup.hpp"
 #include "monsoon/common/zmq_send.hpp"
@@ -288,8 +288,8 @@ class BrokerLink::Impl {
     items.clear();
     items.push_back({nullptr, wakeup_.fd(), ZMQ_POLLIN, 0});
     if (socket_) {
-      items.push_back({socket_->handle(), 0, ZMQ_POLLIN, 0});
-      items.push_back({monitor_->handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({socket_->socket().handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({socket_->events().handle(), 0, ZMQ_POLLIN, 0});
     }
     zmq::poll(items, std::max(wait, milliseconds{0}));
 
@@ -302,31 +302,12 @@ class BrokerLink::Impl {
       receive_batch(now);
     }
     if (items.size() > 2 && (items[2].revents & ZMQ_POLLIN) && socket_ &&
-        connection_dropped()) {
+        (socket_->take_events().seen & ZMQ_EVENT_DISCONNECTED) != 0) {
       spdlog::warn("connection to the broker at {} dropped", config_.endpoint);
       lose_broker(now);
     }
     expire(now);
     keep_alive(now);
-  }
-
-  // Drains the socket monitor; true if the connection to the broker dropped.
-  // A broker restarted faster than heartbeats notice would otherwise take
-  // the reconnected socket without knowing the jobs sent before.
-  bool connection_dropped() {
-    bool dropped = false;
-    for (;;) {
-      protocol::Frames event;
-      if (!zmq::recv_multipart(*monitor_, std::back_inserter(event),
-                               zmq::recv_flags::dontwait)) {
-        return dropped;
-      }
-      std::uint16_t number = 0;
-      if (!event.empty() && event[0].size() >= sizeof number) {
-        std::memcpy(&number, event[0].data(), sizeof number);
-      }
-      dropped = dropped || number == ZMQ_EVENT_DISCONNECTED;
-    }
   }
 
   Clock::time_point next_wake() const {
@@ -336,22 +317,18 @@ class BrokerLink::Impl {
   }
 
   void open_socket(Clock::time_point now) {
-    socket_.emplace(context_, zmq::socket_type::dealer);
-    socket_->set(zmq::sockopt::routing_id, make_routing_id());
-    socket_->set(zmq::sockopt::linger, 0);
-    socket_->set(zmq::sockopt::maxmsgsize,
-                 static_cast<std::int64_t>(config_.max_message_bytes));
-    socket_->set(zmq::sockopt::sndhwm, socket_hwm(config_.max_pending));
-    socket_->set(zmq::sockopt::rcvhwm, socket_hwm(config_.max_pending));
-    const std::string monitor_endpoint =
-        "inproc://monsoon-link-monitor-" + std::to_string(++monitors_);
-    if (zmq_socket_monitor(socket_->handle(), monitor_endpoint.c_str(),
-                           ZMQ_EVENT_DISCONNECTED) != 0) {
-      throw zmq::error_t();
-    }
-    monitor_.emplace(context_, zmq::socket_type::pair);
-    monitor_->connect(monitor_endpoint);
-    socket_->connect(config_.endpoint);
+    // The monitor tells a dropped connection at once: a broker restarted
+    // faster than heartbeats notice would otherwise take the reconnected
+    // socket without knowing the jobs sent before.
+    socket_.emplace(context_, zmq::socket_type::dealer, ZMQ_EVENT_DISCONNECTED);
+    zmq::socket_t& socket = socket_->socket();
+    socket.set(zmq::sockopt::routing_id, make_routing_id());
+    socket.set(zmq::sockopt::linger, 0);
+    socket.set(zmq::sockopt::maxmsgsize,
+               static_cast<std::int64_t>(config_.max_message_bytes));
+    socket.set(zmq::sockopt::sndhwm, socket_hwm(config_.max_pending));
+    socket.set(zmq::sockopt::rcvhwm, socket_hwm(config_.max_pending));
+    socket.connect(config_.endpoint);
     liveness_ = PeerLiveness(config_.heartbeat, now);
     send_heartbeat(now);  // its answer proves the broker reachable
   }
@@ -362,7 +339,6 @@ class BrokerLink::Impl {
   // identity, which no longer exists); those whose deadline comes first get
   // 503 broker_unavailable.
   void lose_broker(Clock::time_point now) {
-    monitor_.reset();
     socket_.reset();
     reachable_.store(false);
     reconnect_at_ = now + backoff_.next();
@@ -409,7 +385,7 @@ class BrokerLink::Impl {
     auto frames =
         protocol::encode_job(protocol::Command::Submit, job.task, meta,
                              zmq::message_t(job.args.data(), job.args.size()));
-    return send_frames(*socket_, frames) == SendResult::sent;
+    return send_frames(socket_->socket(), frames) == SendResult::sent;
   }
 
   void fail_pending(const JobOutcome& outcome) {
@@ -430,7 +406,7 @@ class BrokerLink::Impl {
 
   void send_heartbeat(Clock::time_point now) {
     auto frames = protocol::encode_control(protocol::Command::Heartbeat);
-    send_frames(*socket_, frames);  // if full, the next one will do
+    send_frames(socket_->socket(), frames);  // if full, the next one will do
     liveness_.sent(now);
   }
 
@@ -505,7 +481,7 @@ class BrokerLink::Impl {
   void receive_batch(Clock::time_point now) {
     for (std::size_t i = 0; i < kMaxMessagesPerWakeup && socket_; ++i) {
       frames_.clear();
-      if (!zmq::recv_multipart(*socket_, std::back_inserter(frames_),
+      if (!zmq::recv_multipart(socket_->socket(), std::back_inserter(frames_),
                                zmq::recv_flags::dontwait)) {
         return;
       }
@@ -608,7 +584,6 @@ class BrokerLink::Impl {
       finish(submission.completion, shutdown_failure());
     }
     fail_pending(shutdown_failure());
-    monitor_.reset();
     socket_.reset();
     reachable_.store(false);
   }
@@ -626,9 +601,7 @@ class BrokerLink::Impl {
 
   // Owned by the link thread (and by the constructor before it starts).
   zmq::context_t context_{1};
-  std::optional<zmq::socket_t> socket_;
-  std::optional<zmq::socket_t> monitor_;  // events of socket_, while it lives
-  std::uint64_t monitors_ = 0;            // for unique monitor endpoints
+  std::optional<MonitoredSocket> socket_;  // empty while backing off
   PeerLiveness liveness_;
   Backoff backoff_;
   Clock::time_point reconnect_at_;

@@ -22,6 +22,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "monsoon/common/monitored_socket.hpp"
 #include "monsoon/common/protocol.hpp"
 #include "monsoon/common/routing_id.hpp"
 #include "monsoon/common/wakeup.hpp"
@@ -264,7 +265,11 @@ class Worker::Impl final : public AsyncJob::Host {
 
   // Socket thread only.
   zmq::context_t context_;
-  std::optional<zmq::socket_t> socket_;  // empty while backing off
+  // Empty while backing off. Its monitor tells whether it is connected:
+  // unsent_ waits for a connection rather than for a pipe that a socket
+  // reset would throw away (see open_socket).
+  std::optional<MonitoredSocket> socket_;
+  bool connected_ = false;
   // Messages waiting for the socket, in sending order: a READY for a new
   // connection first, then a DISCONNECT when stopping, then DONEs. Holds at
   // most one DONE per slot plus kMaxQueuedRejections rejections.
@@ -337,7 +342,8 @@ void Worker::Impl::run() {
   slots.clear();  // joins: every slot thread is idle
   flush_unsent(Clock::now());
   if (socket_) {
-    socket_->set(zmq::sockopt::linger, static_cast<int>(kFinalFlush.count()));
+    socket_->socket().set(zmq::sockopt::linger,
+                          static_cast<int>(kFinalFlush.count()));
     socket_.reset();
   }
   context_.close();  // waits up to kFinalFlush for queued messages
@@ -363,7 +369,7 @@ void Worker::Impl::serve() {
     // Also while draining: the broker keeps our jobs only while it hears us.
     if (socket_ && liveness_.heartbeat_due(now)) {
       Frames heartbeat = protocol::encode_control(Command::Heartbeat);
-      send_frames(*socket_, heartbeat);
+      send_frames(socket_->socket(), heartbeat);
       liveness_.sent(now);  // even if it would block: no busy loop
     }
 
@@ -371,8 +377,9 @@ void Worker::Impl::serve() {
     items.push_back({nullptr, wakeup_.fd(), ZMQ_POLLIN, 0});
     if (socket_) {
       short events = ZMQ_POLLIN;
-      if (!unsent_.empty()) events |= ZMQ_POLLOUT;
-      items.push_back({socket_->handle(), 0, events, 0});
+      if (connected_ && !unsent_.empty()) events |= ZMQ_POLLOUT;
+      items.push_back({socket_->socket().handle(), 0, events, 0});
+      items.push_back({socket_->events().handle(), 0, ZMQ_POLLIN, 0});
     }
     try {
       zmq::poll(items, poll_timeout(now));
@@ -382,6 +389,11 @@ void Worker::Impl::serve() {
     }
     now = Clock::now();
     if (items[0].revents & ZMQ_POLLIN) wakeup_.drain();
+    // Before receiving, which may replace the socket these items poll.
+    if (items.size() > 2 && (items[2].revents & ZMQ_POLLIN)) {
+      const MonitoredSocket::Events events = socket_->take_events();
+      if (events.last != 0) connected_ = events.last == ZMQ_EVENT_CONNECTED;
+    }
     if (items.size() > 1 && (items[1].revents & ZMQ_POLLIN)) {
       receive_batch(now);
     }
@@ -437,16 +449,21 @@ bool Worker::Impl::await_cancelled_tasks() {
 }
 
 void Worker::Impl::open_socket(Clock::time_point now) {
-  socket_.emplace(context_, zmq::socket_type::dealer);
-  socket_->set(zmq::sockopt::routing_id, make_routing_id());
-  socket_->set(zmq::sockopt::linger, 0);
-  // Without a connection a send would block rather than park the message in
-  // a pipe that the next socket reset throws away: DONEs wait in unsent_.
-  socket_->set(zmq::sockopt::immediate, 1);
-  socket_->set(zmq::sockopt::maxmsgsize,
-               static_cast<std::int64_t>(config_.max_message_bytes));
+  socket_.emplace(context_, zmq::socket_type::dealer,
+                  ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
+  connected_ = false;
+  zmq::socket_t& socket = socket_->socket();
+  socket.set(zmq::sockopt::routing_id, make_routing_id());
+  socket.set(zmq::sockopt::linger, 0);
+  // Not ZMQ_IMMEDIATE, although it would keep messages out of the pipe while
+  // disconnected: with it, libzmq 4.3 ends the socket's pipe at once when
+  // the connection drops, also between two frames of a message being read,
+  // and then aborts on an assertion (fq.cpp: !_more) in the next recv.
+  // unsent_ waits for the monitor's CONNECTED instead (flush_unsent).
+  socket.set(zmq::sockopt::maxmsgsize,
+             static_cast<std::int64_t>(config_.max_message_bytes));
   try {
-    socket_->connect(config_.broker_endpoint);
+    socket.connect(config_.broker_endpoint);
   } catch (const zmq::error_t& e) {
     throw std::invalid_argument("cannot connect to broker endpoint '" +
                                 config_.broker_endpoint + "': " + e.what());
@@ -504,7 +521,7 @@ milliseconds Worker::Impl::poll_timeout(Clock::time_point now) const {
 void Worker::Impl::receive_batch(Clock::time_point now) {
   for (int i = 0; i < kReceiveBatch && socket_; ++i) {
     Frames frames;
-    if (!zmq::recv_multipart(*socket_, std::back_inserter(frames),
+    if (!zmq::recv_multipart(socket_->socket(), std::back_inserter(frames),
                              zmq::recv_flags::dontwait)) {
       return;
     }
@@ -683,8 +700,9 @@ void Worker::Impl::run_due_timers(Clock::time_point now) {
 void Worker::Impl::flush_unsent(Clock::time_point now) {
   // What would block stays queued and is retried on the next wake-up
   // (ZMQ_POLLOUT is polled for while anything waits).
-  while (socket_ && !unsent_.empty()) {
-    if (send_frames(*socket_, unsent_.front().frames) != SendResult::sent) {
+  while (socket_ && connected_ && !unsent_.empty()) {
+    if (send_frames(socket_->socket(), unsent_.front().frames) !=
+        SendResult::sent) {
       return;
     }
     unsent_.pop_front();
