@@ -70,16 +70,19 @@ int main(int argc, char** argv) {
                  "Largest timeout a request may ask for")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{86'400'000}))
       ->capture_default_str();
-  // A SUBMIT larger than the broker's message limit would cost the whole
-  // connection to the broker, and with it every pending job.
-  const std::size_t body_limit = monsoon::frontend::max_args_bytes(link_config);
+  app.add_option("--max-message-bytes", link_config.max_message_bytes,
+                 "Largest frame accepted from the broker (a RESULT's result); "
+                 "told to the broker with every job")
+      ->check(CLI::Range(std::size_t{128} << 10, std::size_t{1} << 31))
+      ->capture_default_str();
+  // Bodies must fit our own frame limit too; the broker's, which it tells in
+  // its WELCOME, is checked per request.
   app.add_option("--max-body-bytes", config.max_body_bytes,
-                 "Largest request body accepted (at most " +
-                     std::to_string(body_limit) +
-                     ", so that a job fits the broker's " +
-                     std::to_string(link_config.max_message_bytes) +
-                     "-byte message limit)")
-      ->check(CLI::Range(std::size_t{1}, body_limit))
+                 "Largest request body accepted (at most --max-message-bytes "
+                 "minus " +
+                     std::to_string(monsoon::frontend::kSubmitEnvelopeBytes) +
+                     ")")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--max-header-bytes", config.max_header_bytes,
                  "Largest request header accepted")
@@ -108,6 +111,12 @@ int main(int argc, char** argv) {
   monsoon::add_process_options(app, process, "the broker");
   CLI11_PARSE(app, argc, argv);
 
+  if (config.max_body_bytes > monsoon::frontend::max_args_bytes(link_config)) {
+    std::cerr << "--max-body-bytes must not exceed --max-message-bytes minus "
+              << monsoon::frontend::kSubmitEnvelopeBytes << " ("
+              << monsoon::frontend::max_args_bytes(link_config) << ")\n";
+    return 2;
+  }
   if (default_timeout_ms > max_timeout_ms) {
     std::cerr << "--default-timeout-ms must not exceed --max-timeout-ms\n";
     return 2;

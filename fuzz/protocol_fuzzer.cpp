@@ -64,6 +64,7 @@ void round_trip_job(Command command, Frames& frames) {
   check(decoded.meta.id == job->meta.id);
   check(decoded.meta.timeout_ms == job->meta.timeout_ms);
   check(decoded.meta.attempt == job->meta.attempt);
+  check(decoded.meta.max_result_bytes == job->meta.max_result_bytes);
   check(decoded.args == job->args);
 }
 
@@ -98,6 +99,26 @@ void round_trip_ready(const Frames& frames) {
   check(decoded.pid == info->pid);
   check(decoded.heartbeat_ms == info->heartbeat_ms);
   check(decoded.no_retry == info->no_retry);
+  check(decoded.max_message_bytes == info->max_message_bytes);
+}
+
+void round_trip_welcome(const Frames& frames) {
+  auto welcome = decoded([&] { return decode_welcome(frames); });
+  if (!welcome) return;
+  Welcome decoded = decode_welcome(encode_welcome(*welcome));
+  check(decoded.ok == welcome->ok);
+  check(decoded.code == welcome->code);
+  check(decoded.message == welcome->message);
+  check(decoded.retry_after_ms == welcome->retry_after_ms);
+  check(decoded.max_message_bytes == welcome->max_message_bytes);
+  check(decoded.heartbeat_ms == welcome->heartbeat_ms);
+}
+
+void round_trip_hello(const Frames& frames) {
+  auto hello = decoded([&] { return decode_hello(frames); });
+  if (!hello) return;
+  check(decode_hello(encode_hello(*hello)).max_message_bytes ==
+        hello->max_message_bytes);
 }
 
 }  // namespace
@@ -118,6 +139,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
       break;
     case Command::Ready:
       round_trip_ready(frames);
+      break;
+    case Command::Welcome:
+      round_trip_welcome(frames);
+      break;
+    case Command::Hello:
+      round_trip_hello(frames);
       break;
     case Command::Heartbeat:
     case Command::Disconnect:

@@ -60,16 +60,19 @@ bool receive(zmq::socket_t& socket, protocol::Frames& frames) {
   }
 }
 
-}  // namespace
-
-BrokerConfig with_random_first_job_id(BrokerConfig config) {
+// What the dispatcher takes from the broker's own settings: a random first
+// job id (ids must not repeat across restarts) and the frame limit.
+BrokerConfig resolved(BrokerConfig config) {
   config.dispatcher.first_job_id = random_first_job_id();
+  config.dispatcher.max_message_bytes = config.max_message_bytes;
   return config;
 }
 
+}  // namespace
+
 struct Broker::Impl {
   explicit Impl(BrokerConfig cfg)
-      : config(with_random_first_job_id(std::move(cfg))),
+      : config(resolved(std::move(cfg))),
         clients(bind_router(context, config, config.client_endpoint, "client")),
         workers(bind_router(context, config, config.worker_endpoint, "worker")),
         client_endpoint(clients.get(zmq::sockopt::last_endpoint)),
@@ -187,6 +190,17 @@ struct Broker::Impl {
       case Command::Heartbeat: {
         protocol::Frames reply = protocol::encode_control(Command::Heartbeat);
         // A client that cannot take a heartbeat will notice its absence.
+        (void)send_frames_to(clients, identity, reply);
+        return;
+      }
+      case Command::Hello: {
+        (void)protocol::decode_hello(body);  // validated; nothing kept
+        protocol::Welcome welcome;
+        welcome.max_message_bytes = config.max_message_bytes;
+        welcome.heartbeat_ms = static_cast<std::uint32_t>(
+            config.dispatcher.heartbeat.interval.count());
+        protocol::Frames reply = protocol::encode_welcome(welcome);
+        // Lost only to a client that is not reading; it keeps its own limit.
         (void)send_frames_to(clients, identity, reply);
         return;
       }

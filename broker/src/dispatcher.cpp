@@ -67,6 +67,8 @@ struct Job {
   std::uint64_t client_id = 0;
   std::string task;
   zmq::message_t args;  // kept for re-dispatch; shared with JOB frames
+  // The client's limit on the result frame; 0 = none announced.
+  std::uint64_t max_result_bytes = 0;
   Clock::time_point submitted_at;
   Clock::time_point deadline;
   std::uint32_t attempt = 1;
@@ -92,6 +94,7 @@ struct Worker {
   std::vector<Membership> tasks;
   std::uint32_t slots = 0;
   std::uint32_t credit = 0;
+  std::uint64_t max_message_bytes = 0;  // READY's; 0 = none announced
   std::uint64_t stamp = 0;
   // In the ready sets of its tasks (iff credit > 0 and not draining).
   bool listed = false;
@@ -277,6 +280,7 @@ struct Dispatcher::State {
     job.client_id = submit.meta.id;
     job.task = std::move(submit.task);
     job.args = std::move(submit.args);
+    job.max_result_bytes = submit.meta.max_result_bytes;
     job.submitted_at = now;
     job.deadline = now + milliseconds(submit.meta.timeout_ms);
     push_deadline(job.deadline, id, now);
@@ -304,18 +308,38 @@ struct Dispatcher::State {
     tasks.erase(tasks.find(task.name));
   }
 
+  // Sends the job to the worker, unless its args exceed the worker's frame
+  // limit: then the job fails alone (too_large) and the worker keeps its
+  // credit and its connection.
   void dispatch(Job& job, Worker& worker, Clock::time_point now, Outbox& out) {
+    if (worker.max_message_bytes > 0 &&
+        job.args.size() > worker.max_message_bytes) {
+      ++counters.rejected_too_large;
+      fail_job(job, error_code::kTooLarge,
+               "args of " + std::to_string(job.args.size()) +
+                   " bytes exceed the " +
+                   std::to_string(worker.max_message_bytes) +
+                   "-byte frame limit of worker " + display_name(worker),
+               out);
+      return;
+    }
     change_credit(worker, worker.credit - 1);
     job.worker = &worker;
     worker.held.insert(job.id);
     zmq::message_t args;
     args.copy(job.args);  // shares the buffer (reference count), no copy
-    send_to_worker(worker, Command::Job,
-                   protocol::encode_job(
-                       Command::Job, job.task,
-                       {job.id, remaining_ms(job.deadline, now), job.attempt},
-                       std::move(args)),
-                   now, out);
+    // The result must fit both the client's limit and ours.
+    const std::uint64_t max_result_bytes =
+        job.max_result_bytes > 0
+            ? std::min(job.max_result_bytes, config.max_message_bytes)
+            : config.max_message_bytes;
+    send_to_worker(
+        worker, Command::Job,
+        protocol::encode_job(Command::Job, job.task,
+                             {job.id, remaining_ms(job.deadline, now),
+                              job.attempt, max_result_bytes},
+                             std::move(args)),
+        now, out);
     ++counters.dispatched;
   }
 
@@ -654,10 +678,17 @@ void Dispatcher::on_ready(std::string_view identity,
       std::uint64_t suppressed = 0;
       if (s.rejected_log.allow(now, suppressed)) {
         spdlog::warn(
-            "ignoring READY from '{}': {} workers registered already "
-            "({} more ignored since last report)",
+            "refusing READY from '{}': {} workers registered already "
+            "({} more refused since last report)",
             info.name, s.workers.size(), suppressed);
       }
+      out.push_back(
+          {Outgoing::Peer::worker, Command::Welcome, std::string(identity),
+           protocol::encode_welcome(protocol::Welcome::refusal(
+               error_code::kOverloaded,
+               "the broker's limit of " + std::to_string(s.config.max_workers) +
+                   " workers is reached",
+               static_cast<std::uint32_t>(s.config.retry_after.count())))});
       return;
     }
     worker = &s.workers
@@ -671,6 +702,7 @@ void Dispatcher::on_ready(std::string_view identity,
   s.unlist(*worker);
   s.index_by_name(*worker, info.name, info.pid);
   worker->slots = info.slots;
+  worker->max_message_bytes = info.max_message_bytes;
   worker->draining = false;
   worker->liveness.heard(now);
   s.set_tasks(*worker, info.tasks);
@@ -687,6 +719,12 @@ void Dispatcher::on_ready(std::string_view identity,
               "worker {} ready: {} slots ({} free), {} tasks",
               display_name(*worker), worker->slots, worker->credit,
               worker->tasks.size());
+  protocol::Welcome welcome;
+  welcome.max_message_bytes = s.config.max_message_bytes;
+  welcome.heartbeat_ms =
+      static_cast<std::uint32_t>(s.config.heartbeat.interval.count());
+  s.send_to_worker(*worker, Command::Welcome, protocol::encode_welcome(welcome),
+                   now, out);
   s.feed(*worker, now, out);
 }
 
@@ -711,6 +749,17 @@ void Dispatcher::on_done(std::string_view identity,
     job.worker = nullptr;
     if (!done.meta.ok && done.meta.code == error_code::kRetry) {
       s.retry_later(job, done.meta, now, out);
+    } else if (job.max_result_bytes > 0 &&
+               done.result.size() > job.max_result_bytes) {
+      // A worker that ignored the JOB's max_result_bytes: the client's
+      // socket would drop the connection over this frame.
+      ++s.counters.rejected_too_large;
+      job.worker = worker;  // named in the RESULT
+      s.fail_job(job, error_code::kTooLarge,
+                 "result of " + std::to_string(done.result.size()) +
+                     " bytes exceeds the client's limit of " +
+                     std::to_string(job.max_result_bytes),
+                 out);
     } else {
       done.meta.id = job.client_id;
       done.meta.worker = worker->name;
@@ -869,6 +918,7 @@ std::string to_string(const DispatcherStats& s) {
          " workers_reconnected=" + std::to_string(s.workers_reconnected) +
          " workers_stopped=" + std::to_string(s.workers_stopped) +
          " workers_rejected=" + std::to_string(s.workers_rejected) +
+         " rejected_too_large=" + std::to_string(s.rejected_too_large) +
          " unknown_worker_messages=" +
          std::to_string(s.unknown_worker_messages) +
          " malformed_dropped=" + std::to_string(s.malformed_dropped) +

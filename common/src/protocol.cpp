@@ -12,6 +12,8 @@ namespace {
 std::size_t body_frames(Command command) {
   switch (command) {
     case Command::Ready:
+    case Command::Welcome:
+    case Command::Hello:
       return 1;
     case Command::Submit:
     case Command::Job:
@@ -27,7 +29,7 @@ std::size_t body_frames(Command command) {
 
 bool is_known(std::uint8_t byte) {
   return byte >= static_cast<std::uint8_t>(Command::Ready) &&
-         byte <= static_cast<std::uint8_t>(Command::Disconnect);
+         byte <= static_cast<std::uint8_t>(Command::Hello);
 }
 
 void expect_command(Command expected, std::span<const zmq::message_t> frames) {
@@ -142,6 +144,10 @@ std::string_view command_name(Command command) noexcept {
       return "HEARTBEAT";
     case Command::Disconnect:
       return "DISCONNECT";
+    case Command::Welcome:
+      return "WELCOME";
+    case Command::Hello:
+      return "HELLO";
   }
   return "UNKNOWN";
 }
@@ -189,6 +195,8 @@ JobMessage decode_job(Command expected, std::span<zmq::message_t> frames) {
       get_uint(meta, "attempt", 1, UINT32_MAX,
                expected == Command::Submit ? std::optional<std::uint64_t>(1)
                                            : std::nullopt));
+  job.meta.max_result_bytes =
+      get_uint(meta, "max_result_bytes", 1, UINT64_MAX, 0);
   job.args = std::move(frames[4]);
   return job;
 }
@@ -279,7 +287,40 @@ WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
       static_cast<std::uint32_t>(get_uint(info, "pid", 0, UINT32_MAX, 0));
   worker.heartbeat_ms = static_cast<std::uint32_t>(
       get_uint(info, "heartbeat_ms", 0, UINT32_MAX, 0));
+  worker.max_message_bytes =
+      get_uint(info, "max_message_bytes", 1, UINT64_MAX, 0);
   return worker;
+}
+
+Welcome decode_welcome(std::span<const zmq::message_t> frames) {
+  expect_command(Command::Welcome, frames);
+  auto handle = unpack_map(frames[2]);
+  const msgpack::object& info = handle.get();
+  Welcome welcome;
+  const std::string status = get_string(info, "status", true);
+  if (status == "error") {
+    welcome.ok = false;
+    welcome.code = get_string(info, "code", true);
+    welcome.message = get_string(info, "message", true);
+    welcome.retry_after_ms = static_cast<std::uint32_t>(
+        get_uint(info, "retry_after_ms", 0, UINT32_MAX, 0));
+  } else if (status != "ok") {
+    throw ProtocolError("status is neither 'ok' nor 'error'");
+  }
+  welcome.max_message_bytes =
+      get_uint(info, "max_message_bytes", 1, UINT64_MAX, 0);
+  welcome.heartbeat_ms = static_cast<std::uint32_t>(
+      get_uint(info, "heartbeat_ms", 0, UINT32_MAX, 0));
+  return welcome;
+}
+
+Hello decode_hello(std::span<const zmq::message_t> frames) {
+  expect_command(Command::Hello, frames);
+  auto handle = unpack_map(frames[2]);
+  Hello hello;
+  hello.max_message_bytes =
+      get_uint(handle.get(), "max_message_bytes", 1, UINT64_MAX, 0);
+  return hello;
 }
 
 Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
@@ -289,13 +330,17 @@ Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
   }
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  packer.pack_map(3);
+  packer.pack_map(3 + (meta.max_result_bytes > 0 ? 1 : 0));
   packer.pack("id");
   packer.pack(meta.id);
   packer.pack("timeout_ms");
   packer.pack(meta.timeout_ms);
   packer.pack("attempt");
   packer.pack(meta.attempt);
+  if (meta.max_result_bytes > 0) {
+    packer.pack("max_result_bytes");
+    packer.pack(meta.max_result_bytes);
+  }
   Frames frames = header(command, 3);
   frames.emplace_back(task.data(), task.size());
   frames.push_back(to_message(buffer));
@@ -341,7 +386,8 @@ Frames encode_outcome(Command command, std::string_view task,
 Frames encode_ready(const WorkerInfo& info) {
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  packer.pack_map(5 + (info.free ? 1 : 0) + (info.no_retry.empty() ? 0 : 1));
+  packer.pack_map(5 + (info.free ? 1 : 0) + (info.no_retry.empty() ? 0 : 1) +
+                  (info.max_message_bytes > 0 ? 1 : 0));
   packer.pack("tasks");
   packer.pack(info.tasks);
   packer.pack("slots");
@@ -360,7 +406,56 @@ Frames encode_ready(const WorkerInfo& info) {
     packer.pack("no_retry");
     packer.pack(info.no_retry);
   }
+  if (info.max_message_bytes > 0) {
+    packer.pack("max_message_bytes");
+    packer.pack(info.max_message_bytes);
+  }
   Frames frames = header(Command::Ready, 1);
+  frames.push_back(to_message(buffer));
+  return frames;
+}
+
+Frames encode_welcome(const Welcome& welcome) {
+  msgpack::sbuffer buffer;
+  msgpack::packer packer(buffer);
+  const bool with_retry = !welcome.ok && welcome.retry_after_ms > 0;
+  packer.pack_map(1 + (welcome.ok ? 0 : 2) + (with_retry ? 1 : 0) +
+                  (welcome.max_message_bytes > 0 ? 1 : 0) +
+                  (welcome.heartbeat_ms > 0 ? 1 : 0));
+  packer.pack("status");
+  packer.pack(welcome.ok ? "ok" : "error");
+  if (!welcome.ok) {
+    packer.pack("code");
+    packer.pack(welcome.code);
+    packer.pack("message");
+    packer.pack(welcome.message);
+  }
+  if (with_retry) {
+    packer.pack("retry_after_ms");
+    packer.pack(welcome.retry_after_ms);
+  }
+  if (welcome.max_message_bytes > 0) {
+    packer.pack("max_message_bytes");
+    packer.pack(welcome.max_message_bytes);
+  }
+  if (welcome.heartbeat_ms > 0) {
+    packer.pack("heartbeat_ms");
+    packer.pack(welcome.heartbeat_ms);
+  }
+  Frames frames = header(Command::Welcome, 1);
+  frames.push_back(to_message(buffer));
+  return frames;
+}
+
+Frames encode_hello(const Hello& hello) {
+  msgpack::sbuffer buffer;
+  msgpack::packer packer(buffer);
+  packer.pack_map(hello.max_message_bytes > 0 ? 1 : 0);
+  if (hello.max_message_bytes > 0) {
+    packer.pack("max_message_bytes");
+    packer.pack(hello.max_message_bytes);
+  }
+  Frames frames = header(Command::Hello, 1);
   frames.push_back(to_message(buffer));
   return frames;
 }

@@ -147,12 +147,12 @@ class BrokerLink::Impl {
                                "invalid task name"));
       return;
     }
-    if (args.size() > max_args_bytes()) {
+    if (const std::size_t limit = max_args_bytes(); args.size() > limit) {
       // The broker would drop the whole connection over it.
-      completion(local_failure(protocol::error_code::kBadRequest,
+      completion(local_failure(protocol::error_code::kTooLarge,
                                "args of " + std::to_string(args.size()) +
                                    " bytes exceed the limit of " +
-                                   std::to_string(max_args_bytes())));
+                                   std::to_string(limit)));
       return;
     }
     if (stop_requested_.load()) {
@@ -197,8 +197,12 @@ class BrokerLink::Impl {
     return reachable_.load(std::memory_order_relaxed);
   }
 
+  // Our own bound, lowered to the broker's frame limit once its WELCOME
+  // told it.
   std::size_t max_args_bytes() const noexcept {
-    return frontend::max_args_bytes(config_);
+    return std::min<std::size_t>(
+        frontend::max_args_bytes(config_),
+        broker_max_message_bytes_.load(std::memory_order_relaxed));
   }
 
   BrokerLinkStats stats() const noexcept {
@@ -329,6 +333,12 @@ class BrokerLink::Impl {
     socket.set(zmq::sockopt::sndhwm, socket_hwm(config_.max_pending));
     socket.set(zmq::sockopt::rcvhwm, socket_hwm(config_.max_pending));
     socket.connect(config_.endpoint);
+    // A broker of protocol 1.1 answers with WELCOME and its frame limit;
+    // an older one drops it.
+    protocol::Hello hello;
+    hello.max_message_bytes = config_.max_message_bytes;
+    auto frames = protocol::encode_hello(hello);
+    send_frames(socket, frames);
     liveness_ = PeerLiveness(config_.heartbeat, now);
     send_heartbeat(now);  // its answer proves the broker reachable
   }
@@ -380,8 +390,9 @@ class BrokerLink::Impl {
   // SUBMIT for `job` under `id`; false if it would block.
   bool send_job(std::uint64_t id, const PendingJob& job,
                 Clock::time_point now) {
-    protocol::JobMeta meta{
-        id, broker_budget_ms(job.timeout, job.deadline - now), 1};
+    protocol::JobMeta meta{id,
+                           broker_budget_ms(job.timeout, job.deadline - now), 1,
+                           config_.max_message_bytes};
     auto frames =
         protocol::encode_job(protocol::Command::Submit, job.task, meta,
                              zmq::message_t(job.args.data(), job.args.size()));
@@ -500,6 +511,9 @@ class BrokerLink::Impl {
               protocol::decode_outcome(protocol::Command::Result, frames_),
               now);
           return;
+        case protocol::Command::Welcome:
+          handle_welcome(protocol::decode_welcome(frames_), now);
+          return;
         case protocol::Command::Disconnect:
           spdlog::warn("broker at {} is shutting down", config_.endpoint);
           lose_broker(now);
@@ -511,6 +525,16 @@ class BrokerLink::Impl {
       bump(counters_.malformed_dropped);
       spdlog::debug("dropped a malformed message from the broker: {}",
                     e.what());
+    }
+  }
+
+  void handle_welcome(const protocol::Welcome& welcome, Clock::time_point now) {
+    heard(now);
+    if (!welcome.ok || welcome.max_message_bytes == 0) return;
+    if (broker_max_message_bytes_.exchange(welcome.max_message_bytes) !=
+        welcome.max_message_bytes) {
+      spdlog::info("broker at {} accepts frames of up to {} bytes",
+                   config_.endpoint, welcome.max_message_bytes);
     }
   }
 
@@ -593,6 +617,8 @@ class BrokerLink::Impl {
   std::atomic<std::size_t> in_flight_{0};
   std::atomic<bool> reachable_{false};
   std::atomic<bool> stop_requested_{false};
+  // From the broker's WELCOME; unknown (no bound) until then.
+  std::atomic<std::uint64_t> broker_max_message_bytes_{UINT64_MAX};
   Wakeup wakeup_;
 
   std::mutex submissions_mutex_;

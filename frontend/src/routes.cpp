@@ -263,6 +263,7 @@ bool accepts_msgpack(std::string_view accept) {
 int http_status_for_error(std::string_view code) noexcept {
   namespace codes = protocol::error_code;
   if (code == codes::kBadRequest) return 400;
+  if (code == codes::kTooLarge) return 413;
   if (code == codes::kUnknownTask) return 404;
   if (code == codes::kNoWorker || code == codes::kDeadlineExceeded) return 504;
   if (code == codes::kOverloaded ||

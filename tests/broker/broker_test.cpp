@@ -99,6 +99,9 @@ TEST_CASE("Broker relays a job from a client to a worker and back") {
   info.slots = 1;
   info.name = "test-worker";
   send(worker, protocol::encode_ready(info));
+  const protocol::Welcome welcome = protocol::decode_welcome(receive(worker));
+  CHECK(welcome.ok);
+  CHECK(welcome.max_message_bytes == BrokerConfig{}.max_message_bytes);
 
   send(client, protocol::encode_control(Command::Heartbeat));
   protocol::Frames heartbeat = receive(client);
@@ -151,6 +154,7 @@ TEST_CASE("Broker relays the DONE of a stopping worker exactly once") {
   info.slots = 1;
   info.name = "stopping-worker";
   send(worker, protocol::encode_ready(info));
+  CHECK(protocol::decode_welcome(receive(worker)).ok);
   const std::string args = "\xa2hi";  // MessagePack "hi"
   send(client, protocol::encode_job(Command::Submit, "echo", {7, 5000, 1},
                                     zmq::message_t(args.data(), args.size())));
@@ -184,4 +188,20 @@ TEST_CASE("Broker relays the DONE of a stopping worker exactly once") {
   CHECK(stats.dispatched == 1);
   CHECK(stats.workers_stopped == 1);
   CHECK(stats.workers == 0);
+}
+
+TEST_CASE("Broker answers a client's HELLO with its frame limit") {
+  BrokerConfig config = ephemeral_config();
+  config.max_message_bytes = 300'000;
+  RunningBroker running(config);
+  zmq::context_t context;
+  zmq::socket_t client = dealer(context, running.broker().client_endpoint());
+  protocol::Hello hello;
+  hello.max_message_bytes = 1'000'000;
+  send(client, protocol::encode_hello(hello));
+  const protocol::Welcome welcome = protocol::decode_welcome(receive(client));
+  CHECK(welcome.ok);
+  CHECK(welcome.max_message_bytes == 300'000);
+  CHECK(welcome.heartbeat_ms > 0);
+  CHECK(running.stop_within(seconds(5)));
 }

@@ -39,12 +39,18 @@ struct SentControl {
   Command command;
 };
 
+struct SentWelcome {
+  std::string worker;
+  protocol::Welcome welcome;
+};
+
 // The messages of one Outbox, decoded and sorted by kind (each kind keeps
 // its order).
 struct Sent {
   std::vector<SentJob> jobs;
   std::vector<SentResult> results;
   std::vector<SentControl> controls;
+  std::vector<SentWelcome> welcomes;
 };
 
 struct Harness {
@@ -83,6 +89,15 @@ struct Harness {
         now, out);
   }
 
+  // A SUBMIT of echo with `args` and the client's result limit.
+  void submit_sized(std::uint64_t client_id, const std::string& args,
+                    std::uint64_t max_result_bytes) {
+    dispatcher.on_submit(
+        "client",
+        {"echo", {client_id, 10'000, 1, max_result_bytes}, bytes(args)}, now,
+        out);
+  }
+
   void done(const std::string& worker, std::uint64_t broker_id,
             const std::string& result = "result") {
     dispatcher.on_done(
@@ -108,6 +123,11 @@ struct Harness {
           sent.results.push_back(
               {message.identity,
                protocol::decode_outcome(Command::Result, message.frames)});
+          break;
+        case Command::Welcome:
+          REQUIRE(message.peer == Outgoing::Peer::worker);
+          sent.welcomes.push_back(
+              {message.identity, protocol::decode_welcome(message.frames)});
           break;
         default:
           REQUIRE(protocol::decode_command(message.frames) == message.command);
@@ -820,15 +840,119 @@ TEST_CASE("messages from unknown workers are answered with DISCONNECT") {
   CHECK(h.dispatcher.stats().workers == 0);
 }
 
-TEST_CASE("READY beyond max_workers is ignored and counted") {
+TEST_CASE("READY beyond max_workers is refused, told and counted") {
   DispatcherConfig config;
   config.max_workers = 1;
+  config.retry_after = milliseconds(1500);
   Harness h(config);
   h.ready("A", {"echo"}, 1);
+  h.take();
   h.ready("B", {"echo"}, 1);
   CHECK(h.dispatcher.knows_worker("A"));
   CHECK_FALSE(h.dispatcher.knows_worker("B"));
   CHECK(h.dispatcher.stats().workers_rejected == 1);
+  Sent sent = h.take();
+  REQUIRE(sent.welcomes.size() == 1);
+  CHECK(sent.welcomes[0].worker == "B");
+  const protocol::Welcome& refusal = sent.welcomes[0].welcome;
+  CHECK_FALSE(refusal.ok);
+  CHECK(refusal.code == protocol::error_code::kOverloaded);
+  CHECK_THAT(refusal.message, Catch::Contains("limit of 1 workers"));
+  CHECK(refusal.retry_after_ms == 1500);
+}
+
+TEST_CASE("a READY is welcomed, before any JOB, with the broker's limits") {
+  DispatcherConfig config;
+  config.max_message_bytes = 4096;
+  Harness h(config);
+  h.submit("echo", 1);
+  h.ready("A", {"echo"}, 1);
+  REQUIRE(h.out.size() == 2);
+  CHECK(h.out[0].command == Command::Welcome);
+  CHECK(h.out[1].command == Command::Job);
+  Sent sent = h.take();
+  REQUIRE(sent.welcomes.size() == 1);
+  CHECK(sent.welcomes[0].welcome.ok);
+  CHECK(sent.welcomes[0].welcome.max_message_bytes == 4096);
+  CHECK(sent.welcomes[0].welcome.heartbeat_ms == 1000);
+}
+
+TEST_CASE("args over a worker's frame limit fail alone with too_large") {
+  Harness h;
+  protocol::WorkerInfo info;
+  info.tasks = {"echo"};
+  info.slots = 1;
+  info.name = "small";
+  info.max_message_bytes = 100;
+  h.dispatcher.on_ready("A", info, h.now, h.out);
+  h.take();
+
+  h.submit_sized(1, std::string(101, 'x'), 0);
+  SentResult refused = h.take_result();
+  CHECK_FALSE(refused.result.meta.ok);
+  CHECK(refused.result.meta.id == 1);
+  CHECK(refused.result.meta.code == protocol::error_code::kTooLarge);
+  CHECK_THAT(refused.result.meta.message,
+             Catch::Contains("101 bytes") && Catch::Contains("100-byte"));
+  CHECK(h.dispatcher.stats().rejected_too_large == 1);
+
+  // The worker kept its credit: the next job, at the limit, goes to it.
+  CHECK(h.dispatcher.stats().free_credit == 1);
+  h.submit_sized(2, std::string(100, 'y'), 0);
+  SentJob sent = h.take_job();
+  CHECK(sent.worker == "A");
+  CHECK(sent.job.args.size() == 100);
+  CHECK(h.dispatcher.stats().workers_lost == 0);
+
+  // Queued jobs too: one over the limit fails, the one behind it runs.
+  h.submit_sized(3, std::string(500, 'z'), 0);
+  h.submit_sized(4, "small", 0);
+  CHECK(h.take().results.empty());
+  h.done("A", sent.job.meta.id);
+  Sent after = h.take();
+  REQUIRE(after.results.size() == 2);
+  CHECK(after.results[0].result.meta.id == 2);
+  CHECK(after.results[1].result.meta.id == 3);
+  CHECK(after.results[1].result.meta.code == protocol::error_code::kTooLarge);
+  REQUIRE(after.jobs.size() == 1);
+  CHECK(text(after.jobs[0].job.args) == "small");
+}
+
+TEST_CASE("a JOB's result limit is the smaller of the client's and ours") {
+  DispatcherConfig config;
+  config.max_message_bytes = 1000;
+  Harness h(config);
+  h.ready("A", {"echo"}, 3);
+  h.take();
+  h.submit_sized(1, "a", 0);
+  CHECK(h.take_job().job.meta.max_result_bytes == 1000);
+  h.submit_sized(2, "b", 500);
+  CHECK(h.take_job().job.meta.max_result_bytes == 500);
+  h.submit_sized(3, "c", 5000);
+  CHECK(h.take_job().job.meta.max_result_bytes == 1000);
+}
+
+TEST_CASE("a result over the client's limit is answered too_large") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.take();
+  h.submit_sized(1, "args", 10);
+  SentJob job = h.take_job();
+  // A worker that ignored the JOB's max_result_bytes.
+  h.done("A", job.job.meta.id, std::string(11, 'r'));
+  SentResult refused = h.take_result();
+  CHECK(refused.result.meta.id == 1);
+  CHECK_FALSE(refused.result.meta.ok);
+  CHECK(refused.result.meta.code == protocol::error_code::kTooLarge);
+  CHECK(refused.result.meta.worker == "A");
+  CHECK(h.dispatcher.stats().rejected_too_large == 1);
+  CHECK(h.dispatcher.stats().free_credit == 1);  // its credit came back
+
+  h.submit_sized(2, "args", 10);
+  h.done("A", h.take_job().job.meta.id, std::string(10, 'r'));
+  SentResult fits = h.take_result();
+  CHECK(fits.result.meta.ok);
+  CHECK(fits.result.result.size() == 10);
 }
 
 TEST_CASE("shutdown disconnects workers and clients with unanswered jobs") {

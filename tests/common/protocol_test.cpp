@@ -316,3 +316,39 @@ TEST_CASE("every truncation of a valid message is rejected or decodes safely") {
     CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
   }
 }
+
+TEST_CASE("1.1 additions round-trip: frame limits, WELCOME and HELLO") {
+  WorkerInfo info;
+  info.tasks = {"echo"};
+  info.slots = 2;
+  info.max_message_bytes = 65536;
+  CHECK(decode_ready(encode_ready(info)).max_message_bytes == 65536);
+  info.max_message_bytes = 0;  // absent, as from a 1.0 worker
+  CHECK(decode_ready(encode_ready(info)).max_message_bytes == 0);
+
+  auto job =
+      encode_job(Command::Job, "echo", {1, 100, 1, 300'000}, nil_payload());
+  CHECK(decode_job(Command::Job, job).meta.max_result_bytes == 300'000);
+
+  Welcome ok;
+  ok.max_message_bytes = 1 << 20;
+  ok.heartbeat_ms = 250;
+  auto frames = encode_welcome(ok);
+  CHECK(decode_command(frames) == Command::Welcome);
+  Welcome decoded = decode_welcome(frames);
+  CHECK(decoded.ok);
+  CHECK(decoded.max_message_bytes == 1 << 20);
+  CHECK(decoded.heartbeat_ms == 250);
+
+  decoded = decode_welcome(
+      encode_welcome(Welcome::refusal("overloaded", "full", 1500)));
+  CHECK_FALSE(decoded.ok);
+  CHECK(decoded.code == "overloaded");
+  CHECK(decoded.message == "full");
+  CHECK(decoded.retry_after_ms == 1500);
+
+  Hello hello;
+  hello.max_message_bytes = 4096;
+  CHECK(decode_hello(encode_hello(hello)).max_message_bytes == 4096);
+  CHECK(decode_hello(encode_hello({})).max_message_bytes == 0);
+}

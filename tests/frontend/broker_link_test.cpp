@@ -21,6 +21,7 @@
 using namespace monsoon::frontend;
 using namespace monsoon::frontend::test;
 namespace codes = monsoon::protocol::error_code;
+namespace protocol = monsoon::protocol;
 
 namespace {
 
@@ -350,7 +351,7 @@ TEST_CASE("args larger than the broker's message limit are refused") {
   OutcomeRecorder refused;
   link.submit("echo", std::string(17, '\xc0'), 5s, refused.completion());
   REQUIRE(refused.outcomes().size() == 1);  // at once, inside submit()
-  CHECK(refused.outcomes()[0].meta.code == codes::kBadRequest);
+  CHECK(refused.outcomes()[0].meta.code == codes::kTooLarge);
 
   OutcomeRecorder accepted;
   std::string largest = args_of(std::string(13, 'x'));  // 0xad + 13 bytes
@@ -388,4 +389,38 @@ TEST_CASE("an unexpected exception on the link thread is logged, then aborts") {
   CHECK(WIFSIGNALED(*status));
   CHECK(WTERMSIG(*status) == SIGABRT);
   CHECK(output.find("broker link thread failed") != std::string::npos);
+}
+
+TEST_CASE("the broker's WELCOME lowers the args limit to its frame limit") {
+  FakeBroker broker(/*echo_jobs=*/true);
+  auto config = fast_config(broker.endpoint());
+  BrokerLink link(config);
+  const std::size_t own_limit = link.max_args_bytes();
+  require_reachable(link);
+  auto client = broker.wait_for_client(5s);
+  REQUIRE(client);
+
+  protocol::Welcome welcome;
+  welcome.max_message_bytes = 100;
+  std::vector<std::string> frames;
+  for (const auto& frame : protocol::encode_welcome(welcome)) {
+    frames.push_back(frame.to_string());
+  }
+  broker.send_raw(*client, frames);
+  REQUIRE(eventually([&] { return link.max_args_bytes() == 100; }));
+  CHECK(own_limit > 100);
+
+  OutcomeRecorder refused;
+  link.submit("echo", std::string(101, '\xc0'), 5s, refused.completion());
+  REQUIRE(refused.outcomes().size() == 1);
+  CHECK(refused.outcomes()[0].meta.code == codes::kTooLarge);
+
+  // SUBMITs tell the broker the largest result this front end accepts.
+  OutcomeRecorder accepted;
+  link.submit("echo", args_of("small"), 5s, accepted.completion());
+  REQUIRE(accepted.wait_for(1, 5s));
+  CHECK(accepted.outcomes()[0].meta.ok);
+  auto job = broker.wait_for_job(0, 5s);
+  REQUIRE(job);
+  CHECK(job->meta.max_result_bytes == config.max_message_bytes);
 }

@@ -141,6 +141,7 @@ TEST_CASE("timeouts outside 1..max are a 400") {
 
 TEST_CASE("error codes map to HTTP statuses") {
   CHECK(http_status_for_error("bad_request") == 400);
+  CHECK(http_status_for_error("too_large") == 413);
   CHECK(http_status_for_error("unknown_task") == 404);
   CHECK(http_status_for_error("no_worker") == 504);
   CHECK(http_status_for_error("deadline_exceeded") == 504);

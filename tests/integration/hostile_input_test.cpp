@@ -619,6 +619,9 @@ TEST_CASE("foreign and malformed messages to the broker are dropped, counted",
                         {"pid", 1}})});
   worker.send(outcome(protocol::Command::Done, 999'999, kNil));
   client.send(job(protocol::Command::Submit, 100, "hostile.task", kNil));
+  auto welcome = worker.receive_skipping_heartbeats(0);  // answers READY
+  REQUIRE(welcome);
+  REQUIRE((*welcome)[1] == command(protocol::Command::Welcome));
   auto dispatched = worker.receive_skipping_heartbeats(0);
   REQUIRE(dispatched);
   REQUIRE((*dispatched)[1] == command(protocol::Command::Job));

@@ -40,5 +40,10 @@ int main(int argc, char** argv) {
         monsoon::Clock::now() + wait,
         [args](monsoon::workers::AsyncJob& held) { held.succeed(args); });
   });
+  // A result of args["bytes"] bytes of 'x' (a string), for size limits.
+  registry.add_async("test.blob", [](const monsoon::Value& args,
+                                     monsoon::workers::AsyncJob& job) {
+    job.succeed(std::string(args.at("bytes").get<std::size_t>(), 'x'));
+  });
   return monsoon::workers::run_worker_main(argc, argv, std::move(registry));
 }

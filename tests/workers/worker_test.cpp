@@ -301,6 +301,7 @@ TEST_CASE_METHOD(Fixture, "worker registers, executes jobs and stops") {
   CHECK(info.name == "test-worker");
   CHECK(info.pid == static_cast<std::uint32_t>(getpid()));
   CHECK(info.heartbeat_ms == 1000);
+  CHECK(info.max_message_bytes == 64 * 1024);
 
   const Value args = {{"x", 1}, {"nested", {true, nullptr, "s"}}};
   broker.send(identity, job("echo", 77, args));
@@ -332,13 +333,28 @@ TEST_CASE_METHOD(Fixture, "worker registers, executes jobs and stops") {
   broker.send(identity, job("big", 81, 100 * 1024));
   done = expect_done();
   CHECK(done.meta.id == 81);
-  CHECK(done.meta.code == error_code::kTaskFailed);
+  CHECK(done.meta.code == error_code::kTooLarge);
   CHECK(decode(done.result).is_null());
 
+  // The JOB's own limit (the client's) wins over the worker's.
+  broker.send(identity,
+              protocol::encode_job(Command::Job, "echo", {82, 1000, 1, 8},
+                                   msgpack_frame("more than 8 bytes")));
+  done = expect_done();
+  CHECK(done.meta.id == 82);
+  CHECK(done.meta.code == error_code::kTooLarge);
+  CHECK_THAT(done.meta.message, Catch::Contains("limit of 8 bytes"));
+  broker.send(identity,
+              protocol::encode_job(Command::Job, "echo", {83, 1000, 1, 8},
+                                   msgpack_frame("fits")));
+  done = expect_done();
+  CHECK(done.meta.id == 83);
+  CHECK(done.meta.ok);
+
   const auto counters = worker->counters();
-  CHECK(counters.jobs_received == 5);
-  CHECK(counters.jobs_succeeded == 1);
-  CHECK(counters.jobs_failed == 4);
+  CHECK(counters.jobs_received == 7);
+  CHECK(counters.jobs_succeeded == 2);
+  CHECK(counters.jobs_failed == 5);
   CHECK(counters.reconnects == 0);
 
   CHECK(worker.stops_within(seconds{5}));
@@ -564,6 +580,36 @@ TEST_CASE_METHOD(Fixture, "a job that crosses DISCONNECT still runs") {
   CHECK(done.meta.ok);
   CHECK(decode(done.result) == "late");
   CHECK(expect_done().meta.id == 14);
+}
+
+TEST_CASE_METHOD(Fixture,
+                 "a refused READY is tried again after the broker's delay, "
+                 "on a new connection") {
+  config.tasks = {"echo"};
+  config.heartbeat = {milliseconds{50}, 3};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  const std::string refused = identity;
+  const auto refused_at = Clock::now();
+  broker.send(refused, protocol::encode_welcome(protocol::Welcome::refusal(
+                           error_code::kOverloaded, "full", 400)));
+
+  // Nothing more on the refused connection (its heartbeats would only be
+  // answered DISCONNECT); then a READY on a new one, not before the delay.
+  auto again = broker.next();
+  REQUIRE(again);
+  CHECK(again->command == Command::Ready);
+  CHECK(again->identity != refused);
+  CHECK(Clock::now() - refused_at >= milliseconds{400});
+  CHECK(worker->counters().reconnects == 1);
+
+  // Welcomed, it takes jobs.
+  broker.send(again->identity, protocol::encode_welcome({}));
+  broker.send(again->identity, job("echo", 5, "after"));
+  auto done = broker.next();
+  REQUIRE(done);
+  REQUIRE(done->command == Command::Done);
+  CHECK(protocol::decode_outcome(Command::Done, done->frames).meta.ok);
 }
 
 TEST_CASE("a DONE finished while the broker is away follows the new READY") {

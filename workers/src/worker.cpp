@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -80,6 +81,7 @@ protocol::WorkerInfo registration(const WorkerConfig& config,
   info.pid = static_cast<std::uint32_t>(getpid());
   info.heartbeat_ms =
       static_cast<std::uint32_t>(config.heartbeat.interval.count());
+  info.max_message_bytes = config.max_message_bytes;
   return info;
 }
 
@@ -223,6 +225,7 @@ class Worker::Impl final : public AsyncJob::Host {
   void receive_batch(Clock::time_point now);
   void handle_message(Frames& frames, Clock::time_point now);
   void handle_job(Frames& frames, Clock::time_point now);
+  void handle_welcome(const Frames& frames, Clock::time_point now);
   void reject(const std::string& task, std::uint64_t id, std::string_view code,
               std::string message);
   void queue_done(const std::string& task, const protocol::OutcomeMeta& meta,
@@ -279,6 +282,8 @@ class Worker::Impl final : public AsyncJob::Host {
   };
   std::deque<Unsent> unsent_;
   std::uint32_t held_ = 0;  // jobs handed to slots and not yet completed
+  // JOB's max_result_bytes of held jobs that carried one (at most `slots`).
+  std::unordered_map<std::uint64_t, std::uint64_t> result_limits_;
   PeerLiveness liveness_;
   Backoff backoff_;
   Clock::time_point reconnect_at_{};
@@ -540,6 +545,9 @@ void Worker::Impl::handle_message(Frames& frames, Clock::time_point now) {
         return;
       case Command::Heartbeat:
         return;
+      case Command::Welcome:
+        handle_welcome(frames, now);
+        return;
       case Command::Disconnect:
         if (stopping_) return;
         spdlog::warn("broker does not know this worker; registering again");
@@ -573,6 +581,9 @@ void Worker::Impl::handle_job(Frames& frames, Clock::time_point now) {
     return;
   }
   ++held_;
+  if (job.meta.max_result_bytes > 0) {
+    result_limits_[job.meta.id] = job.meta.max_result_bytes;
+  }
   const milliseconds budget{job.meta.timeout_ms};
   if (async_) {
     start_async_task(
@@ -589,6 +600,27 @@ void Worker::Impl::handle_job(Frames& frames, Clock::time_point now) {
         {std::move(job.task), job.meta, now + budget, std::move(job.args)});
   }
   jobs_ready_.notify_one();
+}
+
+// A refused READY (the broker's worker limit) is tried again on a new
+// socket after the broker's retry_after_ms, not at once: heartbeats on this
+// one would only be answered DISCONNECT.
+void Worker::Impl::handle_welcome(const Frames& frames, Clock::time_point now) {
+  const protocol::Welcome welcome = protocol::decode_welcome(frames);
+  if (welcome.ok) {
+    spdlog::debug("registered with the broker (frame limit {} bytes)",
+                  welcome.max_message_bytes);
+    return;
+  }
+  const milliseconds delay =
+      std::max(milliseconds{welcome.retry_after_ms}, backoff_.next());
+  spdlog::error(
+      "the broker refused this worker ({}: {}); trying again in {} ms",
+      welcome.code, welcome.message, delay.count());
+  socket_.reset();
+  if (stopping_) return;
+  reconnects_.fetch_add(1, std::memory_order_relaxed);
+  reconnect_at_ = now + delay;
 }
 
 void Worker::Impl::reject(const std::string& task, std::uint64_t id,
@@ -629,18 +661,24 @@ void Worker::Impl::collect_completions() {
     std::lock_guard lock(completions_mutex_);
     completions_batch_.swap(completions_);
   }
-  const std::size_t max_result_bytes =
-      config_.max_message_bytes - kEnvelopeBytes;
   for (auto& [task, id, outcome] : completions_batch_) {
     --held_;
+    // The JOB's limit (the client's and the broker's); from a broker that
+    // sent none, our own, which a broker configured like us accepts.
+    std::uint64_t max_result_bytes = config_.max_message_bytes - kEnvelopeBytes;
+    if (auto limit = result_limits_.find(id); limit != result_limits_.end()) {
+      max_result_bytes = limit->second;
+      result_limits_.erase(limit);
+    }
     if (outcome.result.size() > max_result_bytes) {
-      // The broker would drop the whole connection over it.
+      // Sent, it would cost the connection (and every job on it).
       queue_done(task,
                  protocol::OutcomeMeta::failure(
-                     id, protocol::error_code::kTaskFailed,
+                     id, protocol::error_code::kTooLarge,
                      "result of " + std::to_string(outcome.result.size()) +
                          " bytes exceeds the limit of " +
-                         std::to_string(max_result_bytes)),
+                         std::to_string(max_result_bytes) +
+                         " bytes on its way to the client"),
                  protocol::nil_payload());
     } else if (outcome.ok) {
       queue_done(task, protocol::OutcomeMeta::success(id),

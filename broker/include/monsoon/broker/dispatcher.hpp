@@ -8,14 +8,17 @@
 // byte by byte or decoded.
 //
 // Policy: a job goes only to a worker that serves its task and has credit
-// (a free slot; no prefetch). Among those, the least loaded one (busy slots
-// relative to its slots, so an idle worker always wins over a busy one), then
-// the least recently used. A worker whose credit returns takes the oldest
-// waiting job, by arrival, among the queues of its tasks. A dead worker's jobs
-// go back to the front of their queues until max_attempts (jobs of tasks its
-// READY listed in no_retry fail instead); RESULTs name the
-// worker that ran the job (meta.worker). A job whose DONE says `retry` waits
-// out a back-off, then joins the back of its queue, until max_attempts.
+// (a free slot; no prefetch). A job whose args exceed the frame limit its
+// worker announced fails with too_large instead of being sent, and so does
+// a result over the limit its client announced; nothing else is affected. Among
+// those, the least loaded one (busy slots relative to its slots, so an idle
+// worker always wins over a busy one), then the least recently used. A worker
+// whose credit returns takes the oldest waiting job, by arrival, among the
+// queues of its tasks. A dead worker's jobs go back to the front of their
+// queues until max_attempts (jobs of tasks its READY listed in no_retry fail
+// instead); RESULTs name the worker that ran the job (meta.worker). A job whose
+// DONE says `retry` waits out a back-off, then joins the back of its queue,
+// until max_attempts.
 //
 // Owned and used by one thread (the broker's loop). Methods do not throw
 // except std::bad_alloc.
@@ -58,6 +61,9 @@ struct DispatcherConfig {
   // value (random_first_job_id) so that a DONE for a job of its previous
   // incarnation, from a worker that kept running, cannot match a new job.
   std::uint64_t first_job_id = 1;
+  // The largest frame the broker accepts from a peer (its ZMQ_MAXMSGSIZE):
+  // announced in WELCOME, and the bound on every JOB's max_result_bytes.
+  std::uint64_t max_message_bytes = 16u << 20;
 };
 
 // A random job id in [1, 2^62]: room for 2^62 jobs after it.
@@ -91,6 +97,9 @@ struct DispatcherStats {
   std::uint64_t workers_reconnected = 0;  // READY under a new identity
   std::uint64_t workers_stopped = 0;      // forgotten after draining
   std::uint64_t workers_rejected = 0;     // READY beyond max_workers
+  // Jobs answered too_large: args over their worker's max_message_bytes, or
+  // a result over the client's max_result_bytes (protocol section 7).
+  std::uint64_t rejected_too_large = 0;
   std::uint64_t unknown_worker_messages = 0;  // answered with DISCONNECT
   std::uint64_t malformed_dropped = 0;        // reported by the transport
   std::uint64_t results_unroutable = 0;       // reported by the transport
@@ -120,6 +129,8 @@ class Dispatcher {
 
   // Worker messages. Any of them proves the worker alive; anything but READY
   // from an unknown worker is answered with DISCONNECT (except DISCONNECT).
+  // A READY is answered with WELCOME before any JOB: ok, or refused with
+  // `overloaded` when max_workers are registered.
   // A READY whose name and pid match a registration under another identity
   // takes over that registration's jobs. DISCONNECT makes the worker drain:
   // no new JOB, its DONEs still relayed, forgotten once it holds no job.

@@ -19,6 +19,8 @@
 namespace monsoon::protocol {
 
 inline constexpr std::uint8_t kVersion = 1;
+// Compatible additions within version 1 (docs/protocol.md section 9).
+inline constexpr std::uint8_t kMinorVersion = 1;
 inline constexpr std::string_view kSignature{"MNS\x01", 4};
 inline constexpr std::size_t kMaxTaskNameBytes = 128;
 inline constexpr std::size_t kMaxMetaBytes = 4096;
@@ -36,6 +38,8 @@ enum class Command : std::uint8_t {
   Result = 0x05,      // broker -> client: [task, meta, result]
   Heartbeat = 0x06,   // any direction, no body
   Disconnect = 0x07,  // any direction, no body
+  Welcome = 0x08,     // broker -> worker (answers READY) or client: [info]
+  Hello = 0x09,       // client -> broker: [info]
 };
 
 std::string_view command_name(Command command) noexcept;
@@ -52,6 +56,8 @@ inline constexpr std::string_view kInternal = "internal";
 // DONE only: run the job again later (retry_after_ms: the least delay).
 // The broker retries or answers task_failed; never relayed as is.
 inline constexpr std::string_view kRetry = "retry";
+// A frame over the receiving peer's announced limit: refused, not sent.
+inline constexpr std::string_view kTooLarge = "too_large";
 }  // namespace error_code
 
 class ProtocolError : public std::runtime_error {
@@ -66,6 +72,9 @@ struct JobMeta {
   std::uint64_t id = 0;
   std::uint32_t timeout_ms = 0;
   std::uint32_t attempt = 1;
+  // The largest result frame the answer may carry, in bytes; 0 = absent
+  // (section 7).
+  std::uint64_t max_result_bytes = 0;
 };
 
 // Meta of DONE (broker's id) and RESULT (client's id).
@@ -101,6 +110,30 @@ struct WorkerInfo {
   // Tasks among `tasks` whose jobs the broker must not dispatch again when
   // this worker dies while running them (at most once). Absent: none.
   std::vector<std::string> no_retry;
+  // The largest frame this worker accepts, in bytes; 0 = absent.
+  std::uint64_t max_message_bytes = 0;
+};
+
+// Body of WELCOME: whether the broker took a READY (or HELLO), and what it
+// accepts. A refused READY (ok false) carries code, message and, with
+// `overloaded`, retry_after_ms.
+struct Welcome {
+  bool ok = true;
+  std::string code;
+  std::string message;
+  std::uint32_t retry_after_ms = 0;     // 0 = absent
+  std::uint64_t max_message_bytes = 0;  // 0 = absent
+  std::uint32_t heartbeat_ms = 0;       // 0 = absent
+
+  static Welcome refusal(std::string_view code, std::string message,
+                         std::uint32_t retry_after_ms) {
+    return {false, std::string(code), std::move(message), retry_after_ms, 0, 0};
+  }
+};
+
+// Body of HELLO: what a client announces about itself.
+struct Hello {
+  std::uint64_t max_message_bytes = 0;  // 0 = absent
 };
 
 // SUBMIT or JOB, decoded.
@@ -130,6 +163,8 @@ JobMessage decode_job(Command expected, std::span<zmq::message_t> frames);
 OutcomeMessage decode_outcome(Command expected,
                               std::span<zmq::message_t> frames);
 WorkerInfo decode_ready(std::span<const zmq::message_t> frames);
+Welcome decode_welcome(std::span<const zmq::message_t> frames);
+Hello decode_hello(std::span<const zmq::message_t> frames);
 
 // Encoders. `expected` must be Submit/Job, Done/Result respectively; the
 // payload (already MessagePack) is moved into the returned frames.
@@ -138,6 +173,8 @@ Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
 Frames encode_outcome(Command command, std::string_view task,
                       const OutcomeMeta& meta, zmq::message_t result);
 Frames encode_ready(const WorkerInfo& info);
+Frames encode_welcome(const Welcome& welcome);
+Frames encode_hello(const Hello& hello);
 Frames encode_control(Command command);  // Heartbeat or Disconnect
 
 // A MessagePack nil, for error outcomes and absent args.

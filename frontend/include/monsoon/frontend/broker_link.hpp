@@ -32,8 +32,10 @@ struct BrokerLinkConfig {
   std::string endpoint = "tcp://127.0.0.1:5555";
   HeartbeatSettings heartbeat;        // interval >= 1 ms, liveness >= 1
   std::size_t max_pending = 100'000;  // jobs awaiting a result
-  // The largest RESULT frame accepted. It also bounds the args of a SUBMIT
-  // (see max_args_bytes), so it must not exceed the broker's own limit.
+  // The largest frame accepted from the broker (ZMQ_MAXMSGSIZE), told to it
+  // as every SUBMIT's max_result_bytes (docs/protocol.md section 7), so that
+  // a larger result fails its job (too_large) instead of the connection. It
+  // also bounds the args of a SUBMIT (see max_args_bytes).
   std::size_t max_message_bytes = 16u << 20;
 };
 
@@ -96,7 +98,8 @@ class JobLink {
   // Whether jobs can be expected to reach the broker now.
   virtual bool reachable() const noexcept = 0;
   virtual BrokerLinkStats stats() const noexcept = 0;
-  // The largest `args` that submit() accepts.
+  // The largest `args` that submit() accepts now; it may fall once the
+  // broker has told its own limit.
   virtual std::size_t max_args_bytes() const noexcept = 0;
 };
 
@@ -113,7 +116,8 @@ class BrokerLink final : public JobLink {
   BrokerLink& operator=(const BrokerLink&) = delete;
 
   // The completion runs on the link thread, except when the job is refused
-  // at once (invalid task name, args over max_args_bytes(), pending table
+  // at once (invalid task name, args over max_args_bytes() (too_large),
+  // pending table
   // full, broker unreachable, link stopped): then it runs inside submit(), on
   // the caller's thread. Jobs pending when the broker is lost (silence or
   // DISCONNECT) complete at once with broker_unavailable: their RESULTs could

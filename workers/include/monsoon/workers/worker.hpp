@@ -45,7 +45,9 @@ struct WorkerConfig {
   std::chrono::milliseconds drain_timeout{10'000};  // for a graceful stop
   // After drain_timeout, how long cancelled tasks get to return.
   std::chrono::milliseconds cancel_grace{5'000};
-  std::size_t max_message_bytes = 16 * 1024 * 1024;  // in and out
+  // The largest frame accepted from the broker (ZMQ_MAXMSGSIZE), announced
+  // in READY so that the broker sends no larger JOB.
+  std::size_t max_message_bytes = 16 * 1024 * 1024;
 };
 
 struct WorkerCounters {
