@@ -199,3 +199,21 @@ TEST_CASE("MessagePack replies go to clients that accept them") {
   CHECK_FALSE(accepts_msgpack("application/json"));
   CHECK_FALSE(accepts_msgpack(""));
 }
+
+TEST_CASE("a result goes out as it is for MessagePack and as JSON otherwise") {
+  auto body = [](std::string result, bool as_msgpack) {
+    auto answer = job_result(std::move(result), as_msgpack);
+    REQUIRE(std::holds_alternative<std::string>(answer));
+    return std::get<std::string>(answer);
+  };
+  std::string packed = monsoon::to_msgpack(monsoon::Value{{"x", {1, "y"}}});
+  CHECK(body(packed, true) == packed);
+  CHECK(body(packed, false) == R"({"x":[1,"y"]})");
+
+  for (bool as_msgpack : {true, false}) {
+    auto invalid = job_result("\xc1", as_msgpack);  // never valid MessagePack
+    REQUIRE(std::holds_alternative<HttpError>(invalid));
+    CHECK(std::get<HttpError>(invalid).status == 502);
+    CHECK(std::get<HttpError>(invalid).code == "internal");
+  }
+}

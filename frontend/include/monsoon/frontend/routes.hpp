@@ -79,6 +79,13 @@ std::variant<std::string, HttpError> job_args(std::string_view content_type,
 // Whether an Accept header asks for MessagePack rather than JSON.
 bool accepts_msgpack(std::string_view accept);
 
+// The body of the 200 answering a job whose task succeeded with `result`
+// (MessagePack, from the worker): for a client that accepts MessagePack the
+// bytes as they are, once validated; else the result as JSON. Otherwise the
+// error to answer: 502 for a result that is not valid MessagePack.
+std::variant<std::string, HttpError> job_result(std::string result,
+                                                bool as_msgpack);
+
 // HTTP status for an error code of a RESULT or of a local failure; unknown
 // codes map like "internal" (502).
 int http_status_for_error(std::string_view code) noexcept;
