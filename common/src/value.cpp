@@ -2,37 +2,193 @@
 
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace monsoon {
 namespace {
 
-// Rejects nesting deeper than max_depth before nlohmann builds anything, so a
-// hostile "[[[[..." costs one linear scan and no allocation.
-void check_json_depth(std::string_view text, std::size_t max_depth) {
-  std::size_t depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) {
-        throw ValueError("JSON nesting deeper than " +
-                         std::to_string(max_depth));
-      }
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
+constexpr std::size_t kShownChars = 40;
+
+// `text`, cut short (and saying so) when it would swamp a message.
+std::string shown(std::string_view text) {
+  if (text.size() <= kShownChars) return std::string(text);
+  return std::string(text.substr(0, kShownChars)) + "... (" +
+         std::to_string(text.size()) + " characters)";
+}
+
+// One step of a JSON Pointer (RFC 6901).
+std::string pointer_step(std::string_view key) {
+  std::string step = "/";
+  for (char c : shown(key)) {
+    if (c == '~') {
+      step += "~0";
+    } else if (c == '/') {
+      step += "~1";
+    } else {
+      step += c;
     }
   }
+  return step;
 }
+
+std::string at(const std::string& pointer) {
+  return pointer.empty() ? "at the top level" : "at " + pointer;
+}
+
+// Whether a JSON number's text has neither fraction nor exponent.
+bool is_integer_lexeme(std::string_view lexeme) {
+  return lexeme.find_first_not_of("-0123456789") == std::string_view::npos;
+}
+
+std::string integer_range_error(std::string_view lexeme,
+                                const std::string& pointer) {
+  return "integer " + shown(lexeme) + " " + at(pointer) +
+         " is outside the 64-bit range [-9223372036854775808, "
+         "18446744073709551615] and would change as a floating-point number; "
+         "send it as a string";
+}
+
+// Builds a Value from nlohmann's SAX events, for JSON text or MessagePack,
+// and refuses what a Value cannot hold exactly: a duplicate key (a Value
+// keeps one), a JSON integer beyond 64 bits (which nlohmann reads as a
+// double). Also refuses nesting deeper than max_depth:
+// nlohmann's own parsers keep one bit (JSON) or one stack frame (MessagePack)
+// per level, so stopping at the limit bounds them too.
+class ValueBuilder {
+ public:
+  ValueBuilder(std::string_view format, std::size_t max_depth)
+      : format_(format), max_depth_(max_depth) {}
+
+  bool null() { return add(nullptr); }
+  bool boolean(bool value) { return add(value); }
+  bool number_integer(Value::number_integer_t value) { return add(value); }
+  bool number_unsigned(Value::number_unsigned_t value) { return add(value); }
+  bool number_float(Value::number_float_t value, const std::string& lexeme) {
+    // Only JSON has a lexeme. nlohmann reads an integer that overflows
+    // 64 bits as the nearest double.
+    if (!lexeme.empty() && is_integer_lexeme(lexeme)) {
+      return refuse(integer_range_error(lexeme, next_pointer()));
+    }
+    return add(value);
+  }
+  bool string(std::string& value) { return add(std::move(value)); }
+  bool binary(Value::binary_t& value) { return add(std::move(value)); }
+  bool start_object(std::size_t) { return enter(Value::object()); }
+  bool key(std::string& key) {
+    Value& object = *open_.back();
+    if (object.contains(key)) {
+      return refuse("duplicate key \"" + shown(key) + "\" in the " +
+                    (format_ == "JSON" ? "object " : "map ") +
+                    at(pointer(open_.size())) +
+                    ": only one of its values could be kept");
+    }
+    slot_ = &object[std::move(key)];
+    return true;
+  }
+  bool end_object() { return leave(); }
+  bool start_array(std::size_t) { return enter(Value::array()); }
+  bool end_array() { return leave(); }
+
+  bool parse_error(std::size_t, const std::string& last_token,
+                   const Value::exception& error) {
+    constexpr int kNumberOverflow = 406;  // nlohmann's out_of_range.406
+    if (format_ == "JSON" && error.id == kNumberOverflow) {
+      std::string where = next_pointer();
+      return refuse(
+          is_integer_lexeme(last_token)
+              ? integer_range_error(last_token, where)
+              : "number " + shown(last_token) + " " + at(where) +
+                    " is beyond the range of IEEE-754 binary64 (about "
+                    "±1.8e308)");
+    }
+    error_ = error.what();
+    return false;
+  }
+
+  Value take() { return std::move(root_); }
+  const std::string& error() const { return error_; }
+  // The input was well-formed but cannot be held exactly.
+  bool refused() const { return refused_; }
+
+ private:
+  template <typename T>
+  bool add(T&& value) {
+    place(Value(std::forward<T>(value)));
+    return true;
+  }
+
+  Value& place(Value value) {
+    if (open_.empty()) {
+      root_ = std::move(value);
+      return root_;
+    }
+    Value& parent = *open_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(value));
+      return parent.back();
+    }
+    *slot_ = std::move(value);
+    return *slot_;
+  }
+
+  bool enter(Value container) {
+    if (open_.size() >= max_depth_) {
+      error_ = std::string(format_) + " nesting deeper than " +
+               std::to_string(max_depth_);
+      return false;
+    }
+    open_.push_back(&place(std::move(container)));
+    return true;
+  }
+
+  bool leave() {
+    open_.pop_back();
+    return true;
+  }
+
+  bool refuse(std::string why) {
+    error_ = std::move(why);
+    refused_ = true;
+    return false;
+  }
+
+  // The JSON Pointer of the innermost `depth` open containers. Only for
+  // messages: it searches each object for the child being built.
+  std::string pointer(std::size_t depth) const {
+    std::string out;
+    for (std::size_t i = 1; i < depth; ++i) {
+      out += step_to(*open_[i - 1], open_[i]);
+    }
+    return out;
+  }
+
+  // The JSON Pointer of the value being read.
+  std::string next_pointer() const {
+    if (open_.empty()) return {};
+    const Value& parent = *open_.back();
+    return pointer(open_.size()) + (parent.is_array()
+                                        ? "/" + std::to_string(parent.size())
+                                        : step_to(parent, slot_));
+  }
+
+  static std::string step_to(const Value& parent, const Value* child) {
+    if (parent.is_array()) return "/" + std::to_string(parent.size() - 1);
+    for (const auto& [key, value] : parent.items()) {
+      if (&value == child) return pointer_step(key);
+    }
+    return {};
+  }
+
+  std::string_view format_;
+  std::size_t max_depth_;
+  Value root_;
+  std::vector<Value*> open_;  // the containers being built, outermost first
+  Value* slot_ = nullptr;     // the member of open_.back() whose key came last
+  std::string error_;
+  bool refused_ = false;
+};
 
 // Validating visitor: accepts every MessagePack value, refuses depth beyond
 // the limit, and remembers why parsing stopped.
@@ -130,12 +286,12 @@ Value with_binary_as_base64(const Value& value) {
 }  // namespace
 
 Value parse_json(std::string_view text, std::size_t max_depth) {
-  check_json_depth(text, max_depth);
-  try {
-    return Value::parse(text);
-  } catch (const Value::exception& e) {
-    throw ValueError(e.what());
+  ValueBuilder builder("JSON", max_depth);
+  if (Value::sax_parse(text.begin(), text.end(), &builder)) {
+    return builder.take();
   }
+  if (builder.refused()) throw NotRepresentable(builder.error());
+  throw ValueError(builder.error());
 }
 
 std::string to_json(const Value& value) {

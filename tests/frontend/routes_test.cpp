@@ -217,3 +217,24 @@ TEST_CASE("a result goes out as it is for MessagePack and as JSON otherwise") {
     CHECK(std::get<HttpError>(invalid).code == "internal");
   }
 }
+
+TEST_CASE("a JSON body a value cannot carry exactly is a 400 saying why") {
+  struct Case {
+    std::string body;
+    std::string why;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"18446744073709551616", "18446744073709551616"},
+           {R"({"n":[-9223372036854775809]})", "-9223372036854775809"},
+           {"123456789012345678901234567890", "18446744073709551615"},
+           {R"({"a":1,"a":2})", R"(duplicate key "a")"},
+           {"1e400", "binary64"}}) {
+    INFO(c.body);
+    auto result = job_args("application/json", c.body, 1024);
+    REQUIRE(std::holds_alternative<HttpError>(result));
+    const auto& error = std::get<HttpError>(result);
+    CHECK(error.status == 400);
+    CHECK(error.code == "bad_request");
+    CHECK_THAT(error.message, Catch::Contains(c.why));
+  }
+}

@@ -88,6 +88,34 @@ TEST_CASE("msgpack in and out when the client asks for it", "[integration]") {
   CHECK(Json::parse(as_json.body) == Json{{"bytes", "AAEC/w=="}, {"k", 1}});
 }
 
+TEST_CASE("JSON a value cannot carry exactly gets 400 saying why",
+          "[integration]") {
+  Stack& stack = shared_stack();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"18446744073709551616", "18446744073709551616"},
+      {"123456789012345678901234567890", "123456789012345678901234567890"},
+      {"-9223372036854775809", "-9223372036854775809"},
+      {R"({"a":[1,{"b":18446744073709551616}]})", "/a/1/b"},
+      {R"({"a":1,"a":2})", R"(duplicate key "a")"},
+      {R"([{"x":{"k":1,"k":1}}])", "/0/x"},
+      {"1e400", "binary64"}};
+  for (const auto& [body, why] : cases) {
+    HttpResponse response = stack.post_json("/jobs/echo", body);
+    INFO(body << " -> " << response.status << " " << response.body);
+    CHECK(response.status == 400);
+    CHECK(response.error_code() == "bad_request");
+    if (response.status == 400) {
+      CHECK_THAT(error_of(response)["message"].get<std::string>(),
+                 Catch::Contains(why));
+    }
+  }
+  // The 64-bit extremes themselves arrive exactly.
+  const std::string extremes = "[18446744073709551615,-9223372036854775808]";
+  HttpResponse exact = stack.post_json("/jobs/echo", extremes);
+  CHECK(exact.status == 200);
+  CHECK(exact.body == extremes);
+}
+
 TEST_CASE("sleep, hash and db.query run on the worker", "[integration]") {
   Stack& stack = shared_stack();
 

@@ -1,6 +1,12 @@
 // Task arguments and results as values, and their two encodings: JSON (the
 // HTTP API) and MessagePack (the wire). The in-memory model is
-// nlohmann::json, which represents every MessagePack type including bin.
+// nlohmann::json, which represents every MessagePack type including bin and
+// ext (as binary with a subtype).
+//
+// A JSON text converts exactly or not at all (docs/protocol.md, "Values"):
+// integers from -2^63 to 2^64-1 stay exact, other numbers are IEEE-754
+// binary64 (RFC 8259 section 6), and what a value cannot hold exactly (a
+// longer integer, a duplicate key) is refused with NotRepresentable.
 //
 // All functions are thread-safe and throw ValueError on invalid or hostile
 // input; none allocates more than a small multiple of its input's size.
@@ -21,11 +27,19 @@ class ValueError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Well-formed input holding a value the other side cannot hold exactly; its
+// message says which and where (a JSON Pointer).
+class NotRepresentable : public ValueError {
+ public:
+  using ValueError::ValueError;
+};
+
 inline constexpr std::size_t kDefaultMaxDepth = 128;
 
-// Parses exactly one JSON text. Integers that fit int64/uint64 stay exact;
-// larger ones become doubles. Throws on syntax errors, invalid UTF-8 and
-// nesting deeper than max_depth.
+// Parses exactly one JSON text. Throws NotRepresentable for an integer
+// outside [-2^63, 2^64-1], a number beyond binary64 (1e400) and a duplicate
+// key; ValueError for syntax errors, invalid UTF-8 and nesting deeper than
+// max_depth.
 Value parse_json(std::string_view text,
                  std::size_t max_depth = kDefaultMaxDepth);
 
