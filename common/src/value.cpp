@@ -52,8 +52,8 @@ std::string integer_range_error(std::string_view lexeme,
 
 // Builds a Value from nlohmann's SAX events, for JSON text or MessagePack,
 // and refuses what a Value cannot hold exactly: a duplicate key (a Value
-// keeps one), a JSON integer beyond 64 bits (which nlohmann reads as a
-// double). Also refuses nesting deeper than max_depth:
+// keeps one), a non-string map key, a JSON integer beyond 64 bits (which
+// nlohmann reads as a double). Also refuses nesting deeper than max_depth:
 // nlohmann's own parsers keep one bit (JSON) or one stack frame (MessagePack)
 // per level, so stopping at the limit bounds them too.
 class ValueBuilder {
@@ -91,7 +91,7 @@ class ValueBuilder {
   bool start_array(std::size_t) { return enter(Value::array()); }
   bool end_array() { return leave(); }
 
-  bool parse_error(std::size_t, const std::string& last_token,
+  bool parse_error(std::size_t position, const std::string& last_token,
                    const Value::exception& error) {
     constexpr int kNumberOverflow = 406;  // nlohmann's out_of_range.406
     if (format_ == "JSON" && error.id == kNumberOverflow) {
@@ -102,6 +102,15 @@ class ValueBuilder {
               : "number " + shown(last_token) + " " + at(where) +
                     " is beyond the range of IEEE-754 binary64 (about "
                     "±1.8e308)");
+    }
+    // MessagePack that passed validate_msgpack fails here only where a map
+    // key is not a string.
+    if (format_ == "MessagePack" && !open_.empty() &&
+        open_.back()->is_object()) {
+      return refuse("a key of the map " + at(pointer(open_.size())) +
+                    " is not a string (MessagePack type byte 0x" + last_token +
+                    " at offset " + std::to_string(position - 1) +
+                    "); only string keys can be represented");
     }
     error_ = error.what();
     return false;
@@ -327,12 +336,16 @@ void validate_msgpack(std::string_view bytes, std::size_t max_depth) {
 }
 
 Value from_msgpack(std::string_view bytes, std::size_t max_depth) {
+  // Malformed input must not be reported as merely not representable, so
+  // validate the whole of it first.
   validate_msgpack(bytes, max_depth);
-  try {
-    return Value::from_msgpack(bytes.begin(), bytes.end());
-  } catch (const Value::exception& e) {
-    throw ValueError(e.what());
+  ValueBuilder builder("MessagePack", max_depth);
+  if (Value::sax_parse(bytes.begin(), bytes.end(), &builder,
+                       Value::input_format_t::msgpack)) {
+    return builder.take();
   }
+  if (builder.refused()) throw NotRepresentable(builder.error());
+  throw ValueError(builder.error());
 }
 
 std::string msgpack_to_json(std::string_view bytes) {

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 
 using Catch::Contains;
@@ -13,6 +14,10 @@ namespace {
 
 Value json_round_trip(std::string_view text) {
   return monsoon::from_msgpack(monsoon::json_to_msgpack(text));
+}
+
+std::string bytes(std::initializer_list<unsigned char> list) {
+  return std::string(list.begin(), list.end());
 }
 
 // The message of the NotRepresentable that `convert` throws; the check fails
@@ -189,4 +194,47 @@ TEST_CASE("duplicate keys in JSON objects are refused") {
   }
   // The same key in different objects is fine.
   CHECK(monsoon::parse_json(R"({"a":{"a":1}})") == Value{{"a", {{"a", 1}}}});
+}
+
+TEST_CASE("MessagePack maps with duplicate or non-string keys are refused") {
+  struct Case {
+    std::string name;
+    std::string packed;
+    std::string why;
+  };
+  const std::vector<Case> cases = {
+      {"duplicate key", bytes({0x82, 0xa1, 'a', 1, 0xa1, 'a', 2}),
+       R"(duplicate key "a")"},
+      {"duplicate key, same value", bytes({0x82, 0xa1, 'a', 1, 0xa1, 'a', 1}),
+       R"(duplicate key "a")"},
+      {"nested duplicate key",
+       bytes({0x81, 0xa1, 'x', 0x91, 0x82, 0xa1, 'k', 1, 0xa1, 'k', 1}),
+       "at /x/0"},
+      {"integer key", bytes({0x81, 0x01, 0x02}), "not a string"},
+      {"nil key", bytes({0x81, 0xc0, 0x02}), "not a string"},
+      {"bin key", bytes({0x81, 0xc4, 0x01, 'a', 0x02}), "not a string"},
+      {"array key", bytes({0x81, 0x90, 0x02}), "not a string"},
+      {"map key", bytes({0x81, 0x80, 0x02}), "not a string"},
+      {"integer key after a string key",
+       bytes({0x81, 0xa1, 'x', 0x82, 0xa1, 'a', 1, 0x07, 2}), "at /x"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    // Well-formed: passed on as it is where it is not decoded...
+    CHECK_NOTHROW(monsoon::validate_msgpack(c.packed));
+    // ...but no Value holds it exactly, so neither a task nor JSON gets it.
+    CHECK_THAT(refusal([&] { monsoon::from_msgpack(c.packed); }),
+               Contains(c.why));
+    CHECK_THAT(refusal([&] { monsoon::msgpack_to_json(c.packed); }),
+               Contains(c.why));
+  }
+  // Malformed and duplicated: malformed is what is reported.
+  const std::string truncated = bytes({0x83, 0xa1, 'a', 1, 0xa1, 'a', 2});
+  try {
+    monsoon::from_msgpack(truncated);
+    FAIL_CHECK("accepted");
+  } catch (const NotRepresentable& e) {
+    FAIL_CHECK("reported as not representable: " << e.what());
+  } catch (const ValueError&) {
+  }
 }

@@ -3,10 +3,11 @@
 // nlohmann::json, which represents every MessagePack type including bin and
 // ext (as binary with a subtype).
 //
-// A JSON text converts exactly or not at all (docs/protocol.md, "Values"):
-// integers from -2^63 to 2^64-1 stay exact, other numbers are IEEE-754
+// A value converts exactly or not at all (docs/protocol.md, "Values"):
+// integers from -2^63 to 2^64-1 stay exact, other JSON numbers are IEEE-754
 // binary64 (RFC 8259 section 6), and what a value cannot hold exactly (a
-// longer integer, a duplicate key) is refused with NotRepresentable.
+// longer integer, a duplicate or non-string key) is refused with
+// NotRepresentable.
 //
 // All functions are thread-safe and throw ValueError on invalid or hostile
 // input; none allocates more than a small multiple of its input's size.
@@ -50,7 +51,9 @@ std::string to_json(const Value& value);
 
 std::string to_msgpack(const Value& value);
 
-// Decodes exactly one MessagePack value occupying all of `bytes`.
+// Decodes exactly one MessagePack value occupying all of `bytes`. Throws
+// ValueError when `bytes` are not that (validate_msgpack), else
+// NotRepresentable for a map with a duplicate or non-string key.
 Value from_msgpack(std::string_view bytes,
                    std::size_t max_depth = kDefaultMaxDepth);
 
