@@ -1,7 +1,10 @@
 #include "monsoon/common/value.hpp"
 
+#include <cmath>
+#include <cstdint>
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -9,6 +12,7 @@
 namespace monsoon {
 namespace {
 
+constexpr auto kStrict = Value::error_handler_t::strict;
 constexpr std::size_t kShownChars = 40;
 
 // `text`, cut short (and saying so) when it would swamp a message.
@@ -292,6 +296,77 @@ Value with_binary_as_base64(const Value& value) {
   return value;
 }
 
+bool is_utf8(const std::string& text) {
+  try {
+    Value(text).dump(-1, ' ', false, kStrict);
+    return true;
+  } catch (const Value::type_error&) {
+    return false;
+  }
+}
+
+// What JSON cannot carry in `value`, and where.
+struct JsonGap {
+  std::string what;
+  std::string pointer;
+};
+
+// The first part of `value` that JSON cannot carry exactly: a NaN or
+// infinite float, or an ext value (bin values have their base64 form). With
+// `check_utf8`, also a string or key that is not UTF-8 (a copy of each: only
+// once dump() has said there is one).
+std::optional<JsonGap> json_gap(const Value& value, bool check_utf8) {
+  auto inside = [](std::optional<JsonGap> gap, const std::string& step) {
+    if (gap) gap->pointer.insert(0, step);
+    return gap;
+  };
+  switch (value.type()) {
+    case Value::value_t::number_float: {
+      double number = value.get<double>();
+      if (std::isnan(number)) return JsonGap{"NaN", {}};
+      if (std::isinf(number)) {
+        return JsonGap{number > 0 ? "Infinity" : "-Infinity", {}};
+      }
+      return std::nullopt;
+    }
+    case Value::value_t::binary:
+      if (!value.get_binary().has_subtype()) return std::nullopt;
+      return JsonGap{"a MessagePack ext value of type " +
+                         std::to_string(static_cast<std::int8_t>(
+                             value.get_binary().subtype())),
+                     {}};
+    case Value::value_t::string:
+      if (check_utf8 && !is_utf8(value.get_ref<const std::string&>())) {
+        return JsonGap{"a string that is not valid UTF-8", {}};
+      }
+      return std::nullopt;
+    case Value::value_t::array:
+      for (std::size_t i = 0; i < value.size(); ++i) {
+        if (auto gap = json_gap(value[i], check_utf8)) {
+          return inside(std::move(gap), "/" + std::to_string(i));
+        }
+      }
+      return std::nullopt;
+    case Value::value_t::object:
+      for (const auto& [key, element] : value.items()) {
+        if (check_utf8 && !is_utf8(key)) {
+          return JsonGap{"a key that is not valid UTF-8", {}};
+        }
+        if (auto gap = json_gap(element, check_utf8)) {
+          return inside(std::move(gap), pointer_step(key));
+        }
+      }
+      return std::nullopt;
+    default:
+      return std::nullopt;
+  }
+}
+
+[[noreturn]] void throw_gap(const JsonGap& gap) {
+  throw NotRepresentable(gap.what + " " + at(gap.pointer) +
+                         " has no exact form in JSON");
+}
+
 }  // namespace
 
 Value parse_json(std::string_view text, std::size_t max_depth) {
@@ -304,11 +379,17 @@ Value parse_json(std::string_view text, std::size_t max_depth) {
 }
 
 std::string to_json(const Value& value) {
-  constexpr auto kReplace = Value::error_handler_t::replace;
-  if (contains_binary(value)) {
-    return with_binary_as_base64(value).dump(-1, ' ', false, kReplace);
+  if (auto gap = json_gap(value, false)) throw_gap(*gap);
+  try {
+    if (contains_binary(value)) {
+      return with_binary_as_base64(value).dump(-1, ' ', false, kStrict);
+    }
+    return value.dump(-1, ' ', false, kStrict);
+  } catch (const Value::type_error& e) {  // 316: a string is not UTF-8
+    auto gap = json_gap(value, true);
+    if (gap) throw_gap(*gap);
+    throw NotRepresentable(e.what());
   }
-  return value.dump(-1, ' ', false, kReplace);
 }
 
 std::string to_msgpack(const Value& value) {

@@ -268,6 +268,14 @@ std::variant<std::string, HttpError> job_result(std::string result,
       return result;
     }
     return msgpack_to_json(result);
+  } catch (const NotRepresentable& e) {
+    return HttpError{406,
+                     std::string(http_error_code::kNotAcceptable),
+                     std::string("the result has no exact JSON form: ") +
+                         e.what() +
+                         "; send Accept: application/msgpack to receive it "
+                         "exactly",
+                     {}};
   } catch (const ValueError& e) {
     return HttpError{502,
                      std::string(protocol::error_code::kInternal),

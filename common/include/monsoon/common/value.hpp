@@ -5,9 +5,10 @@
 //
 // A value converts exactly or not at all (docs/protocol.md, "Values"):
 // integers from -2^63 to 2^64-1 stay exact, other JSON numbers are IEEE-754
-// binary64 (RFC 8259 section 6), and what a value cannot hold exactly (a
-// longer integer, a duplicate or non-string key) is refused with
-// NotRepresentable.
+// binary64 (RFC 8259 section 6), and what one side cannot hold exactly
+// (a longer integer, a duplicate or non-string key; NaN, infinities, ext or
+// invalid UTF-8 for JSON) is refused with NotRepresentable. Bin values are
+// the one documented change of form: base64 strings in JSON.
 //
 // All functions are thread-safe and throw ValueError on invalid or hostile
 // input; none allocates more than a small multiple of its input's size.
@@ -29,7 +30,8 @@ class ValueError : public std::runtime_error {
 };
 
 // Well-formed input holding a value the other side cannot hold exactly; its
-// message says which and where (a JSON Pointer).
+// message says which and where (a JSON Pointer). Callers answer it apart from
+// malformed input: the front end with 406 for a result a JSON client asked for.
 class NotRepresentable : public ValueError {
  public:
   using ValueError::ValueError;
@@ -44,9 +46,11 @@ inline constexpr std::size_t kDefaultMaxDepth = 128;
 Value parse_json(std::string_view text,
                  std::size_t max_depth = kDefaultMaxDepth);
 
-// Serialises as compact JSON. JSON has no bytes type, so MessagePack bin
-// values become base64 strings (RFC 4648, with padding); invalid UTF-8 in
-// strings is replaced by U+FFFD. Never throws for well-formed values.
+// Serialises as compact JSON (keys sorted; floats as the shortest text that
+// reads back as the same double). JSON has no bytes type, so MessagePack bin
+// values become base64 strings (RFC 4648, with padding). Throws
+// NotRepresentable for NaN, infinities, ext values and strings or keys that
+// are not UTF-8.
 std::string to_json(const Value& value);
 
 std::string to_msgpack(const Value& value);
