@@ -1,38 +1,207 @@
 #include "monsoon/common/value.hpp"
 
+#include <cmath>
+#include <cstdint>
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace monsoon {
 namespace {
 
-// Rejects nesting deeper than max_depth before nlohmann builds anything, so a
-// hostile "[[[[..." costs one linear scan and no allocation.
-void check_json_depth(std::string_view text, std::size_t max_depth) {
-  std::size_t depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) {
-        throw ValueError("JSON nesting deeper than " +
-                         std::to_string(max_depth));
-      }
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
+constexpr auto kStrict = Value::error_handler_t::strict;
+constexpr std::size_t kShownChars = 40;
+
+// `text`, cut short (and saying so) when it would swamp a message.
+std::string shown(std::string_view text) {
+  if (text.size() <= kShownChars) return std::string(text);
+  return std::string(text.substr(0, kShownChars)) + "... (" +
+         std::to_string(text.size()) + " characters)";
+}
+
+// One step of a JSON Pointer (RFC 6901).
+std::string pointer_step(std::string_view key) {
+  std::string step = "/";
+  for (char c : shown(key)) {
+    if (c == '~') {
+      step += "~0";
+    } else if (c == '/') {
+      step += "~1";
+    } else {
+      step += c;
     }
   }
+  return step;
 }
+
+std::string at(const std::string& pointer) {
+  return pointer.empty() ? "at the top level" : "at " + pointer;
+}
+
+// Whether a JSON number's text has neither fraction nor exponent.
+bool is_integer_lexeme(std::string_view lexeme) {
+  return lexeme.find_first_not_of("-0123456789") == std::string_view::npos;
+}
+
+std::string integer_range_error(std::string_view lexeme,
+                                const std::string& pointer) {
+  return "integer " + shown(lexeme) + " " + at(pointer) +
+         " is outside the 64-bit range [-9223372036854775808, "
+         "18446744073709551615] and would change as a floating-point number; "
+         "send it as a string";
+}
+
+// Builds a Value from nlohmann's SAX events, for JSON text or MessagePack,
+// and refuses what a Value cannot hold exactly: a duplicate key (a Value
+// keeps one), a non-string map key, a JSON integer beyond 64 bits (which
+// nlohmann reads as a double). Also refuses nesting deeper than max_depth:
+// nlohmann's own parsers keep one bit (JSON) or one stack frame (MessagePack)
+// per level, so stopping at the limit bounds them too.
+class ValueBuilder {
+ public:
+  ValueBuilder(std::string_view format, std::size_t max_depth)
+      : format_(format), max_depth_(max_depth) {}
+
+  bool null() { return add(nullptr); }
+  bool boolean(bool value) { return add(value); }
+  bool number_integer(Value::number_integer_t value) { return add(value); }
+  bool number_unsigned(Value::number_unsigned_t value) { return add(value); }
+  bool number_float(Value::number_float_t value, const std::string& lexeme) {
+    // Only JSON has a lexeme. nlohmann reads an integer that overflows
+    // 64 bits as the nearest double.
+    if (!lexeme.empty() && is_integer_lexeme(lexeme)) {
+      return refuse(integer_range_error(lexeme, next_pointer()));
+    }
+    return add(value);
+  }
+  bool string(std::string& value) { return add(std::move(value)); }
+  bool binary(Value::binary_t& value) { return add(std::move(value)); }
+  bool start_object(std::size_t) { return enter(Value::object()); }
+  bool key(std::string& key) {
+    Value& object = *open_.back();
+    if (object.contains(key)) {
+      return refuse("duplicate key \"" + shown(key) + "\" in the " +
+                    (format_ == "JSON" ? "object " : "map ") +
+                    at(pointer(open_.size())) +
+                    ": only one of its values could be kept");
+    }
+    slot_ = &object[std::move(key)];
+    return true;
+  }
+  bool end_object() { return leave(); }
+  bool start_array(std::size_t) { return enter(Value::array()); }
+  bool end_array() { return leave(); }
+
+  bool parse_error(std::size_t position, const std::string& last_token,
+                   const Value::exception& error) {
+    constexpr int kNumberOverflow = 406;  // nlohmann's out_of_range.406
+    if (format_ == "JSON" && error.id == kNumberOverflow) {
+      std::string where = next_pointer();
+      return refuse(
+          is_integer_lexeme(last_token)
+              ? integer_range_error(last_token, where)
+              : "number " + shown(last_token) + " " + at(where) +
+                    " is beyond the range of IEEE-754 binary64 (about "
+                    "±1.8e308)");
+    }
+    // MessagePack that passed validate_msgpack fails here only where a map
+    // key is not a string.
+    if (format_ == "MessagePack" && !open_.empty() &&
+        open_.back()->is_object()) {
+      return refuse("a key of the map " + at(pointer(open_.size())) +
+                    " is not a string (MessagePack type byte 0x" + last_token +
+                    " at offset " + std::to_string(position - 1) +
+                    "); only string keys can be represented");
+    }
+    error_ = error.what();
+    return false;
+  }
+
+  Value take() { return std::move(root_); }
+  const std::string& error() const { return error_; }
+  // The input was well-formed but cannot be held exactly.
+  bool refused() const { return refused_; }
+
+ private:
+  template <typename T>
+  bool add(T&& value) {
+    place(Value(std::forward<T>(value)));
+    return true;
+  }
+
+  Value& place(Value value) {
+    if (open_.empty()) {
+      root_ = std::move(value);
+      return root_;
+    }
+    Value& parent = *open_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(value));
+      return parent.back();
+    }
+    *slot_ = std::move(value);
+    return *slot_;
+  }
+
+  bool enter(Value container) {
+    if (open_.size() >= max_depth_) {
+      error_ = std::string(format_) + " nesting deeper than " +
+               std::to_string(max_depth_);
+      return false;
+    }
+    open_.push_back(&place(std::move(container)));
+    return true;
+  }
+
+  bool leave() {
+    open_.pop_back();
+    return true;
+  }
+
+  bool refuse(std::string why) {
+    error_ = std::move(why);
+    refused_ = true;
+    return false;
+  }
+
+  // The JSON Pointer of the innermost `depth` open containers. Only for
+  // messages: it searches each object for the child being built.
+  std::string pointer(std::size_t depth) const {
+    std::string out;
+    for (std::size_t i = 1; i < depth; ++i) {
+      out += step_to(*open_[i - 1], open_[i]);
+    }
+    return out;
+  }
+
+  // The JSON Pointer of the value being read.
+  std::string next_pointer() const {
+    if (open_.empty()) return {};
+    const Value& parent = *open_.back();
+    return pointer(open_.size()) + (parent.is_array()
+                                        ? "/" + std::to_string(parent.size())
+                                        : step_to(parent, slot_));
+  }
+
+  static std::string step_to(const Value& parent, const Value* child) {
+    if (parent.is_array()) return "/" + std::to_string(parent.size() - 1);
+    for (const auto& [key, value] : parent.items()) {
+      if (&value == child) return pointer_step(key);
+    }
+    return {};
+  }
+
+  std::string_view format_;
+  std::size_t max_depth_;
+  Value root_;
+  std::vector<Value*> open_;  // the containers being built, outermost first
+  Value* slot_ = nullptr;     // the member of open_.back() whose key came last
+  std::string error_;
+  bool refused_ = false;
+};
 
 // Validating visitor: accepts every MessagePack value, refuses depth beyond
 // the limit, and remembers why parsing stopped.
@@ -127,23 +296,100 @@ Value with_binary_as_base64(const Value& value) {
   return value;
 }
 
-}  // namespace
-
-Value parse_json(std::string_view text, std::size_t max_depth) {
-  check_json_depth(text, max_depth);
+bool is_utf8(const std::string& text) {
   try {
-    return Value::parse(text);
-  } catch (const Value::exception& e) {
-    throw ValueError(e.what());
+    Value(text).dump(-1, ' ', false, kStrict);
+    return true;
+  } catch (const Value::type_error&) {
+    return false;
   }
 }
 
-std::string to_json(const Value& value) {
-  constexpr auto kReplace = Value::error_handler_t::replace;
-  if (contains_binary(value)) {
-    return with_binary_as_base64(value).dump(-1, ' ', false, kReplace);
+// What JSON cannot carry in `value`, and where.
+struct JsonGap {
+  std::string what;
+  std::string pointer;
+};
+
+// The first part of `value` that JSON cannot carry exactly: a NaN or
+// infinite float, or an ext value (bin values have their base64 form). With
+// `check_utf8`, also a string or key that is not UTF-8 (a copy of each: only
+// once dump() has said there is one).
+std::optional<JsonGap> json_gap(const Value& value, bool check_utf8) {
+  auto inside = [](std::optional<JsonGap> gap, const std::string& step) {
+    if (gap) gap->pointer.insert(0, step);
+    return gap;
+  };
+  switch (value.type()) {
+    case Value::value_t::number_float: {
+      double number = value.get<double>();
+      if (std::isnan(number)) return JsonGap{"NaN", {}};
+      if (std::isinf(number)) {
+        return JsonGap{number > 0 ? "Infinity" : "-Infinity", {}};
+      }
+      return std::nullopt;
+    }
+    case Value::value_t::binary:
+      if (!value.get_binary().has_subtype()) return std::nullopt;
+      return JsonGap{"a MessagePack ext value of type " +
+                         std::to_string(static_cast<std::int8_t>(
+                             value.get_binary().subtype())),
+                     {}};
+    case Value::value_t::string:
+      if (check_utf8 && !is_utf8(value.get_ref<const std::string&>())) {
+        return JsonGap{"a string that is not valid UTF-8", {}};
+      }
+      return std::nullopt;
+    case Value::value_t::array:
+      for (std::size_t i = 0; i < value.size(); ++i) {
+        if (auto gap = json_gap(value[i], check_utf8)) {
+          return inside(std::move(gap), "/" + std::to_string(i));
+        }
+      }
+      return std::nullopt;
+    case Value::value_t::object:
+      for (const auto& [key, element] : value.items()) {
+        if (check_utf8 && !is_utf8(key)) {
+          return JsonGap{"a key that is not valid UTF-8", {}};
+        }
+        if (auto gap = json_gap(element, check_utf8)) {
+          return inside(std::move(gap), pointer_step(key));
+        }
+      }
+      return std::nullopt;
+    default:
+      return std::nullopt;
   }
-  return value.dump(-1, ' ', false, kReplace);
+}
+
+[[noreturn]] void throw_gap(const JsonGap& gap) {
+  throw NotRepresentable(gap.what + " " + at(gap.pointer) +
+                         " has no exact form in JSON");
+}
+
+}  // namespace
+
+Value parse_json(std::string_view text, std::size_t max_depth) {
+  ValueBuilder builder("JSON", max_depth);
+  if (Value::sax_parse(text.begin(), text.end(), &builder)) {
+    return builder.take();
+  }
+  if (builder.refused()) throw NotRepresentable(builder.error());
+  throw ValueError(builder.error());
+}
+
+std::string to_json(const Value& value) {
+  if (auto gap = json_gap(value, false)) throw_gap(*gap);
+  try {
+    if (contains_binary(value)) {
+      return with_binary_as_base64(value).dump(-1, ' ', false, kStrict);
+    }
+    return value.dump(-1, ' ', false, kStrict);
+  } catch (const Value::type_error& e) {  // 316: a string is not UTF-8
+    auto gap = json_gap(value, true);
+    if (gap) throw_gap(*gap);
+    throw NotRepresentable(e.what());
+  }
 }
 
 std::string to_msgpack(const Value& value) {
@@ -171,12 +417,16 @@ void validate_msgpack(std::string_view bytes, std::size_t max_depth) {
 }
 
 Value from_msgpack(std::string_view bytes, std::size_t max_depth) {
+  // Malformed input must not be reported as merely not representable, so
+  // validate the whole of it first.
   validate_msgpack(bytes, max_depth);
-  try {
-    return Value::from_msgpack(bytes.begin(), bytes.end());
-  } catch (const Value::exception& e) {
-    throw ValueError(e.what());
+  ValueBuilder builder("MessagePack", max_depth);
+  if (Value::sax_parse(bytes.begin(), bytes.end(), &builder,
+                       Value::input_format_t::msgpack)) {
+    return builder.take();
   }
+  if (builder.refused()) throw NotRepresentable(builder.error());
+  throw ValueError(builder.error());
 }
 
 std::string msgpack_to_json(std::string_view bytes) {

@@ -27,7 +27,6 @@
 #include <variant>
 #include <vector>
 
-#include "monsoon/common/value.hpp"
 #include "monsoon/frontend/responses.hpp"
 #include "request_parsing.hpp"
 
@@ -325,17 +324,12 @@ class Session : public std::enable_shared_from_this<Session> {
           status, meta.code, meta.message,
           status == 503 ? retry_after_seconds(meta.retry_after_ms) : 0);
     }
-    try {
-      if (wants_msgpack_) {
-        validate_msgpack(outcome.result);
-        return reply(200, std::move(outcome.result), kMsgpack);
-      }
-      return reply(200, msgpack_to_json(outcome.result), kJson);
-    } catch (const ValueError& e) {
-      return reply_error(
-          502, protocol::error_code::kInternal,
-          std::string("the task's result is unusable: ") + e.what());
+    auto body = job_result(std::move(outcome.result), wants_msgpack_);
+    if (auto* error = std::get_if<HttpError>(&body)) {
+      return reply_error(error->status, error->code, error->message);
     }
+    reply(200, std::move(std::get<std::string>(body)),
+          wants_msgpack_ ? kMsgpack : kJson);
   }
 
   void reply_error(int status, std::string_view code, std::string_view message,

@@ -9,9 +9,12 @@
 namespace monsoon::frontend {
 
 std::string error_body(std::string_view code, std::string_view message) {
-  return to_json(Value{
+  // Text for people, so invalid UTF-8 (from a worker) may be replaced; to_json
+  // would refuse it.
+  return Value{
       {"error",
-       {{"code", std::string(code)}, {"message", std::string(message)}}}});
+       {{"code", std::string(code)}, {"message", std::string(message)}}}}
+      .dump(-1, ' ', false, Value::error_handler_t::replace);
 }
 
 std::string now_body(std::chrono::system_clock::time_point now) {

@@ -260,6 +260,30 @@ bool accepts_msgpack(std::string_view accept) {
          lower.find(kMsgpackLegacy) != std::string::npos;
 }
 
+std::variant<std::string, HttpError> job_result(std::string result,
+                                                bool as_msgpack) {
+  try {
+    if (as_msgpack) {
+      validate_msgpack(result);
+      return result;
+    }
+    return msgpack_to_json(result);
+  } catch (const NotRepresentable& e) {
+    return HttpError{406,
+                     std::string(http_error_code::kNotAcceptable),
+                     std::string("the result has no exact JSON form: ") +
+                         e.what() +
+                         "; send Accept: application/msgpack to receive it "
+                         "exactly",
+                     {}};
+  } catch (const ValueError& e) {
+    return HttpError{502,
+                     std::string(protocol::error_code::kInternal),
+                     std::string("the task's result is unusable: ") + e.what(),
+                     {}};
+  }
+}
+
 int http_status_for_error(std::string_view code) noexcept {
   namespace codes = protocol::error_code;
   if (code == codes::kBadRequest) return 400;

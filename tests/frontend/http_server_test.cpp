@@ -339,6 +339,27 @@ TEST_CASE("MessagePack in and out") {
   CHECK(Json::parse(as_json.body) == Json{{"bytes", "AAH/"}});
 }
 
+TEST_CASE("a result JSON cannot carry gets 406; MessagePack clients get it") {
+  Fixture fixture;  // the fake broker answers each job with its args
+  Client client(fixture.port());
+  const std::string nan("\x81\xa1n\xcb\x7f\xf8\0\0\0\0\0\0", 12);
+  HttpReply refused = client.exchange(request(
+      "POST", "/jobs/echo", nan, "Content-Type: application/msgpack\r\n"));
+  CHECK(refused.status == 406);
+  CHECK(refused.header("content-type") == "application/json");
+  Json error = Json::parse(refused.body)["error"];
+  CHECK(error["code"] == "not_acceptable");
+  CHECK_THAT(error["message"].get<std::string>(),
+             Catch::Contains("Accept: application/msgpack"));
+
+  HttpReply exact =
+      client.exchange(request("POST", "/jobs/echo", nan,
+                              "Content-Type: application/msgpack\r\n"
+                              "Accept: application/msgpack\r\n"));
+  CHECK(exact.status == 200);
+  CHECK(exact.body == nan);
+}
+
 TEST_CASE("GET /query/{flag} submits db.query") {
   Fixture fixture;
   Client client(fixture.port());

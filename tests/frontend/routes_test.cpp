@@ -200,3 +200,79 @@ TEST_CASE("MessagePack replies go to clients that accept them") {
   CHECK_FALSE(accepts_msgpack("application/json"));
   CHECK_FALSE(accepts_msgpack(""));
 }
+
+TEST_CASE("a result goes out as it is for MessagePack and as JSON otherwise") {
+  auto body = [](std::string result, bool as_msgpack) {
+    auto answer = job_result(std::move(result), as_msgpack);
+    REQUIRE(std::holds_alternative<std::string>(answer));
+    return std::get<std::string>(answer);
+  };
+  std::string packed = monsoon::to_msgpack(monsoon::Value{{"x", {1, "y"}}});
+  CHECK(body(packed, true) == packed);
+  CHECK(body(packed, false) == R"({"x":[1,"y"]})");
+
+  for (bool as_msgpack : {true, false}) {
+    auto invalid = job_result("\xc1", as_msgpack);  // never valid MessagePack
+    REQUIRE(std::holds_alternative<HttpError>(invalid));
+    CHECK(std::get<HttpError>(invalid).status == 502);
+    CHECK(std::get<HttpError>(invalid).code == "internal");
+  }
+}
+
+TEST_CASE("a JSON body a value cannot carry exactly is a 400 saying why") {
+  struct Case {
+    std::string body;
+    std::string why;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"18446744073709551616", "18446744073709551616"},
+           {R"({"n":[-9223372036854775809]})", "-9223372036854775809"},
+           {"123456789012345678901234567890", "18446744073709551615"},
+           {R"({"a":1,"a":2})", R"(duplicate key "a")"},
+           {"1e400", "binary64"}}) {
+    INFO(c.body);
+    auto result = job_args("application/json", c.body, 1024);
+    REQUIRE(std::holds_alternative<HttpError>(result));
+    const auto& error = std::get<HttpError>(result);
+    CHECK(error.status == 400);
+    CHECK(error.code == "bad_request");
+    CHECK_THAT(error.message, Catch::Contains(c.why));
+  }
+}
+
+TEST_CASE("a MessagePack body is passed on exactly as it came") {
+  // Duplicate keys, NaN and invalid UTF-8 are the worker's to judge.
+  const std::string body("\x83\xa1k\x01\xa1k\x02\xa1n\xcb\x7f\xf8\0\0\0\0\0\0",
+                         18);
+  auto result = job_args("application/msgpack", body, 1024);
+  REQUIRE(std::holds_alternative<std::string>(result));
+  CHECK(std::get<std::string>(result) == body);
+}
+
+TEST_CASE("a result JSON cannot carry exactly is a 406 for JSON clients") {
+  const std::string nan("\xcb\x7f\xf8\0\0\0\0\0\0", 9);
+  const std::vector<std::pair<std::string, std::string>> results = {
+      {"NaN", nan},
+      {"nested NaN", "\x81\xa1x\x91" + nan},
+      {"invalid UTF-8", "\xa2\xff\xfe"},
+      {"ext", "\xd4\x05\x01"},
+      {"duplicate key", "\x82\xa1k\x01\xa1k\x02"},
+      {"integer key", "\x81\x01\x02"}};
+  for (const auto& [name, result] : results) {
+    INFO(name);
+    auto as_json = job_result(result, false);
+    REQUIRE(std::holds_alternative<HttpError>(as_json));
+    const auto& error = std::get<HttpError>(as_json);
+    CHECK(error.status == 406);
+    CHECK(error.code == http_error_code::kNotAcceptable);
+    CHECK(error.code == "not_acceptable");
+    CHECK_THAT(error.message, Catch::Contains("Accept: application/msgpack"));
+
+    auto as_msgpack = job_result(result, true);
+    REQUIRE(std::holds_alternative<std::string>(as_msgpack));
+    CHECK(std::get<std::string>(as_msgpack) == result);
+  }
+  auto nested = job_result("\x81\xa1x\x91" + nan, false);
+  CHECK_THAT(std::get<HttpError>(nested).message, Catch::Contains("NaN"));
+  CHECK_THAT(std::get<HttpError>(nested).message, Catch::Contains("/x/0"));
+}

@@ -408,6 +408,7 @@ TEST_CASE("hostile bodies get 400, nothing is allocated for their claims",
       {"trailing bytes", msgpack(1) + msgpack(2), packed, 400},
       // Well-formed MessagePack the worker cannot turn into a value.
       {"map with an integer key", "\x81\x01\x02", packed, 400},
+      {"map with a duplicate key", "\x82\xa1k\x01\xa1k\x02", packed, 400},
   };
   std::vector<HttpRequest> requests;
   for (const auto& c : cases) {

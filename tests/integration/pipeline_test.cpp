@@ -88,6 +88,85 @@ TEST_CASE("msgpack in and out when the client asks for it", "[integration]") {
   CHECK(Json::parse(as_json.body) == Json{{"bytes", "AAEC/w=="}, {"k", 1}});
 }
 
+TEST_CASE("JSON a value cannot carry exactly gets 400 saying why",
+          "[integration]") {
+  Stack& stack = shared_stack();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"18446744073709551616", "18446744073709551616"},
+      {"123456789012345678901234567890", "123456789012345678901234567890"},
+      {"-9223372036854775809", "-9223372036854775809"},
+      {R"({"a":[1,{"b":18446744073709551616}]})", "/a/1/b"},
+      {R"({"a":1,"a":2})", R"(duplicate key "a")"},
+      {R"([{"x":{"k":1,"k":1}}])", "/0/x"},
+      {"1e400", "binary64"}};
+  for (const auto& [body, why] : cases) {
+    HttpResponse response = stack.post_json("/jobs/echo", body);
+    INFO(body << " -> " << response.status << " " << response.body);
+    CHECK(response.status == 400);
+    CHECK(response.error_code() == "bad_request");
+    if (response.status == 400) {
+      CHECK_THAT(error_of(response)["message"].get<std::string>(),
+                 Catch::Contains(why));
+    }
+  }
+  // The 64-bit extremes themselves arrive exactly.
+  const std::string extremes = "[18446744073709551615,-9223372036854775808]";
+  HttpResponse exact = stack.post_json("/jobs/echo", extremes);
+  CHECK(exact.status == 200);
+  CHECK(exact.body == extremes);
+}
+
+TEST_CASE("MessagePack comes back as its bytes or exact JSON or a 406",
+          "[integration]") {
+  Stack& stack = shared_stack();
+  const std::string nan("\xcb\x7f\xf8\0\0\0\0\0\0", 9);
+  struct Case {
+    std::string name;
+    std::string packed;  // as the reference worker encodes it
+    std::string json;    // empty: JSON cannot carry it (406)
+  };
+  const std::vector<Case> cases = {
+      {"uint64 max", monsoon::to_msgpack(UINT64_MAX), "18446744073709551615"},
+      {"int64 min", monsoon::to_msgpack(INT64_MIN), "-9223372036854775808"},
+      {"big nested values",
+       monsoon::to_msgpack(
+           Json{{"a", {UINT64_MAX, INT64_MIN, {{"b", -1.5}}}}, {"s", "天气"}}),
+       R"({"a":[18446744073709551615,-9223372036854775808,{"b":-1.5}],"s":"天气"})"},
+      {"NaN", nan, ""},
+      {"nested NaN", "\x81\xa1n\x91" + nan, ""},
+      {"invalid UTF-8", "\xa2\xff\xfe", ""},
+      {"ext", "\xd4\x05\x01", ""}};
+  for (const Case& c : cases) {
+    INFO(c.name);
+    HttpResponse as_json =
+        stack.request({.method = "POST",
+                       .target = "/jobs/echo",
+                       .body = c.packed,
+                       .headers = {{"Content-Type", "application/msgpack"}}});
+    INFO(as_json.status << " " << as_json.body);
+    if (c.json.empty()) {
+      CHECK(as_json.status == 406);
+      CHECK(as_json.error_code() == "not_acceptable");
+      if (as_json.status == 406) {
+        CHECK_THAT(error_of(as_json)["message"].get<std::string>(),
+                   Catch::Contains("Accept: application/msgpack"));
+      }
+    } else {
+      CHECK(as_json.status == 200);
+      CHECK(as_json.body == c.json);
+    }
+
+    HttpResponse as_msgpack =
+        stack.request({.method = "POST",
+                       .target = "/jobs/echo",
+                       .body = c.packed,
+                       .headers = {{"Content-Type", "application/msgpack"},
+                                   {"Accept", "application/msgpack"}}});
+    CHECK(as_msgpack.status == 200);
+    CHECK(as_msgpack.body == c.packed);
+  }
+}
+
 TEST_CASE("sleep, hash and db.query run on the worker", "[integration]") {
   Stack& stack = shared_stack();
 

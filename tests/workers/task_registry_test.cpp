@@ -360,3 +360,35 @@ TEST_CASE("a task's options are kept with it") {
   CHECK_FALSE(registry.options("once_async").retry_if_worker_dies);
   CHECK(registry.options("missing").retry_if_worker_dies);
 }
+
+TEST_CASE("args a task would see altered are refused and the task not run") {
+  TaskRegistry registry;
+  int calls = 0;
+  registry.add("count", [&calls](const Value& args, const TaskContext&) {
+    ++calls;
+    return args;
+  });
+  registry.add_async("count_async", [&calls](const Value& args, AsyncJob& job) {
+    ++calls;
+    job.succeed(args);
+  });
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"\x82\xa1k\x01\xa1k\x02", R"(duplicate key "k")"},
+      {"\x81\xa1x\x82\xa1k\x01\xa1k\x01", "at /x"},
+      {"\x81\x01\x02", "not a string"}};
+  for (const auto& [args, why] : cases) {
+    INFO(why);
+    auto outcome = execute_task(registry, context_for("count"), args);
+    CHECK_FALSE(outcome.ok);
+    CHECK(outcome.code == error_code::kBadRequest);
+    CHECK_THAT(outcome.message, Catch::Contains(why));
+
+    InlineAsyncHost host;
+    auto async = host.run(registry, "count_async", args,
+                          Clock::now() + std::chrono::seconds{30});
+    CHECK_FALSE(async.ok);
+    CHECK(async.code == error_code::kBadRequest);
+    CHECK_THAT(async.message, Catch::Contains(why));
+  }
+  CHECK(calls == 0);
+}

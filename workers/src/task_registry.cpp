@@ -154,6 +154,10 @@ std::optional<TaskOutcome> admit(const TaskContext& context,
   }
   try {
     args = from_msgpack(args_msgpack);
+  } catch (const NotRepresentable& e) {
+    return TaskOutcome::failure(
+        error_code::kBadRequest,
+        std::string("args the task cannot receive exactly: ") + e.what());
   } catch (const ValueError& e) {
     return TaskOutcome::failure(error_code::kBadRequest,
                                 std::string("undecodable args: ") + e.what());

@@ -20,6 +20,7 @@ namespace monsoon::frontend {
 namespace http_error_code {
 inline constexpr std::string_view kNotFound = "not_found";
 inline constexpr std::string_view kMethodNotAllowed = "method_not_allowed";
+inline constexpr std::string_view kNotAcceptable = "not_acceptable";
 inline constexpr std::string_view kPayloadTooLarge = "payload_too_large";
 inline constexpr std::string_view kHeadersTooLarge = "headers_too_large";
 inline constexpr std::string_view kUnsupportedMediaType =
@@ -78,6 +79,15 @@ std::variant<std::string, HttpError> job_args(std::string_view content_type,
 
 // Whether an Accept header asks for MessagePack rather than JSON.
 bool accepts_msgpack(std::string_view accept);
+
+// The body of the 200 answering a job whose task succeeded with `result`
+// (MessagePack, from the worker): for a client that accepts MessagePack the
+// bytes as they are, once validated; else the result as JSON. Otherwise the
+// error to answer: 406 (not_acceptable) for a result JSON cannot carry
+// exactly (NaN, invalid UTF-8, ...: see value.hpp), 502 for a result that is
+// not valid MessagePack.
+std::variant<std::string, HttpError> job_result(std::string result,
+                                                bool as_msgpack);
 
 // HTTP status for an error code of a RESULT or of a local failure; unknown
 // codes map like "internal" (502).
