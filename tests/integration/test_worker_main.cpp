@@ -2,6 +2,7 @@
 // its own, registered through the public API. Integration tests use it for
 // behaviour the built-ins cannot show, such as a task that throws.
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <fstream>
 #include <stdexcept>
@@ -39,6 +40,13 @@ int main(int argc, char** argv) {
     job.resume_at(
         monsoon::Clock::now() + wait,
         [args](monsoon::workers::AsyncJob& held) { held.succeed(args); });
+  });
+  // A result of args["bytes"] bytes (a string of 'x'), for tests of large
+  // responses.
+  registry.add("test.blob", [](const monsoon::Value& args,
+                               const monsoon::workers::TaskContext&) {
+    return monsoon::Value(
+        std::string(args.at("bytes").get<std::size_t>(), 'x'));
   });
   return monsoon::workers::run_worker_main(argc, argv, std::move(registry));
 }
