@@ -40,7 +40,6 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
 constexpr std::string_view kJson = "application/json";
-constexpr std::string_view kMsgpack = "application/msgpack";
 constexpr std::string_view kPrometheusText = "text/plain; version=0.0.4";
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // The first read of a request takes what is there, up to this much.
@@ -171,7 +170,8 @@ class Session : public std::enable_shared_from_this<Session> {
     answered_ = false;
     version_ = 11;
     keep_alive_ = false;
-    wants_msgpack_ = false;
+    head_ = false;
+    format_ = {};
     worker_.clear();
     reset_request_parser(parser_, server_.config_);
   }
@@ -205,8 +205,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_header(beast::error_code ec, std::size_t) {
     if (!ec) {
       if (std::optional<HttpError> error = header_error(*parser_)) {
-        server_.request_started();
-        return reply_error(error->status, error->code, error->message);
+        return answer_error(*error);
       }
     }
     if (ec || parser_->is_done()) return on_read(ec, 0);
@@ -234,12 +233,24 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!ec) return handle_request();
     std::optional<HttpError> error = read_error(ec, server_.config_);
     if (!error) return shutdown();
+    answer_error(*error);
+  }
+
+  // Accepts the request: from here on it gets exactly one response.
+  void accept_request() {
     server_.request_started();
-    reply_error(error->status, error->code, error->message);
+    // Known once the start line is parsed, even if the rest is refused.
+    head_ = parser_->get().method() == http::verb::head;
+  }
+
+  // A request refused while reading it (the connection then closes).
+  void answer_error(const HttpError& error) {
+    accept_request();
+    reply_error(error.status, error.code, error.message);
   }
 
   void handle_request() {
-    server_.request_started();
+    accept_request();
     auto& request = parser_->get();
     version_ = request.version();
     keep_alive_ =
@@ -277,11 +288,20 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void start_job(Route& route) {
+    auto& request = parser_->get();
+    // Before anything runs: a result the client cannot take is not worth
+    // computing.
+    auto format = negotiate_result_format(field_values(request, "Accept"));
+    if (!format) {
+      return reply_error(406, http_error_code::kNotAcceptable,
+                         "the result is available as application/json or "
+                         "application/msgpack; the Accept header refuses both");
+    }
+    format_ = *format;
     std::string args;
     if (route.fixed_args) {
       args = std::move(*route.fixed_args);
     } else {
-      auto& request = parser_->get();
       auto body_args =
           job_args(to_std(request[http::field::content_type]),
                    std::move(request.body()), server_.link_.max_args_bytes());
@@ -290,8 +310,6 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       args = std::move(std::get<std::string>(body_args));
     }
-    wants_msgpack_ =
-        accepts_msgpack(to_std(parser_->get()[http::field::accept]));
     stream_.expires_never();  // the job's deadline bounds the wait
     server_.link_.submit(
         std::move(route.task), std::move(args), route.timeout,
@@ -326,9 +344,9 @@ class Session : public std::enable_shared_from_this<Session> {
           status == 503 ? retry_after_seconds(meta.retry_after_ms) : 0);
     }
     try {
-      if (wants_msgpack_) {
+      if (format_.msgpack) {
         validate_msgpack(outcome.result);
-        return reply(200, std::move(outcome.result), kMsgpack);
+        return reply(200, std::move(outcome.result), format_.content_type);
       }
       return reply(200, msgpack_to_json(outcome.result), kJson);
     } catch (const ValueError& e) {
@@ -343,6 +361,8 @@ class Session : public std::enable_shared_from_this<Session> {
                    std::string_view allow = {}) {
     if (status == 503)
       retry_after_s = std::max<std::uint32_t>(retry_after_s, 1);
+    // Errors are JSON whatever the Accept header says: RFC 9110 section
+    // 12.5.1 lets a server disregard Accept rather than answer 406.
     reply(status, error_body(code, message), kJson, retry_after_s, allow);
   }
 
@@ -363,6 +383,9 @@ class Session : public std::enable_shared_from_this<Session> {
     response_.keep_alive(keep_alive_);
     response_.body() = std::move(body);
     response_.prepare_payload();
+    // HEAD: the headers of GET, Content-Length included, and no content
+    // (RFC 9110 section 9.3.2), errors included.
+    if (head_) response_.body().clear();
     server_.counters_
         .responses_by_class[static_cast<std::size_t>(
             std::clamp(status / 100, 1, 5))]
@@ -398,8 +421,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool answered_ = false;      // its response is written or being written
   unsigned version_ = 11;
   bool keep_alive_ = false;
-  bool wants_msgpack_ = false;
-  std::string worker_;  // X-Monsoon-Worker of the response
+  bool head_ = false;    // a HEAD request: its response has no content
+  ResultFormat format_;  // of a job's result
+  std::string worker_;   // X-Monsoon-Worker of the response
 };
 
 tcp::endpoint resolve(const std::string& host, std::uint16_t port) {
@@ -574,19 +598,30 @@ RequestHead request_head(const Request& request) {
           to_std(request["X-Timeout-Ms"])};
 }
 
-std::optional<HttpError> header_error(const RequestParser& parser) {
-  if (parser.chunked() ||
-      parser.get().count(http::field::transfer_encoding) == 0) {
-    return std::nullopt;
+std::string field_values(const Request& request, std::string_view name) {
+  std::string joined;
+  auto [first, last] = request.equal_range(to_beast(name));
+  for (auto field = first; field != last; ++field) {
+    if (!joined.empty()) joined += ", ";
+    joined += to_std(field->value());
   }
-  // RFC 9112 section 6.3: without chunked last, the body's length is
-  // unknowable; answer 400 and close. Beast reads such a request as having
-  // no body, so its body would be taken for the next request: a second
-  // response to one request, and a request smuggling hole.
-  return HttpError{400,
-                   std::string(protocol::error_code::kBadRequest),
-                   "Transfer-Encoding must end with chunked",
-                   {}};
+  return joined;
+}
+
+std::optional<HttpError> header_error(const RequestParser& parser) {
+  const Request& request = parser.get();
+  if (!parser.chunked() && request.count(http::field::transfer_encoding) > 0) {
+    // RFC 9112 section 6.3: without chunked last, the body's length is
+    // unknowable; answer 400 and close. Beast reads such a request as
+    // having no body, so its body would be taken for the next request: a
+    // second response to one request, and a request smuggling hole.
+    return HttpError{400,
+                     std::string(protocol::error_code::kBadRequest),
+                     "Transfer-Encoding must end with chunked",
+                     {}};
+  }
+  return host_error(request.version(), request.count(http::field::host),
+                    to_std(request[http::field::host]));
 }
 
 std::optional<HttpError> read_error(const beast::error_code& ec,

@@ -540,6 +540,266 @@ TEST_CASE("trickling connections are cut off while others are served",
   CHECK(stack.frontend().running());
 }
 
+TEST_CASE("the real front end checks Host and target forms and answers HEAD",
+          "[integration][hostile][http]") {
+  Stack stack;
+  struct Case {
+    std::string name;
+    std::string bytes;
+    int status;
+    std::string code = {};  // of an error; "" for a success
+    std::string content_type = "application/json";
+  };
+  const std::string big(64 << 10, 'a');
+  const std::string get_now = "GET /now HTTP/1.1\r\n";
+  const std::vector<Case> cases = {
+      // RFC 9112 section 3.2: Host.
+      {"HTTP/1.1 without Host", get_now + "\r\n", 400, "bad_request"},
+      {"two Host fields", get_now + "Host: a\r\nHost: b\r\n\r\n", 400,
+       "bad_request"},
+      {"HTTP/1.0 with two Host fields",
+       "GET /now HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400, "bad_request"},
+      {"HTTP/1.0 without Host", "GET /now HTTP/1.0\r\n\r\n", 200},
+      {"a Host with a space", get_now + "Host: a b\r\n\r\n", 400,
+       "bad_request"},
+      {"a Host with a path", get_now + "Host: a/b\r\n\r\n", 400, "bad_request"},
+      {"a Host with userinfo", get_now + "Host: u@a\r\n\r\n", 400,
+       "bad_request"},
+      {"a Host with a bad port", get_now + "Host: a:8x\r\n\r\n", 400,
+       "bad_request"},
+      {"an empty Host", get_now + "Host:\r\n\r\n", 200},
+      {"an IPv6 Host with a port", get_now + "Host: [::1]:8000\r\n\r\n", 200},
+      {"a POST without Host",
+       "POST /jobs/echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n1", 400,
+       "bad_request"},
+      // RFC 9112 section 3.2.2: absolute-form is routed by its path.
+      {"absolute-form",
+       "GET http://127.0.0.1:1/now HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+      {"absolute-form, upper-case scheme, with a query",
+       "POST HTTP://elsewhere.example/jobs/echo?timeout_ms=5000 HTTP/1.1\r\n"
+       "Host: x\r\nContent-Length: 1\r\n\r\n7",
+       200},
+      {"absolute-form https",
+       "GET https://x/metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+       200,
+       {},
+       "text/plain; version=0.0.4"},
+      {"absolute-form without a path",
+       "GET http://x HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"},
+      {"absolute-form without a host",
+       "GET http:///now HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"},
+      {"absolute-form with userinfo",
+       "GET http://u:p@x/now HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"},
+      {"absolute-form, not http", "GET ftp://x/now HTTP/1.1\r\nHost: x\r\n\r\n",
+       400, "bad_request"},
+      {"absolute-form without //", "GET http:now HTTP/1.1\r\nHost: x\r\n\r\n",
+       400, "bad_request"},
+      {"asterisk-form with GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+       "bad_request"},
+      {"authority-form with GET", "GET x:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+       "bad_request"},
+      {"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 501,
+       "not_implemented"},
+      {"CONNECT", "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 501,
+       "not_implemented"},
+      // RFC 9110 section 9.3.2: HEAD is GET without content, errors too.
+      {"HEAD /now", "HEAD /now HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+      {"HEAD /healthz", "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+      {"HEAD /metrics",
+       "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+       200,
+       {},
+       "text/plain; version=0.0.4"},
+      {"HEAD /query/1", "HEAD /query/1 HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+      {"HEAD absolute-form", "HEAD http://x/now HTTP/1.1\r\nHost: x\r\n\r\n",
+       200},
+      {"HEAD /now over HTTP/1.0", "HEAD /now HTTP/1.0\r\n\r\n", 200},
+      {"HEAD to an unknown path", "HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+       404, "not_found"},
+      {"HEAD to a POST route", "HEAD /jobs/echo HTTP/1.1\r\nHost: x\r\n\r\n",
+       405, "method_not_allowed"},
+      {"HEAD without Host", "HEAD /now HTTP/1.1\r\n\r\n", 400, "bad_request"},
+      {"HEAD with a bad flag", "HEAD /query/x HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+       "bad_request"},
+      {"HEAD refusing both result types",
+       "HEAD /query/1 HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n", 406,
+       "not_acceptable"},
+      {"HEAD with a 64 KiB header field",
+       "HEAD /now HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n", 431,
+       "headers_too_large"},
+      {"HEAD with a body over the limit",
+       "HEAD /now HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413,
+       "payload_too_large"},
+      {"DELETE /now", "DELETE /now HTTP/1.1\r\nHost: x\r\n\r\n", 405,
+       "method_not_allowed"},
+  };
+  std::vector<RawRequest> requests;
+  for (const auto& c : cases) requests.push_back({c.bytes});
+  HttpBatch batch(stack.http_port(), requests);
+  REQUIRE(batch.receive_all(20s));
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const HttpResponse& response = batch.responses()[i];
+    INFO(c.name << ": " << response.status << " " << response.error << " "
+                << response.body);
+    CHECK(response.status == c.status);
+    CHECK(response.header("content-type") == c.content_type);
+    const bool head = c.bytes.starts_with("HEAD ");
+    if (head) {
+      // The Content-Length of the GET response, without its content.
+      CHECK(response.body.empty());
+      CHECK(std::stoul(response.header("content-length")) > 0);
+    } else if (!c.code.empty()) {
+      CHECK(response.error_code() == c.code);
+    }
+    if (c.bytes.starts_with("POST HTTP://")) CHECK(response.body == "7");
+    if (c.status == 405) {
+      CHECK(
+          response.header("allow") ==
+          (c.bytes.find("/jobs/") == std::string::npos ? "GET, HEAD" : "POST"));
+    }
+  }
+  // Nothing follows a response: above all no content after a HEAD's.
+  CHECK(batch.connections_with_extra_data(500ms) == 0);
+  CHECK(echo_works(stack));
+}
+
+TEST_CASE("HEAD answers like GET and pipelined requests after it still parse",
+          "[integration][hostile][http]") {
+  Stack stack;
+  auto request = [](std::string method, std::string target,
+                    std::string body = {}) {
+    return HttpRequest{.method = std::move(method),
+                       .target = std::move(target),
+                       .body = std::move(body),
+                       .headers = {}};
+  };
+  const std::vector<HttpRequest> requests = {
+      request("GET", "/query/3"),    request("HEAD", "/query/3"),
+      request("HEAD", "/now"),       request("GET", "/now"),
+      request("HEAD", "/nowhere"),   request("GET", "/nowhere"),
+      request("HEAD", "/jobs/echo"), request("POST", "/jobs/echo", "[1,2]"),
+      request("HEAD", "/healthz"),   request("GET", "/healthz"),
+  };
+  HttpBatch batch(stack.http_port(), requests, requests.size());
+  REQUIRE(batch.receive_all(20s));
+  const auto& responses = batch.responses();
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    INFO(i << ": " << requests[i].method << " " << requests[i].target << ": "
+           << responses[i].status << " " << responses[i].error << " "
+           << responses[i].body);
+    REQUIRE(responses[i].error.empty());
+    if (requests[i].method == "HEAD") CHECK(responses[i].body.empty());
+  }
+  // The same status and headers as GET, with GET's Content-Length.
+  for (std::size_t get : {0, 5, 9}) {
+    std::size_t head = get == 0 ? 1 : get - 1;
+    INFO(requests[get].target);
+    CHECK(responses[head].status == responses[get].status);
+    CHECK(responses[head].header("content-type") ==
+          responses[get].header("content-type"));
+    CHECK(responses[head].header("content-length") ==
+          std::to_string(responses[get].body.size()));
+  }
+  CHECK(responses[0].status == 200);
+  CHECK(responses[1].header("x-monsoon-worker") ==
+        responses[0].header("x-monsoon-worker"));
+  CHECK(responses[2].status == 200);
+  CHECK(Json::parse(responses[3].body).contains("now_unix_ms"));
+  CHECK(responses[4].status == 404);
+  CHECK(responses[6].status == 405);
+  CHECK(responses[6].header("allow") == "POST");
+  CHECK(responses[7].body == "[1,2]");
+  CHECK(batch.connections_with_extra_data(300ms) == 0);
+}
+
+TEST_CASE("Accept chooses JSON or MessagePack by q-value or answers 406",
+          "[integration][hostile][http]") {
+  Stack stack;
+  const std::string json = "application/json";
+  const std::string packed = "application/msgpack";
+  struct Case {
+    std::string accept;        // "" = no Accept field
+    std::string content_type;  // "" = 406
+  };
+  const std::vector<Case> cases = {
+      {"", json},
+      {"application/json, application/msgpack;q=0", json},
+      {"application/msgpack", packed},
+      {"application/x-msgpack", "application/x-msgpack"},
+      {"APPLICATION/MSGPACK;Q=1", packed},
+      {"application/msgpack;q=0.9, application/json;q=0.8", packed},
+      {" application/msgpack ; q=0.8 , application/json ; q=0.7 ", packed},
+      {"application/json;q=0.5, application/msgpack;q=0.5", json},
+      {"*/*", json},
+      {"application/*", json},
+      {"*/*;q=0.1, application/msgpack;q=0.2", packed},
+      {"application/json;q=0, */*", packed},
+      {"application/json;charset=utf-8, application/msgpack;q=0.9", json},
+      {"application/msgpack;q=0.001", packed},
+      {"text/html, application/json;q=0.1", json},
+      {"application/msgpack;q=0", ""},
+      {"text/html", ""},
+      {"application/json;q=0", ""},
+      {"application/*;q=0", ""},
+      {"text/*, application/json;q=0", ""},
+      {"application/json;q=0, application/msgpack;q=abc", ""},
+      // Nothing valid in it: as if there were no Accept.
+      {"application/msgpack;q=2", json},
+      {"application/msgpack;q=0.0001", json},
+      {"msgpack", json},
+  };
+  const std::uint64_t submitted_before =
+      stack.frontend_metrics()["jobs_submitted_total"];
+  std::vector<HttpRequest> requests;
+  for (const auto& c : cases) {
+    HttpRequest request{.method = "POST",
+                        .target = "/jobs/echo",
+                        .body = R"({"a":[1,"b"]})",
+                        .headers = {}};
+    if (!c.accept.empty()) request.headers["Accept"] = c.accept;
+    requests.push_back(request);
+  }
+  HttpBatch batch(stack.http_port(), requests);
+  REQUIRE(batch.receive_all(20s));
+  std::size_t acceptable = 0;
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const HttpResponse& response = batch.responses()[i];
+    INFO("Accept: " << cases[i].accept << " -> " << response.status << " "
+                    << response.header("content-type") << " "
+                    << response.error);
+    const Json expected = {{"a", {1, "b"}}};
+    if (cases[i].content_type.empty()) {
+      CHECK(response.status == 406);
+      // Errors are JSON whatever Accept says.
+      CHECK(response.header("content-type") == json);
+      CHECK(response.error_code() == "not_acceptable");
+      continue;
+    }
+    ++acceptable;
+    CHECK(response.status == 200);
+    CHECK(response.header("content-type") == cases[i].content_type);
+    if (cases[i].content_type == json) {
+      CHECK(Json::parse(response.body, nullptr, false) == expected);
+    } else {
+      CHECK(monsoon::from_msgpack(response.body) == expected);
+    }
+  }
+  // Two Accept field lines make one list.
+  HttpBatch split(
+      stack.http_port(),
+      std::vector<RawRequest>{{"POST /jobs/echo HTTP/1.1\r\nHost: x\r\n"
+                               "Accept: application/json;q=0\r\n"
+                               "Accept: application/msgpack\r\n"
+                               "Content-Length: 1\r\n\r\n1"}});
+  REQUIRE(split.receive_all(10s));
+  CHECK(split.responses()[0].status == 200);
+  CHECK(split.responses()[0].header("content-type") == packed);
+  // A 406 is decided before the job is submitted: none of them ran.
+  CHECK(stack.frontend_metrics()["jobs_submitted_total"] ==
+        submitted_before + acceptable + 1);
+}
+
 TEST_CASE("foreign and malformed messages to the broker are dropped, counted",
           "[integration][hostile]") {
   StackOptions options;

@@ -3,6 +3,16 @@
 // POST /jobs/{task} and GET /query/{flag} into jobs on a JobLink (the
 // BrokerLink in production), replying when their outcome arrives; no request
 // ever blocks an I/O thread.
+//
+// HTTP semantics (RFC 9110, RFC 9112), on every route, errors included:
+// every request it accepts (whose header it has read) gets exactly one
+// response. HEAD is answered like GET, with GET's Content-Length and no
+// content (a HEAD /query/{flag} runs its job); no response to HEAD carries
+// content. An HTTP/1.1 request without exactly one valid Host, or any with
+// several, gets 400 (then close); absolute-form targets are routed by their
+// path. A job's result is negotiated by Accept (negotiate_result_format in
+// routes.hpp), 406 before the job is submitted when neither JSON nor
+// MessagePack is acceptable; errors are always JSON.
 #pragma once
 
 #include <chrono>
