@@ -223,6 +223,8 @@ class Session : public std::enable_shared_from_this<Session> {
     read_body();
   }
 
+  // The body, like the header, must arrive within request_timeout of the
+  // request's first byte (see FrontendConfig::request_timeout).
   void read_body() {
     http::async_read(
         stream_, buffer_, *parser_,
@@ -390,14 +392,25 @@ class Session : public std::enable_shared_from_this<Session> {
         .responses_by_class[static_cast<std::size_t>(
             std::clamp(status / 100, 1, 5))]
         .fetch_add(1, std::memory_order_relaxed);
-    stream_.expires_after(server_.config_.request_timeout);
     answered_ = true;
-    http::async_write(
-        stream_, response_,
-        beast::bind_front_handler(&Session::on_write, shared_from_this()));
+    serializer_.emplace(response_);
+    write_some();
   }
 
-  void on_write(beast::error_code ec, std::size_t) {
+  // Writing a response may take as long as it needs while it makes
+  // progress; only request_timeout without any bounds it (a slow but
+  // steady reader gets all of a large result, one that stops reading is cut
+  // off).
+  void write_some() {
+    stream_.expires_after(server_.config_.request_timeout);
+    http::async_write_some(
+        stream_, *serializer_,
+        beast::bind_front_handler(&Session::on_write_some, shared_from_this()));
+  }
+
+  void on_write_some(beast::error_code ec, std::size_t) {
+    if (!ec && !serializer_->is_done()) return write_some();
+    serializer_.reset();
     server_.request_finished();
     if (ec) return;  // the client is gone; dropping the session closes it
     if (!keep_alive_) return shutdown();
@@ -416,6 +429,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::empty_body> continue_response_;
   http::response<http::string_body> response_;
+  std::optional<http::response_serializer<http::string_body>> serializer_;
   // The current request's state; see begin_request().
   std::uint64_t request_ = 0;  // its number on this connection
   bool answered_ = false;      // its response is written or being written

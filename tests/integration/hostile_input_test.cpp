@@ -800,6 +800,134 @@ TEST_CASE("Accept chooses JSON or MessagePack by q-value or answers 406",
         submitted_before + acceptable + 1);
 }
 
+namespace {
+
+// A client socket to the front end with a small receive buffer, so that
+// what the test does not read holds the sender back (the kernel would
+// otherwise take megabytes on its behalf).
+int slow_client(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  int size = 64 << 10;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address),
+                    sizeof address) == 0);
+  return fd;
+}
+
+// Reads what is there without waiting: false once the connection is closed
+// or broken.
+bool read_available(int fd, std::string& into, std::size_t at_most) {
+  std::string buffer(at_most, '\0');
+  ssize_t n = ::recv(fd, buffer.data(), buffer.size(), MSG_DONTWAIT);
+  if (n > 0) into.append(buffer.data(), static_cast<std::size_t>(n));
+  return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+// The length of the whole response once its header has arrived; 0 before.
+std::size_t response_length(const std::string& received) {
+  auto end = received.find("\r\n\r\n");
+  if (end == std::string::npos) return 0;
+  auto at = received.find("Content-Length: ");
+  if (at == std::string::npos || at > end) return 0;
+  return end + 4 + std::stoul(received.substr(at + 16));
+}
+
+constexpr std::size_t kBlobBytes = 10'000'000;
+
+std::string blob_request() {
+  const std::string body = R"({"bytes":)" + std::to_string(kBlobBytes) + "}";
+  return "POST /jobs/test.blob HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+StackOptions blob_stack() {
+  StackOptions options;
+  options.worker_executable = MONSOON_TEST_WORKER_BIN;
+  options.frontend_args = {"--request-timeout-ms", "1000"};
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("a slow but steady reader gets all of a large result",
+          "[integration][hostile][http]") {
+  Stack stack(blob_stack());
+  int fd = slow_client(stack.http_port());
+  const std::string request = blob_request();
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  // About 2.5 MB/s, 64 KiB at a time: the 10 MB result takes about four
+  // times --request-timeout-ms to read, never pausing near that long.
+  using Clock = std::chrono::steady_clock;
+  std::string received;
+  std::optional<Clock::time_point> first_byte;
+  const auto deadline = Clock::now() + 60s;
+  while (Clock::now() < deadline) {
+    std::size_t total = response_length(received);
+    if (total > 0 && received.size() >= total) break;
+    if (!read_available(fd, received, 64 << 10)) break;  // cut off
+    if (received.empty()) {
+      // The job is still running: wait for the response to start.
+      pollfd item{fd, POLLIN, 0};
+      ::poll(&item, 1, 100);
+      continue;
+    }
+    if (!first_byte) first_byte = Clock::now();
+    ::poll(nullptr, 0, 25);  // pacing: the slow reader is what is tested
+  }
+  const auto reading = Clock::now() - first_byte.value_or(Clock::now());
+  ::close(fd);
+  INFO("received "
+       << received.size() << " bytes in "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(reading).count()
+       << " ms");
+  REQUIRE(received.starts_with("HTTP/1.1 200 "));
+  std::size_t total = response_length(received);
+  REQUIRE(total > kBlobBytes);
+  CHECK(received.size() == total);
+  CHECK(received.ends_with("x\""));
+  // It took well over the timeout: the timeout did not bound the transfer.
+  CHECK(reading > 2s);
+  CHECK(stack.frontend().running());
+}
+
+TEST_CASE("a reader that stops reading is cut off after the request timeout",
+          "[integration][hostile][http]") {
+  Stack stack(blob_stack());
+  int fd = slow_client(stack.http_port());
+  const std::string request = blob_request();
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  std::string received;
+  REQUIRE(eventually(
+      [&] {
+        read_available(fd, received, 1024);
+        return !received.empty();
+      },
+      30s));
+  // From here on the test reads nothing until the front end gives up.
+  const auto stalled = std::chrono::steady_clock::now();
+  REQUIRE(eventually(
+      [&] { return stack.frontend_metrics()["connections_open"] == 1; }, 20s));
+  const auto cut_off = std::chrono::steady_clock::now() - stalled;
+  CHECK(cut_off >= 900ms);  // --request-timeout-ms without progress
+  CHECK(cut_off < 10s);
+  // What was sent before the cut arrives, then the end: never all of it.
+  while (read_available(fd, received, 1 << 20)) {
+    pollfd item{fd, POLLIN, 0};
+    if (::poll(&item, 1, 5000) <= 0) break;
+  }
+  ::close(fd);
+  CHECK(received.size() < response_length(received));
+  CHECK(stack.frontend().running());
+  CHECK(echo_works(stack));
+}
+
 TEST_CASE("foreign and malformed messages to the broker are dropped, counted",
           "[integration][hostile]") {
   StackOptions options;

@@ -39,8 +39,18 @@ struct FrontendConfig {
   // request...
   std::chrono::milliseconds idle_timeout{60'000};
   // ...whose headers and body must then all arrive within this, counted from
-  // that first byte (slowloris defence). Also bounds writing one response
-  // to a client that does not read.
+  // that first byte (slowloris defence). This deliberately bounds the body's
+  // total time too, not only its idleness: a client trickling one byte now
+  // and then could otherwise hold a connection (and its body buffer, up to
+  // max_body_bytes) for ever, and bodies are small, so the bound means a
+  // modest minimum upload rate (at the defaults, 1 MiB in 30 s: 35 KB/s).
+  // Raise it for clients on slower links.
+  //
+  // Writing a response is bounded by idleness instead: the connection is
+  // closed when request_timeout passes with no byte of it accepted by the
+  // client, however long the whole transfer takes, so a slow but steady
+  // reader gets all of a large result and one that stops reading is cut
+  // off.
   std::chrono::milliseconds request_timeout{30'000};
   // After stop(), how long requests in progress may take to be answered.
   std::chrono::milliseconds drain_timeout{5'000};
