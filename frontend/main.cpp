@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}))
       ->capture_default_str();
   app.add_option("--drain-timeout-ms", drain_timeout_ms,
-                 "On SIGINT/SIGTERM, how long requests in progress may take")
+                 "On SIGINT/SIGTERM, how long requests in progress may take "
+                 "before they are answered 503 shutting_down")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{3'600'000}))
       ->capture_default_str();
   app.add_option("--max-pending", link_config.max_pending,

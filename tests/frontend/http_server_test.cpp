@@ -84,6 +84,19 @@ class Client {
     }
   }
 
+  // The next header block, up to its blank line, as it came (for an
+  // interim response such as 100 Continue); "" when the server closed first.
+  std::string receive_header_block() {
+    for (;;) {
+      if (auto end = buffer_.find("\r\n\r\n"); end != std::string::npos) {
+        std::string block = buffer_.substr(0, end + 4);
+        buffer_.erase(0, end + 4);
+        return block;
+      }
+      if (!fill()) return "";
+    }
+  }
+
   // True when the server closes the connection (no further bytes).
   bool closed_by_server() { return buffer_.empty() && !fill(); }
 
@@ -619,16 +632,106 @@ TEST_CASE("stop() answers the requests in progress, then run() returns") {
   CHECK(fixture.stopped_within(5s));
 }
 
-TEST_CASE("stop() gives up on requests after the drain timeout") {
-  Fixture fixture(false,
-                  [](FrontendConfig& config) { config.drain_timeout = 100ms; });
-  Client waiting(fixture.port());
-  waiting.send(request("POST", "/jobs/echo", "5"));
-  REQUIRE(fixture.broker().wait_for_job(0, 5s));
+TEST_CASE("stop() answers 503 shutting_down to what outlasts the drain") {
+  const int threads = GENERATE(1, 2);
+  INFO(threads << " I/O thread(s)");
+  Fixture fixture(false, [&](FrontendConfig& config) {
+    config.drain_timeout = 100ms;
+    config.threads = threads;
+  });
+  std::vector<std::unique_ptr<Client>> waiting;
+  for (int i = 0; i < 5; ++i) {
+    waiting.push_back(std::make_unique<Client>(fixture.port()));
+    waiting.back()->send(request("POST", "/jobs/echo", std::to_string(i)));
+    REQUIRE(fixture.broker().wait_for_job(static_cast<std::size_t>(i), 5s));
+  }
+  // A HEAD waiting for its job, too: its 503 has no content.
+  Client head(fixture.port());
+  head.send(request("HEAD", "/query/1"));
+  REQUIRE(fixture.broker().wait_for_job(5, 5s));
   auto started = std::chrono::steady_clock::now();
   fixture.server().stop();
-  REQUIRE(fixture.stopped_within(5s));
+  for (auto& client : waiting) {
+    auto reply = client->receive();
+    REQUIRE(reply);
+    CHECK(reply->status == 503);
+    CHECK(Json::parse(reply->body)["error"]["code"] == "shutting_down");
+    CHECK(reply->header("retry-after") == "1");
+    CHECK(reply->header("connection") == "close");
+    CHECK(client->closed_by_server());
+  }
+  auto head_reply = head.receive(/*head=*/true);
+  REQUIRE(head_reply);
+  CHECK(head_reply->status == 503);
+  CHECK(head.closed_by_server());
   CHECK(std::chrono::steady_clock::now() - started >= 100ms);
+  REQUIRE(fixture.stopped_within(5s));
+}
+
+TEST_CASE("an outcome after the drain's 503 is no second response") {
+  ManualLink link;
+  RunningServer running(
+      test_config([](FrontendConfig& config) { config.drain_timeout = 50ms; }),
+      link);
+  Client client(running.port());
+  client.send(request("POST", "/jobs/echo", "1"));
+  REQUIRE(eventually([&] { return link.jobs() == 1; }, 5s));
+  running.server().stop();
+  auto reply = client.receive();
+  REQUIRE(reply);
+  CHECK(reply->status == 503);
+  // The link completes the job after all (as BrokerLink::stop() does).
+  link.complete(
+      0, {monsoon::protocol::OutcomeMeta::success(1), monsoon::to_msgpack(1)});
+  CHECK(client.closed_by_server());
+  CHECK(running.stopped_within(5s));
+}
+
+TEST_CASE("stop() answers a request that is arriving when it begins") {
+  Fixture fixture(true,
+                  [](FrontendConfig& config) { config.drain_timeout = 5s; });
+  Client client(fixture.port());
+  // 100 Continue shows the server has read the header: the request is
+  // arriving, its body still to come.
+  client.send(
+      "POST /jobs/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+      "Content-Length: 1\r\n\r\n");
+  REQUIRE(client.receive_header_block().starts_with("HTTP/1.1 100 "));
+  fixture.server().stop();
+  REQUIRE(eventually([&] { return connection_refused(fixture.port()); }, 5s));
+  client.send("7");
+  auto reply = client.receive();
+  REQUIRE(reply);
+  CHECK(reply->status == 200);
+  CHECK(reply->body == "7");
+  CHECK(reply->header("connection") == "close");
+  CHECK(client.closed_by_server());
+  CHECK(fixture.stopped_within(5s));
+}
+
+TEST_CASE("a request still arriving at the drain deadline is dropped") {
+  Fixture fixture(true,
+                  [](FrontendConfig& config) { config.drain_timeout = 100ms; });
+  Client client(fixture.port());
+  client.send(
+      "POST /jobs/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+      "Content-Length: 10\r\n\r\n");
+  REQUIRE(client.receive_header_block().starts_with("HTTP/1.1 100 "));
+  auto started = std::chrono::steady_clock::now();
+  fixture.server().stop();
+  // Never accepted (its body never came): no response is owed.
+  CHECK(client.closed_by_server());
+  CHECK(fixture.stopped_within(5s));
+  CHECK(std::chrono::steady_clock::now() - started >= 100ms);
+}
+
+TEST_CASE("stop() closes idle connections and stops at once") {
+  Fixture fixture;
+  Client idle(fixture.port());
+  CHECK(idle.exchange(request("GET", "/now")).status == 200);
+  fixture.server().stop();
+  CHECK(idle.closed_by_server());
+  CHECK(fixture.stopped_within(5s));
 }
 
 TEST_CASE("a pending job survives the broker's DISCONNECT") {

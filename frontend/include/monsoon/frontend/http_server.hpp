@@ -53,6 +53,9 @@ struct FrontendConfig {
   // off.
   std::chrono::milliseconds request_timeout{30'000};
   // After stop(), how long requests in progress may take to be answered.
+  // Those still waiting then (for their job) get 503 shutting_down with
+  // Retry-After and Connection: close; these and the responses being
+  // written then get one more second before the server stops regardless.
   std::chrono::milliseconds drain_timeout{5'000};
 };
 
@@ -77,9 +80,13 @@ class HttpServer {
   // and the drain that follows it complete. Call once.
   void run();
 
-  // Any thread, any time, idempotent: stops accepting, answers requests in
-  // progress (each with Connection: close), then makes run() return. Those
-  // still unanswered after drain_timeout are dropped with their connection.
+  // Any thread, any time, idempotent: stops accepting, closes idle
+  // connections, answers requests in progress and those whose bytes have
+  // begun to arrive (each with Connection: close), then makes run()
+  // return. Requests still unanswered after drain_timeout are answered 503
+  // shutting_down (an outcome arriving later is dropped, never a second
+  // response); requests still arriving then are dropped with their
+  // connection, unaccepted.
   void stop();
 
  private:
