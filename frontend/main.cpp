@@ -93,11 +93,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}))
       ->capture_default_str();
   app.add_option("--request-timeout-ms", request_timeout_ms,
-                 "Time to receive one request, or to send one response")
+                 "Time to receive one request; while sending a response, "
+                 "the longest time without progress")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}))
       ->capture_default_str();
   app.add_option("--drain-timeout-ms", drain_timeout_ms,
-                 "On SIGINT/SIGTERM, how long requests in progress may take")
+                 "On SIGINT/SIGTERM, how long requests in progress may take "
+                 "before they are answered 503 shutting_down")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{3'600'000}))
       ->capture_default_str();
   app.add_option("--max-pending", link_config.max_pending,

@@ -8,8 +8,9 @@
 //
 // Beyond "no crash": every request parsed or rejected gets exactly one
 // answer (a route, a job or an HTTP error), every error is a 4xx/5xx with a
-// valid JSON body (error_body), and every job's args are valid MessagePack
-// within the args limit. Limits are small so that the fuzzer reaches them.
+// valid JSON body (error_body), every job's result format is one the server
+// offers (or none: 406), and every job's args are valid MessagePack within
+// the args limit. Limits are small so that the fuzzer reaches them.
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <cstddef>
@@ -95,9 +96,16 @@ bool handle(Request& request, const FrontendConfig& config) {
     case Route::Kind::error:
       check_error(route.error);
       break;
-    case Route::Kind::job:
+    case Route::Kind::job: {
       check(route.timeout.count() >= 1 &&
             route.timeout <= config.timeouts.max_timeout);
+      // As Session::start_job: a 406 before anything else.
+      auto format = negotiate_result_format(field_values(request, "Accept"));
+      if (!format) break;
+      const std::string_view type = format->content_type;
+      check(format->msgpack ? type == "application/msgpack" ||
+                                  type == "application/x-msgpack"
+                            : type == "application/json");
       if (route.fixed_args) {
         check_args(*route.fixed_args);
         break;
@@ -110,6 +118,7 @@ bool handle(Request& request, const FrontendConfig& config) {
         check_args(std::get<std::string>(args));
       }
       break;
+    }
   }
   return request.version() >= 11 && request.keep_alive();
 }

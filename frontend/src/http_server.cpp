@@ -6,7 +6,15 @@
 // Lifetime: sessions are owned by the handlers that refer to them. A job's
 // completion, which the BrokerLink may hold past run() and even past
 // ~HttpServer, owns both the session and the Impl (and so the io_context),
-// so a session never outlives the io_context its socket belongs to.
+// so a session never outlives the io_context its socket belongs to. The
+// server also lists every session (weakly) so that stop() can reach them.
+//
+// One response per accepted request: a request is accepted once
+// request_started() counts it (its header, or the whole of it, was read);
+// from then on every path ends in exactly one reply(), whose write ends in
+// on_write_some() (or, when even replying fails, in closing the connection):
+// the result, an error, 500 when handling throws, or 503 shutting_down when
+// the drain timeout passes first. Outcomes arriving after that are dropped.
 #include "monsoon/frontend/http_server.hpp"
 
 #include <spdlog/spdlog.h>
@@ -18,6 +26,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <deque>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -39,7 +48,6 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
 constexpr std::string_view kJson = "application/json";
-constexpr std::string_view kMsgpack = "application/msgpack";
 constexpr std::string_view kPrometheusText = "text/plain; version=0.0.4";
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // The first read of a request takes what is there, up to this much.
@@ -61,6 +69,9 @@ std::string header_safe(std::string_view text) {
 
 // Job outcomes applied per turn of the I/O loop (see Server::deliver).
 constexpr std::size_t kOutcomesPerTurn = 16;
+// After the drain timeout, how long the 503s it sends (and responses being
+// written then) may take before the server stops regardless.
+constexpr std::chrono::milliseconds kDrainWriteGrace{1'000};
 
 class Session;
 
@@ -84,11 +95,34 @@ class Server : public std::enable_shared_from_this<Server> {
 
   void request_started() { counters_.requests_in_progress.fetch_add(1); }
   void request_finished() {
-    // Paired with begin_drain(): whichever of the two sees the other's
+    // Paired with drain_noticed(): whichever of the two sees the other's
     // write stops the io_context.
-    if (counters_.requests_in_progress.fetch_sub(1) == 1 && draining_.load()) {
+    if (counters_.requests_in_progress.fetch_sub(1) == 1 &&
+        drain_notices_left_.load() == 0) {
       ioc_.stop();
     }
+  }
+  // A session has seen the drain begin and can accept no new request
+  // (Session::notice_drain). Once all have, the server stops with the
+  // last request in progress.
+  void drain_noticed() {
+    if (drain_notices_left_.fetch_sub(1) == 1 &&
+        counters_.requests_in_progress.load() == 0) {
+      ioc_.stop();
+    }
+  }
+
+  // The accept executor (Session::start): lists a session for stop().
+  // Returns what forget() takes.
+  using SessionList = std::list<std::weak_ptr<Session>>;
+  SessionList::iterator remember(std::weak_ptr<Session> session) {
+    const std::lock_guard lock(sessions_mutex_);
+    return sessions_.insert(sessions_.end(), std::move(session));
+  }
+  // ~Session, any thread.
+  void forget(SessionList::iterator position) {
+    const std::lock_guard lock(sessions_mutex_);
+    sessions_.erase(position);
   }
 
   // Any thread: hands a job's outcome to its session. Outcomes are applied
@@ -113,7 +147,17 @@ class Server : public std::enable_shared_from_this<Server> {
   void accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
   void begin_drain();
+  void drain_deadline();
+  std::vector<std::shared_ptr<Session>> live_sessions();
   void apply_outcomes();
+
+  // Sessions (and the +1 of begin_drain) yet to see the drain; SIZE_MAX
+  // until it begins.
+  std::atomic<std::size_t> drain_notices_left_{SIZE_MAX};
+  // Every session started; each erases itself when destroyed, which may be
+  // while ioc_ is destroyed, so these are declared (and outlive it) first.
+  std::mutex sessions_mutex_;
+  SessionList sessions_;
 
   // Destroyed before the members above, together with every handler still
   // queued (and the sessions those own).
@@ -144,9 +188,14 @@ class Session : public std::enable_shared_from_this<Session> {
         stream_(std::move(socket)) {
     server_.counters_.open_connections.fetch_add(1);
   }
-  ~Session() { server_.counters_.open_connections.fetch_sub(1); }
+  ~Session() {
+    if (listed_) server_.forget(*listed_);
+    server_.counters_.open_connections.fetch_sub(1);
+  }
 
+  // The accept executor, before the drain can begin there.
   void start() {
+    listed_ = server_.remember(weak_from_this());
     beast::error_code ignored;
     stream_.socket().set_option(tcp::no_delay(true), ignored);
     net::dispatch(executor_,
@@ -162,15 +211,33 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  // Any thread, once each, when the server stops (begin_drain): an idle
+  // connection closes at once; one with a request in progress, or one
+  // whose request is arriving, closes after answering it. The server hears
+  // (drain_noticed) once the connection can accept no new request.
+  void drain() {
+    net::dispatch(executor_, [self = shared_from_this()] { self->on_drain(); });
+  }
+
+  // Any thread, after drain(), when the drain timeout passes: a request
+  // still unanswered gets 503 shutting_down now; one still arriving is
+  // dropped with its connection.
+  void drain_deadline() {
+    net::dispatch(executor_,
+                  [self = shared_from_this()] { self->on_drain_deadline(); });
+  }
+
  private:
   // Per-request state starts afresh, so nothing of the previous response
   // (its worker, its keep-alive) leaks into the next one.
   void begin_request() {
     ++request_;
+    in_progress_ = false;
     answered_ = false;
     version_ = 11;
     keep_alive_ = false;
-    wants_msgpack_ = false;
+    head_ = false;
+    format_ = {};
     worker_.clear();
     reset_request_parser(parser_, server_.config_);
   }
@@ -179,8 +246,12 @@ class Session : public std::enable_shared_from_this<Session> {
   // on the whole request, headers and body, must arrive within
   // request_timeout (slowloris defence).
   void read_request() {
+    if (closed_) return;
     begin_request();
-    if (buffer_.size() > 0) return read_header();  // pipelined: begun already
+    if (buffer_.size() > 0) {  // pipelined: begun already
+      arriving_ = true;
+      return read_header();
+    }
     stream_.expires_after(server_.config_.idle_timeout);
     stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
                             beast::bind_front_handler(&Session::on_first_bytes,
@@ -189,7 +260,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_first_bytes(beast::error_code ec, std::size_t size) {
     // Closed, idle for too long or broken: nothing to answer.
-    if (ec) return shutdown();
+    if (ec || closed_) return shutdown();
+    arriving_ = true;
     buffer_.commit(size);
     read_header();
   }
@@ -202,10 +274,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_header(beast::error_code ec, std::size_t) {
+    if (closed_) return;  // by the drain, before this request was accepted
     if (!ec) {
       if (std::optional<HttpError> error = header_error(*parser_)) {
-        server_.request_started();
-        return reply_error(error->status, error->code, error->message);
+        return answer_error(*error);
       }
     }
     if (ec || parser_->is_done()) return on_read(ec, 0);
@@ -215,7 +287,7 @@ class Session : public std::enable_shared_from_this<Session> {
       http::async_write(
           stream_, continue_response_,
           [self = shared_from_this()](beast::error_code ec, std::size_t) {
-            if (ec) return;  // the client is gone
+            if (ec || self->closed_) return self->shutdown();  // gone
             self->read_body();
           });
       return;
@@ -223,6 +295,8 @@ class Session : public std::enable_shared_from_this<Session> {
     read_body();
   }
 
+  // The body, like the header, must arrive within request_timeout of the
+  // request's first byte (see FrontendConfig::request_timeout).
   void read_body() {
     http::async_read(
         stream_, buffer_, *parser_,
@@ -230,20 +304,40 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_read(beast::error_code ec, std::size_t) {
+    if (closed_) return;  // by the drain, before this request was accepted
     if (!ec) return handle_request();
     std::optional<HttpError> error = read_error(ec, server_.config_);
     if (!error) return shutdown();
+    answer_error(*error);
+  }
+
+  // Accepts the request: from here on it gets exactly one response.
+  void accept_request() {
+    in_progress_ = true;
+    arriving_ = false;
     server_.request_started();
-    reply_error(error->status, error->code, error->message);
+    // Counted first: the server cannot stop before answering it.
+    if (drained_) notice_drain();
+    // Known once the start line is parsed, even if the rest is refused.
+    head_ = parser_->get().method() == http::verb::head;
+  }
+
+  // A request refused while reading it (the connection then closes).
+  void answer_error(const HttpError& error) {
+    accept_request();
+    guarded([&] { reply_error(error.status, error.code, error.message); });
   }
 
   void handle_request() {
-    server_.request_started();
+    accept_request();
     auto& request = parser_->get();
     version_ = request.version();
     keep_alive_ =
         version_ >= 11 && request.keep_alive() && !server_.draining_.load();
-    try {
+    // Unless a reply is being written already, a failure is answered 500.
+    // The outcome of a job that submit() took before throwing is then
+    // dropped (see on_job_done).
+    guarded([&] {
       Route route = classify(request_head(request), server_.config_.timeouts);
       switch (route.kind) {
         case Route::Kind::now:
@@ -265,22 +359,24 @@ class Session : public std::enable_shared_from_this<Session> {
           return reply_error(route.error.status, route.error.code,
                              route.error.message, 0, route.error.allow);
       }
-    } catch (const std::exception& e) {
-      spdlog::error("failed to handle a request: {}", e.what());
-      // Unless a reply is being written already. The outcome of a job that
-      // submit() took before throwing is then dropped (see on_job_done).
-      if (!answered_) {
-        reply_error(500, protocol::error_code::kInternal, "internal error");
-      }
-    }
+    });
   }
 
   void start_job(Route& route) {
+    auto& request = parser_->get();
+    // Before anything runs: a result the client cannot take is not worth
+    // computing.
+    auto format = negotiate_result_format(field_values(request, "Accept"));
+    if (!format) {
+      return reply_error(406, http_error_code::kNotAcceptable,
+                         "the result is available as application/json or "
+                         "application/msgpack; the Accept header refuses both");
+    }
+    format_ = *format;
     std::string args;
     if (route.fixed_args) {
       args = std::move(*route.fixed_args);
     } else {
-      auto& request = parser_->get();
       auto body_args =
           job_args(to_std(request[http::field::content_type]),
                    std::move(request.body()), server_.link_.max_args_bytes());
@@ -289,8 +385,6 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       args = std::move(std::get<std::string>(body_args));
     }
-    wants_msgpack_ =
-        accepts_msgpack(to_std(parser_->get()[http::field::accept]));
     stream_.expires_never();  // the job's deadline bounds the wait
     server_.link_.submit(
         std::move(route.task), std::move(args), route.timeout,
@@ -310,26 +404,86 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_job_done(std::uint64_t request, JobOutcome outcome) {
     // An outcome for a request that was answered otherwise (submit() threw
-    // after taking the job, and handle_request answered 500) must not become
-    // a second response, nor the response to a later request.
+    // after taking the job and handle_request answered 500, or the drain
+    // timeout answered 503) must not become a second response, nor the
+    // response to a later request.
     if (request != request_ || answered_) {
       spdlog::warn("dropped the outcome of a job whose request was answered");
       return;
     }
-    const auto& meta = outcome.meta;
-    worker_ = header_safe(meta.worker);
-    if (!meta.ok) {
-      int status = http_status_for_error(meta.code);
-      return reply_error(
-          status, meta.code, meta.message,
-          status == 503 ? retry_after_seconds(meta.retry_after_ms) : 0);
+    guarded([&] {
+      const auto& meta = outcome.meta;
+      worker_ = header_safe(meta.worker);
+      if (!meta.ok) {
+        // The front end is going away: so does this connection.
+        if (meta.code == link_error_code::kShuttingDown) keep_alive_ = false;
+        int status = http_status_for_error(meta.code);
+        return reply_error(
+            status, meta.code, meta.message,
+            status == 503 ? retry_after_seconds(meta.retry_after_ms) : 0);
+      }
+      auto body = job_result(std::move(outcome.result), format_.msgpack);
+      if (auto* error = std::get_if<HttpError>(&body)) {
+        return reply_error(error->status, error->code, error->message);
+      }
+      reply(200, std::move(std::get<std::string>(body)),
+            format_.msgpack ? format_.content_type : kJson);
+    });
+  }
+
+  void on_drain() {
+    drained_ = true;
+    // A request arriving is accepted (accept_request tells the server) or
+    // fails (shutdown tells it).
+    if (arriving_) return;
+    // Idle: nothing is owed, close now. With a request in progress,
+    // on_write_some closes after its response.
+    if (!in_progress_) close();
+    notice_drain();
+  }
+
+  // Once per session, after on_drain, when it can accept no new request.
+  void notice_drain() {
+    if (drain_noticed_) return;
+    drain_noticed_ = true;
+    server_.drain_noticed();
+  }
+
+  void on_drain_deadline() {
+    if (arriving_ && !in_progress_) return close();
+    if (!in_progress_ || answered_) return;
+    worker_.clear();
+    guarded([&] {
+      reply_error(503, link_error_code::kShuttingDown,
+                  "the front end is shutting down and the request did not "
+                  "complete in time",
+                  1);
+    });
+  }
+
+  // Runs `step`, which is to reply to the current request. If it throws
+  // before its reply is under way, answers 500 instead; if even that fails,
+  // closes the connection and counts the request finished, so that no
+  // request is left hanging and the drain is not held up.
+  template <typename Step>
+  void guarded(Step&& step) {
+    try {
+      step();
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("failed to handle a request: {}", e.what());
     }
-    auto body = job_result(std::move(outcome.result), wants_msgpack_);
-    if (auto* error = std::get_if<HttpError>(&body)) {
-      return reply_error(error->status, error->code, error->message);
+    if (answered_) return;
+    try {
+      worker_.clear();
+      reply_error(500, protocol::error_code::kInternal, "internal error");
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("failed to answer a request: {}; closing", e.what());
     }
-    reply(200, std::move(std::get<std::string>(body)),
-          wants_msgpack_ ? kMsgpack : kJson);
+    answered_ = true;
+    close();
+    finish_request();
   }
 
   void reply_error(int status, std::string_view code, std::string_view message,
@@ -337,6 +491,8 @@ class Session : public std::enable_shared_from_this<Session> {
                    std::string_view allow = {}) {
     if (status == 503)
       retry_after_s = std::max<std::uint32_t>(retry_after_s, 1);
+    // Errors are JSON whatever the Accept header says: RFC 9110 section
+    // 12.5.1 lets a server disregard Accept rather than answer 406.
     reply(status, error_body(code, message), kJson, retry_after_s, allow);
   }
 
@@ -357,43 +513,82 @@ class Session : public std::enable_shared_from_this<Session> {
     response_.keep_alive(keep_alive_);
     response_.body() = std::move(body);
     response_.prepare_payload();
+    // HEAD: the headers of GET, Content-Length included, and no content
+    // (RFC 9110 section 9.3.2), errors included.
+    if (head_) response_.body().clear();
+    serializer_.emplace(response_);
+    write_some();
+    answered_ = true;
     server_.counters_
         .responses_by_class[static_cast<std::size_t>(
             std::clamp(status / 100, 1, 5))]
         .fetch_add(1, std::memory_order_relaxed);
-    stream_.expires_after(server_.config_.request_timeout);
-    answered_ = true;
-    http::async_write(
-        stream_, response_,
-        beast::bind_front_handler(&Session::on_write, shared_from_this()));
   }
 
-  void on_write(beast::error_code ec, std::size_t) {
-    server_.request_finished();
+  // Writing a response may take as long as it needs while it makes
+  // progress; only request_timeout without any bounds it (a slow but
+  // steady reader gets all of a large result, one that stops reading is cut
+  // off).
+  void write_some() {
+    stream_.expires_after(server_.config_.request_timeout);
+    http::async_write_some(
+        stream_, *serializer_,
+        beast::bind_front_handler(&Session::on_write_some, shared_from_this()));
+  }
+
+  void on_write_some(beast::error_code ec, std::size_t) {
+    if (!ec && !serializer_->is_done()) return write_some();
+    serializer_.reset();
+    finish_request();
     if (ec) return;  // the client is gone; dropping the session closes it
-    if (!keep_alive_) return shutdown();
+    if (!keep_alive_ || drained_) return shutdown();
     read_request();
   }
 
+  void finish_request() {
+    in_progress_ = false;
+    server_.request_finished();
+  }
+
+  // No more requests on this connection.
   void shutdown() {
+    arriving_ = false;
+    if (drained_) notice_drain();
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // Cancels whatever is pending on the connection and closes it.
+  void close() {
+    closed_ = true;
+    arriving_ = false;
+    if (drained_) notice_drain();
+    stream_.close();
   }
 
   Server& server_;
   const net::any_io_executor executor_;  // immutable: read from any thread
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
+  std::optional<Server::SessionList::iterator> listed_;  // see start()
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::empty_body> continue_response_;
   http::response<http::string_body> response_;
+  std::optional<http::response_serializer<http::string_body>> serializer_;
+  bool drained_ = false;        // on_drain ran: no new request
+  bool drain_noticed_ = false;  // see notice_drain()
+  bool closed_ = false;         // by close(): nothing more is read or answered
+  // Bytes of a request arrived, and it is neither accepted nor failed.
+  bool arriving_ = false;
   // The current request's state; see begin_request().
   std::uint64_t request_ = 0;  // its number on this connection
+  bool in_progress_ = false;   // accepted, and its response not yet written
   bool answered_ = false;      // its response is written or being written
   unsigned version_ = 11;
   bool keep_alive_ = false;
-  bool wants_msgpack_ = false;
-  std::string worker_;  // X-Monsoon-Worker of the response
+  bool head_ = false;    // a HEAD request: its response has no content
+  ResultFormat format_;  // of a job's result
+  std::string worker_;   // X-Monsoon-Worker of the response
 };
 
 tcp::endpoint resolve(const std::string& host, std::uint16_t port) {
@@ -485,24 +680,49 @@ void Server::on_accept(beast::error_code ec, tcp::socket socket) {
   accept();
 }
 
+// Stops accepting, then lets every session know (Session::drain); the
+// io_context stops once all have and no request is in progress, or at the
+// drain timeout after the 503s it sends (drain_deadline).
 void Server::begin_drain() {
   if (draining_.exchange(true)) return;
   beast::error_code ignored;
   acceptor_.close(ignored);
   accept_retry_timer_.cancel();
-  auto in_progress = counters_.requests_in_progress.load();
-  if (in_progress == 0) {
-    ioc_.stop();
-    return;
-  }
-  spdlog::info("stopping: answering {} request(s) in progress", in_progress);
+  auto sessions = live_sessions();
+  // Sessions are started on this executor, so none can be missing here.
+  drain_notices_left_.store(sessions.size() + 1);
+  spdlog::info("stopping: {} connection(s), {} request(s) in progress",
+               sessions.size(), counters_.requests_in_progress.load());
+  for (auto& session : sessions) session->drain();
   drain_timer_.expires_after(config_.drain_timeout);
   drain_timer_.async_wait([this](beast::error_code ec) {
+    if (!ec) drain_deadline();
+  });
+  drain_noticed();
+}
+
+void Server::drain_deadline() {
+  spdlog::warn(
+      "stopping: drain timeout, answering {} request(s) in progress with 503",
+      counters_.requests_in_progress.load());
+  for (auto& session : live_sessions()) session->drain_deadline();
+  drain_timer_.expires_after(kDrainWriteGrace);
+  drain_timer_.async_wait([this](beast::error_code ec) {
     if (ec) return;
-    spdlog::warn("stopping: drain timeout, {} request(s) left unanswered",
+    spdlog::warn("stopping: {} response(s) still unwritten, closing",
                  counters_.requests_in_progress.load());
     ioc_.stop();
   });
+}
+
+std::vector<std::shared_ptr<Session>> Server::live_sessions() {
+  std::vector<std::shared_ptr<Session>> live;
+  const std::lock_guard lock(sessions_mutex_);
+  live.reserve(sessions_.size());
+  for (const auto& weak : sessions_) {
+    if (auto session = weak.lock()) live.push_back(std::move(session));
+  }
+  return live;
 }
 
 void Server::deliver(std::shared_ptr<Session> session, std::uint64_t request,
@@ -568,19 +788,30 @@ RequestHead request_head(const Request& request) {
           to_std(request["X-Timeout-Ms"])};
 }
 
-std::optional<HttpError> header_error(const RequestParser& parser) {
-  if (parser.chunked() ||
-      parser.get().count(http::field::transfer_encoding) == 0) {
-    return std::nullopt;
+std::string field_values(const Request& request, std::string_view name) {
+  std::string joined;
+  auto [first, last] = request.equal_range(to_beast(name));
+  for (auto field = first; field != last; ++field) {
+    if (!joined.empty()) joined += ", ";
+    joined += to_std(field->value());
   }
-  // RFC 9112 section 6.3: without chunked last, the body's length is
-  // unknowable; answer 400 and close. Beast reads such a request as having
-  // no body, so its body would be taken for the next request: a second
-  // response to one request, and a request smuggling hole.
-  return HttpError{400,
-                   std::string(protocol::error_code::kBadRequest),
-                   "Transfer-Encoding must end with chunked",
-                   {}};
+  return joined;
+}
+
+std::optional<HttpError> header_error(const RequestParser& parser) {
+  const Request& request = parser.get();
+  if (!parser.chunked() && request.count(http::field::transfer_encoding) > 0) {
+    // RFC 9112 section 6.3: without chunked last, the body's length is
+    // unknowable; answer 400 and close. Beast reads such a request as
+    // having no body, so its body would be taken for the next request: a
+    // second response to one request, and a request smuggling hole.
+    return HttpError{400,
+                     std::string(protocol::error_code::kBadRequest),
+                     "Transfer-Encoding must end with chunked",
+                     {}};
+  }
+  return host_error(request.version(), request.count(http::field::host),
+                    to_std(request[http::field::host]));
 }
 
 std::optional<HttpError> read_error(const beast::error_code& ec,

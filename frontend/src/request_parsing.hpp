@@ -12,6 +12,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "monsoon/frontend/http_server.hpp"
@@ -35,9 +36,15 @@ void reset_request_parser(std::optional<RequestParser>& parser,
 // Method, target and X-Timeout-Ms of `request`, viewed while it lives.
 RequestHead request_head(const Request& request);
 
+// The values of every field line named `name` (case-insensitive), joined
+// with ", " as RFC 9110 section 5.3 allows for list fields such as Accept;
+// empty when there is none.
+std::string field_values(const Request& request, std::string_view name);
+
 // The error response owed for a request whose header Beast accepted but the
 // server refuses (the connection then closes), checked before the body is
-// read; nullopt when reading may go on.
+// read; nullopt when reading may go on: a Transfer-Encoding that does not
+// end with chunked, and the Host rules of host_error().
 std::optional<HttpError> header_error(const RequestParser& parser);
 
 // The error response owed for a read that failed with `ec`: 413, 431 or 400

@@ -75,11 +75,25 @@ class Client {
     }
   }
 
-  // The next complete response; nullopt when the server closed first.
-  std::optional<HttpReply> receive() {
+  // The next complete response; nullopt when the server closed first. A
+  // response to HEAD (`head`) has no content, whatever its Content-Length.
+  std::optional<HttpReply> receive(bool head = false) {
     for (;;) {
-      if (auto reply = parse()) return reply;
+      if (auto reply = parse(head)) return reply;
       if (!fill()) return std::nullopt;
+    }
+  }
+
+  // The next header block, up to its blank line, as it came (for an
+  // interim response such as 100 Continue); "" when the server closed first.
+  std::string receive_header_block() {
+    for (;;) {
+      if (auto end = buffer_.find("\r\n\r\n"); end != std::string::npos) {
+        std::string block = buffer_.substr(0, end + 4);
+        buffer_.erase(0, end + 4);
+        return block;
+      }
+      if (!fill()) return "";
     }
   }
 
@@ -102,7 +116,7 @@ class Client {
 
   HttpReply exchange(std::string_view request) {
     send(request);
-    auto reply = receive();
+    auto reply = receive(request.starts_with("HEAD "));
     REQUIRE(reply);
     return *reply;
   }
@@ -116,9 +130,12 @@ class Client {
     return true;
   }
 
-  std::optional<HttpReply> parse() {
+  std::optional<HttpReply> parse(bool to_head) {
     auto head_end = buffer_.find("\r\n\r\n");
     if (head_end == std::string::npos) return std::nullopt;
+    // Whatever the previous response left behind (say, content after a
+    // HEAD's header) would show here.
+    REQUIRE(buffer_.starts_with("HTTP/1."));
     HttpReply reply;
     std::string head = buffer_.substr(0, head_end);
     reply.status = std::stoi(head.substr(9, 3));
@@ -131,7 +148,8 @@ class Client {
       reply.headers[lower(line.substr(0, colon))] = line.substr(colon + 2);
       line_start = line_end;
     }
-    std::size_t length = std::stoul(reply.header("content-length"));
+    std::size_t length =
+        to_head ? 0 : std::stoul(reply.header("content-length"));
     if (buffer_.size() < head_end + 4 + length) return std::nullopt;
     reply.body = buffer_.substr(head_end + 4, length);
     buffer_.erase(0, head_end + 4 + length);
@@ -404,7 +422,7 @@ TEST_CASE("bad requests get a JSON error and the right status") {
 
   HttpReply wrong_method = client.exchange(request("DELETE", "/now"));
   CHECK(wrong_method.status == 405);
-  CHECK(wrong_method.header("allow") == "GET");
+  CHECK(wrong_method.header("allow") == "GET, HEAD");
 
   HttpReply bad_timeout =
       client.exchange(request("POST", "/jobs/echo?timeout_ms=0", "1"));
@@ -635,16 +653,106 @@ TEST_CASE("stop() answers the requests in progress, then run() returns") {
   CHECK(fixture.stopped_within(5s));
 }
 
-TEST_CASE("stop() gives up on requests after the drain timeout") {
-  Fixture fixture(false,
-                  [](FrontendConfig& config) { config.drain_timeout = 100ms; });
-  Client waiting(fixture.port());
-  waiting.send(request("POST", "/jobs/echo", "5"));
-  REQUIRE(fixture.broker().wait_for_job(0, 5s));
+TEST_CASE("stop() answers 503 shutting_down to what outlasts the drain") {
+  const int threads = GENERATE(1, 2);
+  INFO(threads << " I/O thread(s)");
+  Fixture fixture(false, [&](FrontendConfig& config) {
+    config.drain_timeout = 100ms;
+    config.threads = threads;
+  });
+  std::vector<std::unique_ptr<Client>> waiting;
+  for (int i = 0; i < 5; ++i) {
+    waiting.push_back(std::make_unique<Client>(fixture.port()));
+    waiting.back()->send(request("POST", "/jobs/echo", std::to_string(i)));
+    REQUIRE(fixture.broker().wait_for_job(static_cast<std::size_t>(i), 5s));
+  }
+  // A HEAD waiting for its job, too: its 503 has no content.
+  Client head(fixture.port());
+  head.send(request("HEAD", "/query/1"));
+  REQUIRE(fixture.broker().wait_for_job(5, 5s));
   auto started = std::chrono::steady_clock::now();
   fixture.server().stop();
-  REQUIRE(fixture.stopped_within(5s));
+  for (auto& client : waiting) {
+    auto reply = client->receive();
+    REQUIRE(reply);
+    CHECK(reply->status == 503);
+    CHECK(Json::parse(reply->body)["error"]["code"] == "shutting_down");
+    CHECK(reply->header("retry-after") == "1");
+    CHECK(reply->header("connection") == "close");
+    CHECK(client->closed_by_server());
+  }
+  auto head_reply = head.receive(/*head=*/true);
+  REQUIRE(head_reply);
+  CHECK(head_reply->status == 503);
+  CHECK(head.closed_by_server());
   CHECK(std::chrono::steady_clock::now() - started >= 100ms);
+  REQUIRE(fixture.stopped_within(5s));
+}
+
+TEST_CASE("an outcome after the drain's 503 is no second response") {
+  ManualLink link;
+  RunningServer running(
+      test_config([](FrontendConfig& config) { config.drain_timeout = 50ms; }),
+      link);
+  Client client(running.port());
+  client.send(request("POST", "/jobs/echo", "1"));
+  REQUIRE(eventually([&] { return link.jobs() == 1; }, 5s));
+  running.server().stop();
+  auto reply = client.receive();
+  REQUIRE(reply);
+  CHECK(reply->status == 503);
+  // The link completes the job after all (as BrokerLink::stop() does).
+  link.complete(
+      0, {monsoon::protocol::OutcomeMeta::success(1), monsoon::to_msgpack(1)});
+  CHECK(client.closed_by_server());
+  CHECK(running.stopped_within(5s));
+}
+
+TEST_CASE("stop() answers a request that is arriving when it begins") {
+  Fixture fixture(true,
+                  [](FrontendConfig& config) { config.drain_timeout = 5s; });
+  Client client(fixture.port());
+  // 100 Continue shows the server has read the header: the request is
+  // arriving, its body still to come.
+  client.send(
+      "POST /jobs/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+      "Content-Length: 1\r\n\r\n");
+  REQUIRE(client.receive_header_block().starts_with("HTTP/1.1 100 "));
+  fixture.server().stop();
+  REQUIRE(eventually([&] { return connection_refused(fixture.port()); }, 5s));
+  client.send("7");
+  auto reply = client.receive();
+  REQUIRE(reply);
+  CHECK(reply->status == 200);
+  CHECK(reply->body == "7");
+  CHECK(reply->header("connection") == "close");
+  CHECK(client.closed_by_server());
+  CHECK(fixture.stopped_within(5s));
+}
+
+TEST_CASE("a request still arriving at the drain deadline is dropped") {
+  Fixture fixture(true,
+                  [](FrontendConfig& config) { config.drain_timeout = 100ms; });
+  Client client(fixture.port());
+  client.send(
+      "POST /jobs/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+      "Content-Length: 10\r\n\r\n");
+  REQUIRE(client.receive_header_block().starts_with("HTTP/1.1 100 "));
+  auto started = std::chrono::steady_clock::now();
+  fixture.server().stop();
+  // Never accepted (its body never came): no response is owed.
+  CHECK(client.closed_by_server());
+  CHECK(fixture.stopped_within(5s));
+  CHECK(std::chrono::steady_clock::now() - started >= 100ms);
+}
+
+TEST_CASE("stop() closes idle connections and stops at once") {
+  Fixture fixture;
+  Client idle(fixture.port());
+  CHECK(idle.exchange(request("GET", "/now")).status == 200);
+  fixture.server().stop();
+  CHECK(idle.closed_by_server());
+  CHECK(fixture.stopped_within(5s));
 }
 
 TEST_CASE("a pending job survives the broker's DISCONNECT") {
@@ -786,4 +894,153 @@ TEST_CASE("a body limit above the link's args limit is refused at start") {
   CHECK_THROWS_AS(HttpServer(config, link), std::invalid_argument);
   config.max_body_bytes = 100;
   CHECK_NOTHROW(HttpServer(config, link));
+}
+
+TEST_CASE("HEAD is answered like GET but without content") {
+  Fixture fixture;
+  Client client(fixture.port());
+  for (std::string_view target : {"/now", "/healthz", "/query/7"}) {
+    INFO(target);
+    // Pipelined: had the HEAD's response any content, the GET's would not
+    // parse.
+    client.send(request("HEAD", target) + request("GET", target));
+    auto head = client.receive(/*head=*/true);
+    auto get = client.receive();
+    REQUIRE(head);
+    REQUIRE(get);
+    CHECK(head->status == 200);
+    CHECK(head->status == get->status);
+    CHECK(head->header("content-type") == get->header("content-type"));
+    CHECK(head->header("content-length") == std::to_string(get->body.size()));
+    CHECK(head->header("connection") != "close");
+  }
+  HttpReply metrics = client.exchange(request("HEAD", "/metrics"));
+  CHECK(metrics.status == 200);
+  CHECK(metrics.header("content-type") == "text/plain; version=0.0.4");
+  CHECK(std::stoul(metrics.header("content-length")) > 0);
+  CHECK(client.exchange(request("GET", "/now")).status == 200);
+}
+
+TEST_CASE("a HEAD that fails gets the error's headers and no content") {
+  Fixture fixture;
+  Client client(fixture.port());
+  HttpReply not_found = client.exchange(request("HEAD", "/nope"));
+  CHECK(not_found.status == 404);
+  CHECK(not_found.header("content-type") == "application/json");
+  CHECK(std::stoul(not_found.header("content-length")) > 0);
+  HttpReply wrong_method = client.exchange(request("HEAD", "/jobs/echo"));
+  CHECK(wrong_method.status == 405);
+  CHECK(wrong_method.header("allow") == "POST");
+  HttpReply bad_flag = client.exchange(request("HEAD", "/query/x"));
+  CHECK(bad_flag.status == 400);
+  CHECK(client.exchange(request("GET", "/now")).status == 200);
+
+  Client too_big(fixture.port());
+  HttpReply big = too_big.exchange(
+      request("HEAD", "/now", {}, "X-Big: " + std::string(2000, 'a') + "\r\n"));
+  CHECK(big.status == 431);
+  CHECK(too_big.closed_by_server());
+}
+
+TEST_CASE("405 lists HEAD wherever GET is allowed") {
+  Fixture fixture;
+  Client client(fixture.port());
+  for (std::string_view target : {"/now", "/healthz", "/metrics", "/query/1"}) {
+    INFO(target);
+    HttpReply reply = client.exchange(request("DELETE", target));
+    CHECK(reply.status == 405);
+    CHECK(reply.header("allow") == "GET, HEAD");
+  }
+}
+
+TEST_CASE("HTTP/1.1 needs exactly one Host; HTTP/1.0 none or one") {
+  Fixture fixture;
+  SECTION("none") {
+    Client client(fixture.port());
+    HttpReply reply = client.exchange("GET /now HTTP/1.1\r\n\r\n");
+    CHECK(reply.status == 400);
+    CHECK(Json::parse(reply.body)["error"]["code"] == "bad_request");
+    CHECK(client.closed_by_server());
+  }
+  SECTION("two") {
+    Client client(fixture.port());
+    HttpReply reply =
+        client.exchange("GET /now HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n");
+    CHECK(reply.status == 400);
+    CHECK(client.closed_by_server());
+  }
+  SECTION("an invalid one") {
+    Client client(fixture.port());
+    CHECK(client.exchange("GET /now HTTP/1.1\r\nHost: a b\r\n\r\n").status ==
+          400);
+  }
+  SECTION("none, HTTP/1.0") {
+    Client client(fixture.port());
+    CHECK(client.exchange("GET /now HTTP/1.0\r\n\r\n").status == 200);
+  }
+  SECTION("two, HTTP/1.0") {
+    Client client(fixture.port());
+    CHECK(client.exchange("GET /now HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n")
+              .status == 400);
+  }
+}
+
+TEST_CASE("an absolute-form target is routed by its path and query") {
+  Fixture fixture(/*echo_jobs=*/false);
+  Client client(fixture.port());
+  HttpReply now = client.exchange(
+      "GET http://example.com:8000/now HTTP/1.1\r\nHost: other\r\n\r\n");
+  CHECK(now.status == 200);
+  CHECK(Json::parse(now.body).contains("now_unix_ms"));
+  client.send(
+      "POST http://example.com/jobs/echo?timeout_ms=150 HTTP/1.1\r\n"
+      "Host: x\r\nContent-Length: 1\r\n\r\n1");
+  auto job = fixture.broker().wait_for_job(0, 5s);
+  REQUIRE(job);
+  CHECK(job->task == "echo");
+  auto reply = client.receive();
+  REQUIRE(reply);
+  CHECK(reply->status == 504);  // after its 150 ms: the query was read
+  CHECK(client.exchange("GET * HTTP/1.1\r\nHost: x\r\n\r\n").status == 400);
+  CHECK(client.exchange("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").status == 501);
+}
+
+TEST_CASE("a result no Accept allows gets 406 and no job runs") {
+  ManualLink link;
+  RunningServer running(test_config(), link);
+  Client client(running.port());
+  for (std::string_view accept :
+       {"text/html", "application/json;q=0", "application/msgpack;q=0",
+        "application/*;q=0, text/plain"}) {
+    INFO(accept);
+    HttpReply reply = client.exchange(request(
+        "POST", "/jobs/echo", "1", "Accept: " + std::string(accept) + "\r\n"));
+    CHECK(reply.status == 406);
+    CHECK(reply.header("content-type") == "application/json");
+    CHECK(Json::parse(reply.body)["error"]["code"] == "not_acceptable");
+    HttpReply query = client.exchange(request(
+        "GET", "/query/1", {}, "Accept: " + std::string(accept) + "\r\n"));
+    CHECK(query.status == 406);
+  }
+  CHECK(link.jobs() == 0);
+}
+
+TEST_CASE("Accept q-values choose between JSON and MessagePack") {
+  Fixture fixture;
+  Client client(fixture.port());
+  auto content_type = [&](std::string_view accept) {
+    HttpReply reply =
+        client.exchange(request("POST", "/jobs/echo", "[1]",
+                                "Accept: " + std::string(accept) + "\r\n"));
+    CHECK(reply.status == 200);
+    return reply.header("content-type");
+  };
+  CHECK(content_type("application/json, application/msgpack;q=0") ==
+        "application/json");
+  CHECK(content_type("application/msgpack;q=0.5, application/json;q=0.4") ==
+        "application/msgpack");
+  CHECK(content_type("application/x-msgpack") == "application/x-msgpack");
+  CHECK(content_type("*/*") == "application/json");
+  CHECK(content_type("application/json;q=0, */*;q=0.1") ==
+        "application/msgpack");
 }

@@ -95,7 +95,7 @@ TEST_CASE("unknown paths are 404, known paths with another method 405") {
   Route post_now = route("POST", "/now");
   REQUIRE(post_now.kind == Kind::error);
   CHECK(post_now.error.status == 405);
-  CHECK(post_now.error.allow == "GET");
+  CHECK(post_now.error.allow == "GET, HEAD");
 
   Route get_job = route("GET", "/jobs/echo");
   REQUIRE(get_job.kind == Kind::error);
@@ -194,11 +194,217 @@ TEST_CASE("a job's body that cannot become args is a 400, 413 or 415") {
   CHECK(status("application/json", "0.1", 8) == 413);
 }
 
-TEST_CASE("MessagePack replies go to clients that accept them") {
-  CHECK(accepts_msgpack("application/msgpack"));
-  CHECK(accepts_msgpack("text/html, Application/X-MsgPack;q=0.9"));
-  CHECK_FALSE(accepts_msgpack("application/json"));
-  CHECK_FALSE(accepts_msgpack(""));
+namespace {
+
+// The content type negotiate_result_format() picks; "406" when none.
+std::string negotiated(std::string_view accept) {
+  auto format = negotiate_result_format(accept);
+  if (!format) return "406";
+  CHECK(format->msgpack == (format->content_type != "application/json"));
+  return std::string(format->content_type);
+}
+
+}  // namespace
+
+TEST_CASE("no Accept, or nothing valid in it, means JSON") {
+  for (std::string_view accept : {"",
+                                  " ",
+                                  ",",
+                                  " , ,",
+                                  "json",
+                                  "application",
+                                  "application/",
+                                  "/json",
+                                  "*/json",
+                                  "application/json;q=2",
+                                  "application/msgpack;q=2",
+                                  "application/msgpack;q=1.001",
+                                  "application/msgpack;q=0.0001",
+                                  "application/msgpack;q=.5",
+                                  "application/msgpack;q=-1",
+                                  "application/msgpack;q=",
+                                  "application/msgpack;q",
+                                  "application/msgpack;q=abc",
+                                  "application/msgpack;q = 0.5",
+                                  "application/msgpack;q=\"0.5\"",
+                                  "application/msgpack;=1",
+                                  "application/msgpack;a=b c",
+                                  "application/msgpack;a=\"open",
+                                  "appli cation/msgpack",
+                                  "application/msg pack"}) {
+    INFO(accept);
+    CHECK(negotiated(accept) == "application/json");
+  }
+}
+
+TEST_CASE("Accept picks the representation with the highest q") {
+  CHECK(negotiated("application/json") == "application/json");
+  CHECK(negotiated("application/msgpack") == "application/msgpack");
+  CHECK(negotiated("application/x-msgpack") == "application/x-msgpack");
+  CHECK(negotiated("application/json, application/msgpack;q=0") ==
+        "application/json");
+  CHECK(negotiated("application/msgpack;q=0.9, application/json;q=0.8") ==
+        "application/msgpack");
+  CHECK(negotiated("application/msgpack;q=1.000, application/json;q=0.999") ==
+        "application/msgpack");
+  CHECK(negotiated("application/msgpack;q=0.001") == "application/msgpack");
+  CHECK(negotiated("application/msgpack;q=0.") == "406");
+  CHECK(negotiated("application/msgpack;q=1.") == "application/msgpack");
+  CHECK(negotiated("text/html, application/msgpack;q=0.1") ==
+        "application/msgpack");
+  CHECK(negotiated("application/x-msgpack;q=0.5, application/msgpack;q=0.4") ==
+        "application/x-msgpack");
+}
+
+TEST_CASE("Accept ties go to JSON, then to application/msgpack") {
+  CHECK(negotiated("*/*") == "application/json");
+  CHECK(negotiated("application/*") == "application/json");
+  CHECK(negotiated("application/json;q=0.5, application/msgpack;q=0.5") ==
+        "application/json");
+  CHECK(negotiated("application/x-msgpack, application/msgpack") ==
+        "application/msgpack");
+  CHECK(negotiated("application/json;q=0, */*") == "application/msgpack");
+  CHECK(negotiated("application/json;q=0, application/msgpack;q=0, */*") ==
+        "application/x-msgpack");
+}
+
+TEST_CASE("the most specific media range decides") {
+  CHECK(negotiated("*/*;q=0.1, application/msgpack;q=0.2") ==
+        "application/msgpack");
+  CHECK(negotiated("application/*;q=0.9, application/json;q=0.1") ==
+        "application/msgpack");
+  CHECK(negotiated("application/*;q=0, */*") == "406");
+  CHECK(negotiated("*/*;q=0, application/msgpack") == "application/msgpack");
+  // Parameters make a range more specific; they are not compared.
+  CHECK(negotiated("application/json;charset=utf-8;q=0.1, "
+                   "application/json;q=1, application/msgpack;q=0.5") ==
+        "application/msgpack");
+  CHECK(negotiated("application/json;charset=\"utf-8\"") == "application/json");
+  // Parameters after q are accept-ext: ignored, not more specific.
+  CHECK(negotiated("application/json;q=0.1;ext=1, application/json;q=0.9") ==
+        "application/json");
+  CHECK(negotiated("application/json;q=0.3;ext=1, application/msgpack;q=0.5") ==
+        "application/msgpack");
+  // Equally specific ranges: the highest q counts.
+  CHECK(negotiated("application/json;q=0, application/json;q=0.5, "
+                   "application/msgpack;q=0.4") == "application/json");
+}
+
+TEST_CASE("Accept is case-insensitive and tolerant of whitespace") {
+  CHECK(negotiated("APPLICATION/MSGPACK") == "application/msgpack");
+  CHECK(negotiated("Application/MsgPack;Q=0.5, application/json;q=0.4") ==
+        "application/msgpack");
+  CHECK(negotiated(" application/msgpack ; q=0.8 ,\tapplication/json ; "
+                   "q=0.7 ") == "application/msgpack");
+  CHECK(negotiated("application/msgpack,,application/json;q=0.1") ==
+        "application/msgpack");
+  // A comma inside a quoted parameter value does not split the list.
+  CHECK(negotiated("application/json;a=\"x,application/msgpack\";q=0.1, "
+                   "text/plain") == "application/json");
+}
+
+TEST_CASE("nothing acceptable is a 406") {
+  for (std::string_view accept :
+       {"text/html", "text/*", "application/json;q=0",
+        "application/msgpack;q=0", "application/*;q=0", "*/*;q=0",
+        "text/*, application/json;q=0", "image/png, */*;q=0.000",
+        "application/json;q=0, application/msgpack;q=abc",
+        "application/json;q=0, application/msgpack;q=0, "
+        "application/x-msgpack;q=0"}) {
+    INFO(accept);
+    CHECK(negotiated(accept) == "406");
+  }
+}
+
+TEST_CASE("HEAD is routed like GET and listed with it in Allow") {
+  CHECK(route("HEAD", "/now").kind == Kind::now);
+  CHECK(route("HEAD", "/healthz").kind == Kind::healthz);
+  CHECK(route("HEAD", "/metrics").kind == Kind::metrics);
+  Route query = route("HEAD", "/query/5");
+  REQUIRE(query.kind == Kind::job);
+  CHECK(query.task == "db.query");
+  for (std::string_view target : {"/now", "/healthz", "/metrics", "/query/1"}) {
+    INFO(target);
+    Route r = route("POST", target);
+    CHECK(r.error.status == 405);
+    CHECK(r.error.allow == "GET, HEAD");
+  }
+  Route head_job = route("HEAD", "/jobs/echo");
+  CHECK(head_job.error.status == 405);
+  CHECK(head_job.error.allow == "POST");
+  CHECK(route("HEAD", "/nope").error.status == 404);
+  CHECK(route("head", "/now").error.status == 405);
+}
+
+TEST_CASE("classify() takes an absolute-form target's path and query") {
+  CHECK(route("GET", "http://example.com/now").kind == Kind::now);
+  CHECK(route("GET", "http://127.0.0.1:8000/healthz").kind == Kind::healthz);
+  CHECK(route("GET", "HTTPS://[::1]:443/metrics?x=1").kind == Kind::metrics);
+  Route job = route("POST", "http://a.example/jobs/echo?timeout_ms=250");
+  REQUIRE(job.kind == Kind::job);
+  CHECK(job.task == "echo");
+  CHECK(job.timeout == 250ms);
+  Route query = route("GET", "http://x:1/query/9");
+  REQUIRE(query.kind == Kind::job);
+  CHECK(monsoon::from_msgpack(*query.fixed_args) ==
+        monsoon::Value{{"flag", 9}});
+  // An empty path is "/".
+  CHECK(route("GET", "http://x").error.status == 404);
+  CHECK(route("GET", "http://x?timeout_ms=1").error.status == 404);
+  CHECK(route("GET", "http://x/now/").error.status == 404);
+}
+
+TEST_CASE("targets in other forms are a 400, or a 501 for their method") {
+  for (std::string_view target :
+       {"*", "x:80", "example.com", "http:/now", "http:now", "http:///now",
+        "http://:80/now", "http://u@x/now", "http://u:p@x/now",
+        "http://a b/now", "http://[::1/now", "http://x:8o/now", "ftp://x/now",
+        "mailto:x@y", "now", "", "?x"}) {
+    INFO(target);
+    Route r = route("GET", target);
+    REQUIRE(r.kind == Kind::error);
+    CHECK(r.error.status == 400);
+    CHECK(r.error.code == "bad_request");
+  }
+  Route options = route("OPTIONS", "*");
+  CHECK(options.error.status == 501);
+  CHECK(options.error.code == "not_implemented");
+  CHECK(route("CONNECT", "example.com:443").error.status == 501);
+  CHECK(route("OPTIONS", "example.com:443").error.status == 400);
+  // OPTIONS and CONNECT with a path: a known path, another method.
+  CHECK(route("OPTIONS", "/now").error.status == 405);
+  CHECK(route("CONNECT", "/now").error.status == 405);
+}
+
+TEST_CASE("Host: exactly one for HTTP/1.1, at most one for HTTP/1.0") {
+  CHECK_FALSE(host_error(11, 1, "example.com"));
+  CHECK_FALSE(host_error(10, 0, ""));
+  CHECK_FALSE(host_error(10, 1, "example.com"));
+  for (auto [version, count] :
+       {std::pair{11u, std::size_t{0}}, std::pair{11u, std::size_t{2}},
+        std::pair{10u, std::size_t{2}}, std::pair{20u, std::size_t{0}}}) {
+    INFO(version << " " << count);
+    auto error = host_error(version, count, "example.com");
+    REQUIRE(error);
+    CHECK(error->status == 400);
+    CHECK(error->code == "bad_request");
+  }
+}
+
+TEST_CASE("a Host value is empty or a host with an optional port") {
+  for (std::string_view host :
+       {"", "example.com", "EXAMPLE.com:8000", "127.0.0.1",
+        "127.0.0.1:", "[::1]", "[::1]:8000", "[v1.fe80::a+en1]", "a-b_c~d",
+        "x%41y", "!$&'()*+,;="}) {
+    INFO(host);
+    CHECK_FALSE(host_error(11, 1, host));
+  }
+  for (std::string_view host :
+       {"a b", "a/b", "a?b", "a#b", "u@a", ":80", "a:8x", "a:80:80", "[::1",
+        "[]", "::1", "[::1]x", "a%4", "a%zz", "\x01", "caf\xc3\xa9"}) {
+    INFO(host);
+    CHECK(host_error(11, 1, host));
+  }
 }
 
 TEST_CASE("a result goes out as it is for MessagePack and as JSON otherwise") {

@@ -51,6 +51,48 @@ TEST_CASE("every process stops cleanly on SIGTERM", "[integration]") {
   }
 }
 
+TEST_CASE("jobs outlasting the front end's drain get 503 shutting_down",
+          "[integration]") {
+  constexpr int kJobs = 20;
+  monsoon::test::StackOptions options;
+  options.frontend_args = {"--drain-timeout-ms", "300"};
+  // The worker gives up on the sleeps at once when the test ends.
+  options.worker_args = {"--drain-timeout-ms", "0"};
+  Stack stack(options);
+  std::vector<monsoon::test::HttpRequest> requests;
+  for (int i = 0; i < kJobs; ++i) {
+    requests.push_back({.method = "POST",
+                        .target = "/jobs/sleep?timeout_ms=30000",
+                        .body = R"({"ms": 10000})",
+                        .headers = {}});
+  }
+  monsoon::test::HttpBatch batch(stack.http_port(), requests);
+  REQUIRE(batch.send_all(5s));
+  REQUIRE(eventually([&] { return stack.pending_jobs() == kJobs; }, 10s));
+
+  const auto stopped = std::chrono::steady_clock::now();
+  stack.frontend().signal(SIGTERM);
+  REQUIRE(batch.receive_all(10s));
+  const auto answered = std::chrono::steady_clock::now() - stopped;
+  for (int i = 0; i < kJobs; ++i) {
+    const HttpResponse& response = batch.responses()[i];
+    INFO("request " << i << ": " << response.status << " " << response.error
+                    << " " << response.body);
+    CHECK(response.status == 503);
+    CHECK(response.error_code() == "shutting_down");
+    CHECK(response.header("retry-after") == "1");
+    CHECK(response.header("connection") == "close");
+  }
+  CHECK(answered >= 300ms);  // not before the drain timeout
+  auto status = stack.frontend().wait_exit(10s);
+  INFO(stack.logs());
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 0);
+  // Exactly one response each, then the connection closed.
+  CHECK(batch.connections_with_extra_data(200ms) == 0);
+}
+
 TEST_CASE("the front end refuses a body limit the broker could not carry",
           "[integration]") {
   auto log =

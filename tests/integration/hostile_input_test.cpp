@@ -541,6 +541,394 @@ TEST_CASE("trickling connections are cut off while others are served",
   CHECK(stack.frontend().running());
 }
 
+TEST_CASE("the real front end checks Host and target forms and answers HEAD",
+          "[integration][hostile][http]") {
+  Stack stack;
+  struct Case {
+    std::string name;
+    std::string bytes;
+    int status;
+    std::string code = {};  // of an error; "" for a success
+    std::string content_type = "application/json";
+  };
+  const std::string big(64 << 10, 'a');
+  const std::string get_now = "GET /now HTTP/1.1\r\n";
+  const std::vector<Case> cases = {
+      // RFC 9112 section 3.2: Host.
+      {"HTTP/1.1 without Host", get_now + "\r\n", 400, "bad_request"},
+      {"two Host fields", get_now + "Host: a\r\nHost: b\r\n\r\n", 400,
+       "bad_request"},
+      {"HTTP/1.0 with two Host fields",
+       "GET /now HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400, "bad_request"},
+      {"HTTP/1.0 without Host", "GET /now HTTP/1.0\r\n\r\n", 200},
+      {"a Host with a space", get_now + "Host: a b\r\n\r\n", 400,
+       "bad_request"},
+      {"a Host with a path", get_now + "Host: a/b\r\n\r\n", 400, "bad_request"},
+      {"a Host with userinfo", get_now + "Host: u@a\r\n\r\n", 400,
+       "bad_request"},
+      {"a Host with a bad port", get_now + "Host: a:8x\r\n\r\n", 400,
+       "bad_request"},
+      {"an empty Host", get_now + "Host:\r\n\r\n", 200},
+      {"an IPv6 Host with a port", get_now + "Host: [::1]:8000\r\n\r\n", 200},
+      {"a POST without Host",
+       "POST /jobs/echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n1", 400,
+       "bad_request"},
+      // RFC 9112 section 3.2.2: absolute-form is routed by its path.
+      {"absolute-form",
+       "GET http://127.0.0.1:1/now HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+      {"absolute-form, upper-case scheme, with a query",
+       "POST HTTP://elsewhere.example/jobs/echo?timeout_ms=5000 HTTP/1.1\r\n"
+       "Host: x\r\nContent-Length: 1\r\n\r\n7",
+       200},
+      {"absolute-form https",
+       "GET https://x/metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+       200,
+       {},
+       "text/plain; version=0.0.4"},
+      {"absolute-form without a path",
+       "GET http://x HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"},
+      {"absolute-form without a host",
+       "GET http:///now HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"},
+      {"absolute-form with userinfo",
+       "GET http://u:p@x/now HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"},
+      {"absolute-form, not http", "GET ftp://x/now HTTP/1.1\r\nHost: x\r\n\r\n",
+       400, "bad_request"},
+      {"absolute-form without //", "GET http:now HTTP/1.1\r\nHost: x\r\n\r\n",
+       400, "bad_request"},
+      {"asterisk-form with GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+       "bad_request"},
+      {"authority-form with GET", "GET x:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+       "bad_request"},
+      {"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 501,
+       "not_implemented"},
+      {"CONNECT", "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 501,
+       "not_implemented"},
+      // RFC 9110 section 9.3.2: HEAD is GET without content, errors too.
+      {"HEAD /now", "HEAD /now HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+      {"HEAD /healthz", "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+      {"HEAD /metrics",
+       "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+       200,
+       {},
+       "text/plain; version=0.0.4"},
+      {"HEAD /query/1", "HEAD /query/1 HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+      {"HEAD absolute-form", "HEAD http://x/now HTTP/1.1\r\nHost: x\r\n\r\n",
+       200},
+      {"HEAD /now over HTTP/1.0", "HEAD /now HTTP/1.0\r\n\r\n", 200},
+      {"HEAD to an unknown path", "HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+       404, "not_found"},
+      {"HEAD to a POST route", "HEAD /jobs/echo HTTP/1.1\r\nHost: x\r\n\r\n",
+       405, "method_not_allowed"},
+      {"HEAD without Host", "HEAD /now HTTP/1.1\r\n\r\n", 400, "bad_request"},
+      {"HEAD with a bad flag", "HEAD /query/x HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+       "bad_request"},
+      {"HEAD refusing both result types",
+       "HEAD /query/1 HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n", 406,
+       "not_acceptable"},
+      {"HEAD with a 64 KiB header field",
+       "HEAD /now HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n", 431,
+       "headers_too_large"},
+      {"HEAD with a body over the limit",
+       "HEAD /now HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413,
+       "payload_too_large"},
+      {"DELETE /now", "DELETE /now HTTP/1.1\r\nHost: x\r\n\r\n", 405,
+       "method_not_allowed"},
+  };
+  std::vector<RawRequest> requests;
+  for (const auto& c : cases) requests.push_back({c.bytes});
+  HttpBatch batch(stack.http_port(), requests);
+  REQUIRE(batch.receive_all(20s));
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const HttpResponse& response = batch.responses()[i];
+    INFO(c.name << ": " << response.status << " " << response.error << " "
+                << response.body);
+    CHECK(response.status == c.status);
+    CHECK(response.header("content-type") == c.content_type);
+    const bool head = c.bytes.starts_with("HEAD ");
+    if (head) {
+      // The Content-Length of the GET response, without its content.
+      CHECK(response.body.empty());
+      CHECK(std::stoul(response.header("content-length")) > 0);
+    } else if (!c.code.empty()) {
+      CHECK(response.error_code() == c.code);
+    }
+    if (c.bytes.starts_with("POST HTTP://")) CHECK(response.body == "7");
+    if (c.status == 405) {
+      CHECK(
+          response.header("allow") ==
+          (c.bytes.find("/jobs/") == std::string::npos ? "GET, HEAD" : "POST"));
+    }
+  }
+  // Nothing follows a response: above all no content after a HEAD's.
+  CHECK(batch.connections_with_extra_data(500ms) == 0);
+  CHECK(echo_works(stack));
+}
+
+TEST_CASE("HEAD answers like GET and pipelined requests after it still parse",
+          "[integration][hostile][http]") {
+  Stack stack;
+  auto request = [](std::string method, std::string target,
+                    std::string body = {}) {
+    return HttpRequest{.method = std::move(method),
+                       .target = std::move(target),
+                       .body = std::move(body),
+                       .headers = {}};
+  };
+  const std::vector<HttpRequest> requests = {
+      request("GET", "/query/3"),    request("HEAD", "/query/3"),
+      request("HEAD", "/now"),       request("GET", "/now"),
+      request("HEAD", "/nowhere"),   request("GET", "/nowhere"),
+      request("HEAD", "/jobs/echo"), request("POST", "/jobs/echo", "[1,2]"),
+      request("HEAD", "/healthz"),   request("GET", "/healthz"),
+  };
+  HttpBatch batch(stack.http_port(), requests, requests.size());
+  REQUIRE(batch.receive_all(20s));
+  const auto& responses = batch.responses();
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    INFO(i << ": " << requests[i].method << " " << requests[i].target << ": "
+           << responses[i].status << " " << responses[i].error << " "
+           << responses[i].body);
+    REQUIRE(responses[i].error.empty());
+    if (requests[i].method == "HEAD") CHECK(responses[i].body.empty());
+  }
+  // The same status and headers as GET, with GET's Content-Length.
+  for (std::size_t get : {0, 5, 9}) {
+    std::size_t head = get == 0 ? 1 : get - 1;
+    INFO(requests[get].target);
+    CHECK(responses[head].status == responses[get].status);
+    CHECK(responses[head].header("content-type") ==
+          responses[get].header("content-type"));
+    CHECK(responses[head].header("content-length") ==
+          std::to_string(responses[get].body.size()));
+  }
+  CHECK(responses[0].status == 200);
+  CHECK(responses[1].header("x-monsoon-worker") ==
+        responses[0].header("x-monsoon-worker"));
+  CHECK(responses[2].status == 200);
+  CHECK(Json::parse(responses[3].body).contains("now_unix_ms"));
+  CHECK(responses[4].status == 404);
+  CHECK(responses[6].status == 405);
+  CHECK(responses[6].header("allow") == "POST");
+  CHECK(responses[7].body == "[1,2]");
+  CHECK(batch.connections_with_extra_data(300ms) == 0);
+}
+
+TEST_CASE("Accept chooses JSON or MessagePack by q-value or answers 406",
+          "[integration][hostile][http]") {
+  Stack stack;
+  const std::string json = "application/json";
+  const std::string packed = "application/msgpack";
+  struct Case {
+    std::string accept;        // "" = no Accept field
+    std::string content_type;  // "" = 406
+  };
+  const std::vector<Case> cases = {
+      {"", json},
+      {"application/json, application/msgpack;q=0", json},
+      {"application/msgpack", packed},
+      {"application/x-msgpack", "application/x-msgpack"},
+      {"APPLICATION/MSGPACK;Q=1", packed},
+      {"application/msgpack;q=0.9, application/json;q=0.8", packed},
+      {" application/msgpack ; q=0.8 , application/json ; q=0.7 ", packed},
+      {"application/json;q=0.5, application/msgpack;q=0.5", json},
+      {"*/*", json},
+      {"application/*", json},
+      {"*/*;q=0.1, application/msgpack;q=0.2", packed},
+      {"application/json;q=0, */*", packed},
+      {"application/json;charset=utf-8, application/msgpack;q=0.9", json},
+      {"application/msgpack;q=0.001", packed},
+      {"text/html, application/json;q=0.1", json},
+      {"application/msgpack;q=0", ""},
+      {"text/html", ""},
+      {"application/json;q=0", ""},
+      {"application/*;q=0", ""},
+      {"text/*, application/json;q=0", ""},
+      {"application/json;q=0, application/msgpack;q=abc", ""},
+      // Nothing valid in it: as if there were no Accept.
+      {"application/msgpack;q=2", json},
+      {"application/msgpack;q=0.0001", json},
+      {"msgpack", json},
+  };
+  const std::uint64_t submitted_before =
+      stack.frontend_metrics()["jobs_submitted_total"];
+  std::vector<HttpRequest> requests;
+  for (const auto& c : cases) {
+    HttpRequest request{.method = "POST",
+                        .target = "/jobs/echo",
+                        .body = R"({"a":[1,"b"]})",
+                        .headers = {}};
+    if (!c.accept.empty()) request.headers["Accept"] = c.accept;
+    requests.push_back(request);
+  }
+  HttpBatch batch(stack.http_port(), requests);
+  REQUIRE(batch.receive_all(20s));
+  std::size_t acceptable = 0;
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const HttpResponse& response = batch.responses()[i];
+    INFO("Accept: " << cases[i].accept << " -> " << response.status << " "
+                    << response.header("content-type") << " "
+                    << response.error);
+    const Json expected = {{"a", {1, "b"}}};
+    if (cases[i].content_type.empty()) {
+      CHECK(response.status == 406);
+      // Errors are JSON whatever Accept says.
+      CHECK(response.header("content-type") == json);
+      CHECK(response.error_code() == "not_acceptable");
+      continue;
+    }
+    ++acceptable;
+    CHECK(response.status == 200);
+    CHECK(response.header("content-type") == cases[i].content_type);
+    if (cases[i].content_type == json) {
+      CHECK(Json::parse(response.body, nullptr, false) == expected);
+    } else {
+      CHECK(monsoon::from_msgpack(response.body) == expected);
+    }
+  }
+  // Two Accept field lines make one list.
+  HttpBatch split(
+      stack.http_port(),
+      std::vector<RawRequest>{{"POST /jobs/echo HTTP/1.1\r\nHost: x\r\n"
+                               "Accept: application/json;q=0\r\n"
+                               "Accept: application/msgpack\r\n"
+                               "Content-Length: 1\r\n\r\n1"}});
+  REQUIRE(split.receive_all(10s));
+  CHECK(split.responses()[0].status == 200);
+  CHECK(split.responses()[0].header("content-type") == packed);
+  // A 406 is decided before the job is submitted: none of them ran.
+  CHECK(stack.frontend_metrics()["jobs_submitted_total"] ==
+        submitted_before + acceptable + 1);
+}
+
+namespace {
+
+// A client socket to the front end with a small receive buffer, so that
+// what the test does not read holds the sender back (the kernel would
+// otherwise take megabytes on its behalf).
+int slow_client(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  int size = 64 << 10;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address),
+                    sizeof address) == 0);
+  return fd;
+}
+
+// Reads what is there without waiting: false once the connection is closed
+// or broken.
+bool read_available(int fd, std::string& into, std::size_t at_most) {
+  std::string buffer(at_most, '\0');
+  ssize_t n = ::recv(fd, buffer.data(), buffer.size(), MSG_DONTWAIT);
+  if (n > 0) into.append(buffer.data(), static_cast<std::size_t>(n));
+  return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+// The length of the whole response once its header has arrived; 0 before.
+std::size_t response_length(const std::string& received) {
+  auto end = received.find("\r\n\r\n");
+  if (end == std::string::npos) return 0;
+  auto at = received.find("Content-Length: ");
+  if (at == std::string::npos || at > end) return 0;
+  return end + 4 + std::stoul(received.substr(at + 16));
+}
+
+constexpr std::size_t kBlobBytes = 10'000'000;
+
+std::string blob_request() {
+  const std::string body = R"({"bytes":)" + std::to_string(kBlobBytes) + "}";
+  return "POST /jobs/test.blob HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+StackOptions blob_stack() {
+  StackOptions options;
+  options.worker_executable = MONSOON_TEST_WORKER_BIN;
+  options.frontend_args = {"--request-timeout-ms", "1000"};
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("a slow but steady reader gets all of a large result",
+          "[integration][hostile][http]") {
+  Stack stack(blob_stack());
+  int fd = slow_client(stack.http_port());
+  const std::string request = blob_request();
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  // About 2.5 MB/s, 64 KiB at a time: the 10 MB result takes about four
+  // times --request-timeout-ms to read, never pausing near that long.
+  using Clock = std::chrono::steady_clock;
+  std::string received;
+  std::optional<Clock::time_point> first_byte;
+  const auto deadline = Clock::now() + 60s;
+  while (Clock::now() < deadline) {
+    std::size_t total = response_length(received);
+    if (total > 0 && received.size() >= total) break;
+    if (!read_available(fd, received, 64 << 10)) break;  // cut off
+    if (received.empty()) {
+      // The job is still running: wait for the response to start.
+      pollfd item{fd, POLLIN, 0};
+      ::poll(&item, 1, 100);
+      continue;
+    }
+    if (!first_byte) first_byte = Clock::now();
+    ::poll(nullptr, 0, 25);  // pacing: the slow reader is what is tested
+  }
+  const auto reading = Clock::now() - first_byte.value_or(Clock::now());
+  ::close(fd);
+  INFO("received "
+       << received.size() << " bytes in "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(reading).count()
+       << " ms");
+  REQUIRE(received.starts_with("HTTP/1.1 200 "));
+  std::size_t total = response_length(received);
+  REQUIRE(total > kBlobBytes);
+  CHECK(received.size() == total);
+  CHECK(received.ends_with("x\""));
+  // It took well over the timeout: the timeout did not bound the transfer.
+  CHECK(reading > 2s);
+  CHECK(stack.frontend().running());
+}
+
+TEST_CASE("a reader that stops reading is cut off after the request timeout",
+          "[integration][hostile][http]") {
+  Stack stack(blob_stack());
+  int fd = slow_client(stack.http_port());
+  const std::string request = blob_request();
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  std::string received;
+  REQUIRE(eventually(
+      [&] {
+        read_available(fd, received, 1024);
+        return !received.empty();
+      },
+      30s));
+  // From here on the test reads nothing until the front end gives up.
+  const auto stalled = std::chrono::steady_clock::now();
+  REQUIRE(eventually(
+      [&] { return stack.frontend_metrics()["connections_open"] == 1; }, 20s));
+  const auto cut_off = std::chrono::steady_clock::now() - stalled;
+  CHECK(cut_off >= 900ms);  // --request-timeout-ms without progress
+  CHECK(cut_off < 10s);
+  // What was sent before the cut arrives, then the end: never all of it.
+  while (read_available(fd, received, 1 << 20)) {
+    pollfd item{fd, POLLIN, 0};
+    if (::poll(&item, 1, 5000) <= 0) break;
+  }
+  ::close(fd);
+  CHECK(received.size() < response_length(received));
+  CHECK(stack.frontend().running());
+  CHECK(echo_works(stack));
+}
+
 TEST_CASE("foreign and malformed messages to the broker are dropped, counted",
           "[integration][hostile]") {
   StackOptions options;

@@ -2,6 +2,7 @@
 // its own, registered through the public API. Integration tests use it for
 // behaviour the built-ins cannot show, such as a task that throws.
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <fstream>
 #include <stdexcept>

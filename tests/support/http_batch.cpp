@@ -40,16 +40,18 @@ std::string serialise(const HttpRequest& request) {
   return out;
 }
 
-// Parses one complete response from the front of `in` into `response`.
+// Parses one complete response from the front of `in` into `response`; a
+// response to HEAD (`head`) has no content whatever its Content-Length.
 // Returns the bytes it took, or 0 while more are needed. A response that
 // cannot be parsed takes everything and sets response.error.
-std::size_t parse_response(std::string_view in, HttpResponse& response) {
+std::size_t parse_response(std::string_view in, bool head,
+                           HttpResponse& response) {
   auto header_end = in.find("\r\n\r\n");
   if (header_end == std::string::npos) return 0;
   std::size_t line_end = in.find("\r\n");
   std::string status_line(in.substr(0, line_end));
   std::size_t space = status_line.find(' ');
-  if (space == std::string::npos) {
+  if (!status_line.starts_with("HTTP/1.") || space == std::string::npos) {
     response.error = "bad status line: " + status_line;
     return in.size();
   }
@@ -68,7 +70,7 @@ std::size_t parse_response(std::string_view in, HttpResponse& response) {
     pos = end + 2;
   }
   std::size_t length = 0;
-  if (auto it = headers.find("content-length"); it != headers.end()) {
+  if (auto it = headers.find("content-length"); it != headers.end() && !head) {
     length = std::stoul(it->second);
   }
   if (in.size() < header_end + 4 + length) return 0;
@@ -107,8 +109,9 @@ struct HttpBatch::Connection {
   std::string out;
   std::size_t written = 0;
   std::string in;
-  bool finished = false;  // every response received, or failed
-  bool closed = false;    // by the server, or broken
+  std::vector<bool> head;  // per request: a HEAD, whose response is bodiless
+  bool finished = false;   // every response received, or failed
+  bool closed = false;     // by the server, or broken
 };
 
 HttpBatch::HttpBatch(std::uint16_t port,
@@ -140,7 +143,9 @@ void HttpBatch::open(std::uint16_t port, std::vector<std::string> wire,
     connection.first = k * per_connection;
     connection.count = std::min(per_connection, wire.size() - connection.first);
     for (std::size_t i = 0; i < connection.count; ++i) {
-      connection.out += wire[connection.first + i];
+      const std::string& request = wire[connection.first + i];
+      connection.out += request;
+      connection.head.push_back(request.starts_with("HEAD "));
     }
     connection.fd =
         ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -169,7 +174,8 @@ void HttpBatch::fail(Connection& connection, const std::string& error) {
 void HttpBatch::take_responses(Connection& connection) {
   while (connection.received < connection.count) {
     HttpResponse& response = responses_[connection.first + connection.received];
-    std::size_t used = parse_response(connection.in, response);
+    std::size_t used = parse_response(
+        connection.in, connection.head[connection.received], response);
     if (used == 0) return;
     connection.in.erase(0, used);
     if (!response.error.empty()) {

@@ -2,7 +2,8 @@
 // poll(2): each on its own connection, or pipelined several to a connection.
 // cpp-httplib (used for single requests in tests) blocks a thread per
 // request, which cannot hold 1,000 requests pending; this can. It understands
-// exactly what Monsoon's front end sends: responses with Content-Length.
+// exactly what Monsoon's front end sends: responses with Content-Length
+// (without content when they answer HEAD).
 #pragma once
 
 #include <chrono>

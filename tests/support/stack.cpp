@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <set>
@@ -47,18 +48,18 @@ Stack::Stack(StackOptions options) : options_(std::move(options)) {
 
   start_broker();
   for (int i = 0; i < options_.workers; ++i) start_worker();
-  std::vector<std::string> frontend_args = {"--host",
-                                            "127.0.0.1",
-                                            "--port",
-                                            std::to_string(http_port_),
-                                            "--broker",
-                                            client_endpoint_,
-                                            "--heartbeat-ms",
-                                            "200",
-                                            "--drain-timeout-ms",
-                                            "1000"};
-  frontend_args.insert(frontend_args.end(), options_.frontend_args.begin(),
-                       options_.frontend_args.end());
+  std::vector<std::string> frontend_args = {
+      "--host",         "127.0.0.1",
+      "--port",         std::to_string(http_port_),
+      "--broker",       client_endpoint_,
+      "--heartbeat-ms", "200"};
+  // A flag given twice is refused: the test's own drain timeout wins.
+  const auto& extra = options_.frontend_args;
+  if (std::find(extra.begin(), extra.end(), "--drain-timeout-ms") ==
+      extra.end()) {
+    frontend_args.insert(frontend_args.end(), {"--drain-timeout-ms", "1000"});
+  }
+  frontend_args.insert(frontend_args.end(), extra.begin(), extra.end());
   frontend_.emplace_back(MONSOON_FRONTEND_BIN, frontend_args,
                          directory_ + "/frontend.log");
 
