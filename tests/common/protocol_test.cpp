@@ -253,6 +253,99 @@ TEST_CASE("foreign and malformed frames are rejected") {
     });
     CHECK_THROWS_AS(decode_job(Command::Submit, negative_id), ProtocolError);
   }
+  SECTION("meta with a key that is not a string") {
+    // Otherwise valid: the integer key would be skipped by the key lookup.
+    Frames frames = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack(7);
+      p.pack("seven");
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+    Frames bin_key = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack_bin(7);
+      p.pack_bin_body("attempt", 7);
+      p.pack(2);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, bin_key), ProtocolError);
+  }
+  SECTION("meta with a duplicate key") {
+    // Which of the two counts would depend on the decoder.
+    Frames frames = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack("id");
+      p.pack(2);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+    Frames unknown_twice = submit_with_meta([](auto& p) {
+      p.pack_map(4);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack("future_field");
+      p.pack(1);
+      p.pack("future_field");
+      p.pack(2);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, unknown_twice), ProtocolError);
+    Frames outcome = encode_outcome(Command::Done, "echo",
+                                    OutcomeMeta::success(1), nil_payload());
+    msgpack::sbuffer buffer;
+    msgpack::packer packer(buffer);
+    packer.pack_map(3);
+    packer.pack("id");
+    packer.pack(1);
+    packer.pack("status");
+    packer.pack("ok");
+    packer.pack("status");
+    packer.pack("error");
+    outcome[3] = msgpack_frame(buffer);
+    CHECK_THROWS_AS(decode_outcome(Command::Done, outcome), ProtocolError);
+  }
+  SECTION("READY info with a duplicate key") {
+    msgpack::sbuffer buffer;
+    msgpack::packer packer(buffer);
+    packer.pack_map(3);
+    packer.pack("tasks");
+    packer.pack(std::vector<std::string>{"echo"});
+    packer.pack("slots");
+    packer.pack(1);
+    packer.pack("slots");
+    packer.pack(4);
+    Frames frames = encode_control(Command::Heartbeat);
+    frames[1] = frame("\x01");
+    frames.push_back(msgpack_frame(buffer));
+    CHECK_THROWS_AS(decode_ready(frames), ProtocolError);
+  }
+  SECTION("keys of maps nested in meta are not constrained") {
+    Frames frames = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack("future_field");
+      p.pack_map(2);
+      p.pack(1);
+      p.pack("a");
+      p.pack(1);
+      p.pack("b");
+    });
+    CHECK(decode_job(Command::Submit, frames).meta.id == 1);
+  }
   SECTION("unknown meta keys are ignored, missing attempt defaults to 1") {
     Frames frames = submit_with_meta([](auto& p) {
       p.pack_map(3);
