@@ -106,6 +106,7 @@ struct WorkerInfo {
   std::optional<std::uint32_t> free;
   std::string name;
   std::uint32_t pid = 0;
+  // Its heartbeat interval; 0 = absent (the broker assumes its own).
   std::uint32_t heartbeat_ms = 0;
   // Tasks among `tasks` whose jobs the broker must not dispatch again when
   // this worker dies while running them (at most once). Absent: none.
