@@ -137,6 +137,13 @@ using StringMap =
 // the heap is rebuilt.
 constexpr std::size_t kHeapSlack = 1024;
 
+// The range of a worker's announced heartbeat interval (READY's
+// heartbeat_ms) that the broker honours; beyond it, the nearest bound. The
+// floor keeps one worker from making the broker scan all of them in a tight
+// loop; the ceiling is the reference worker's own.
+constexpr milliseconds kMinWorkerHeartbeat{10};
+constexpr milliseconds kMaxWorkerHeartbeat{3'600'000};
+
 std::uint32_t remaining_ms(Clock::time_point deadline, Clock::time_point now) {
   auto left = std::chrono::ceil<milliseconds>(deadline - now).count();
   return static_cast<std::uint32_t>(std::clamp<std::int64_t>(
@@ -176,7 +183,9 @@ struct Dispatcher::State {
         jitter(cfg.first_job_id) {}  // random in a broker, fixed in tests
 
   DispatcherConfig config;
-  Clock::duration scan_period;  // how often workers' liveness is checked
+  // How often workers' liveness is checked, at most: a quarter of the
+  // broker's heartbeat interval or of the shortest a worker announced.
+  Clock::duration scan_period;
   JobId next_job_id;
   StringMap<Worker> workers;
   std::map<NameAndPid, Worker*> workers_by_name;  // named workers only
@@ -456,6 +465,13 @@ struct Dispatcher::State {
 
   // --- workers ---
 
+  // How often this worker's liveness needs checking.
+  Clock::duration scan_period_for(const Worker& worker) const {
+    return std::min(scan_period,
+                    std::max<Clock::duration>(
+                        worker.liveness.send_interval() / 4, milliseconds(1)));
+  }
+
   Worker* find_worker(std::string_view identity) {
     auto it = workers.find(identity);
     return it == workers.end() ? nullptr : &it->second;
@@ -695,11 +711,15 @@ void Dispatcher::on_ready(std::string_view identity,
                   .try_emplace(std::string(identity), std::string(identity),
                                s.config.heartbeat, now)
                   .first->second;
-    if (s.next_scan == Clock::time_point::max()) {
-      s.next_scan = now + s.scan_period;
-    }
   }
   s.unlist(*worker);
+  // Absent: the worker is taken to use the broker's interval.
+  worker->liveness.set_peer_interval(
+      info.heartbeat_ms == 0
+          ? s.config.heartbeat.interval
+          : std::clamp(milliseconds(info.heartbeat_ms), kMinWorkerHeartbeat,
+                       kMaxWorkerHeartbeat));
+  s.next_scan = std::min(s.next_scan, now + s.scan_period_for(*worker));
   s.index_by_name(*worker, info.name, info.pid);
   worker->slots = info.slots;
   worker->max_message_bytes = info.max_message_bytes;
@@ -844,17 +864,20 @@ void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
 
   if (now < s.next_scan) return;
   std::vector<Worker*> dead;
+  Clock::duration period = s.scan_period;
   for (auto& [identity, worker] : s.workers) {
     if (worker.liveness.peer_dead(now)) {
       dead.push_back(&worker);
-    } else if (worker.liveness.heartbeat_due(now)) {
+      continue;
+    }
+    if (worker.liveness.heartbeat_due(now)) {
       s.send_to_worker(worker, Command::Heartbeat,
                        protocol::encode_control(Command::Heartbeat), now, out);
     }
+    period = std::min(period, s.scan_period_for(worker));
   }
   if (!dead.empty()) s.lose_workers(dead, "silent for too long", now, out);
-  s.next_scan =
-      s.workers.empty() ? Clock::time_point::max() : now + s.scan_period;
+  s.next_scan = s.workers.empty() ? Clock::time_point::max() : now + period;
 }
 
 void Dispatcher::on_shutdown(Outbox& out) {

@@ -40,7 +40,8 @@ void expect_command(Command expected, std::span<const zmq::message_t> frames) {
   }
 }
 
-// Decodes a meta/info frame into a map object; the handle owns the memory.
+// Decodes a meta/info frame into a map whose keys are strings, each at most
+// once; the handle owns the memory.
 msgpack::object_handle unpack_map(const zmq::message_t& frame) {
   if (frame.size() > kMaxMetaBytes) throw ProtocolError("meta frame too large");
   std::string_view bytes = frame_view(frame);
@@ -61,8 +62,21 @@ msgpack::object_handle unpack_map(const zmq::message_t& frame) {
   } catch (const std::exception& e) {
     throw ProtocolError(std::string("undecodable meta: ") + e.what());
   }
-  if (handle.get().type != msgpack::type::MAP) {
-    throw ProtocolError("meta is not a map");
+  const msgpack::object& map = handle.get();
+  if (map.type != msgpack::type::MAP) throw ProtocolError("meta is not a map");
+  // Keys are strings, each at most once: with a duplicate, which value
+  // counts would depend on the decoder (docs/protocol.md section 2).
+  std::vector<std::string_view> keys;
+  keys.reserve(map.via.map.size);
+  for (const auto& kv : std::span(map.via.map.ptr, map.via.map.size)) {
+    if (kv.key.type != msgpack::type::STR) {
+      throw ProtocolError("meta has a key that is not a string");
+    }
+    keys.emplace_back(kv.key.via.str.ptr, kv.key.via.str.size);
+  }
+  std::sort(keys.begin(), keys.end());
+  if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) {
+    throw ProtocolError("meta has a duplicate key");
   }
   return handle;
 }
@@ -70,8 +84,8 @@ msgpack::object_handle unpack_map(const zmq::message_t& frame) {
 const msgpack::object* find_key(const msgpack::object& map,
                                 std::string_view key) {
   for (const auto& kv : std::span(map.via.map.ptr, map.via.map.size)) {
-    if (kv.key.type == msgpack::type::STR &&
-        std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key) {
+    // unpack_map checked that every key is a string.
+    if (std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == key) {
       return &kv.val;
     }
   }

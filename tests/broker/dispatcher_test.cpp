@@ -1,5 +1,6 @@
 #include "monsoon/broker/dispatcher.hpp"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <deque>
 #include <map>
@@ -768,6 +769,57 @@ TEST_CASE("idle workers get heartbeats and silent ones are forgotten") {
   CHECK_FALSE(h.dispatcher.knows_worker("B"));
   CHECK(h.dispatcher.stats().workers == 1);
   CHECK(h.dispatcher.next_deadline() <= h.now + milliseconds(1000));
+}
+
+// The worker's READY announces its own heartbeat interval (section 5).
+void ready_with_heartbeat(Harness& h, const std::string& worker,
+                          std::uint32_t heartbeat_ms) {
+  protocol::WorkerInfo info;
+  info.tasks = {"echo"};
+  info.slots = 1;
+  info.name = worker;
+  info.heartbeat_ms = heartbeat_ms;
+  h.dispatcher.on_ready(worker, info, h.now, h.out);
+}
+
+std::size_t heartbeats_to(const Sent& sent, const std::string& worker) {
+  return static_cast<std::size_t>(std::count_if(
+      sent.controls.begin(), sent.controls.end(), [&](const SentControl& c) {
+        return c.identity == worker && c.command == Command::Heartbeat;
+      }));
+}
+
+TEST_CASE(
+    "a worker with a shorter heartbeat interval hears the broker in time") {
+  Harness h;  // heartbeat 1000 ms, liveness 3
+  ready_with_heartbeat(h, "fast", 200);
+  // The worker gives up on a broker silent for 3 x 200 ms: it must hear a
+  // heartbeat every 200 ms (plus the broker's check period) while idle.
+  Clock::time_point last_heard = h.now;
+  for (int step = 0; step < 40; ++step) {
+    h.dispatcher.on_heartbeat("fast", h.now, h.out);  // the worker's own
+    h.now = std::min(h.dispatcher.next_deadline(), h.now + milliseconds(50));
+    h.tick();
+    if (heartbeats_to(h.take(), "fast") > 0) last_heard = h.now;
+    CHECK(h.now - last_heard < milliseconds(300));
+  }
+}
+
+TEST_CASE("a worker with a longer heartbeat interval is not declared dead") {
+  Harness h;  // heartbeat 1000 ms, liveness 3
+  ready_with_heartbeat(h, "slow", 3000);
+  ready_with_heartbeat(h, "silent", 3000);
+  // "slow" heartbeats every 3 s, as its READY said; "silent" stops.
+  for (int second = 1; second <= 12; ++second) {
+    h.now += milliseconds(1000);
+    if (second % 3 == 0) h.dispatcher.on_heartbeat("slow", h.now, h.out);
+    h.tick();
+    CHECK(h.dispatcher.knows_worker("slow"));
+    // Dead after 3 x 3 s of silence, not before.
+    CHECK(h.dispatcher.knows_worker("silent") == (second < 9));
+  }
+  // The broker still heartbeats it after its own, shorter interval.
+  CHECK(heartbeats_to(h.take(), "slow") >= 9);
 }
 
 TEST_CASE("a late or duplicate DONE is dropped and counted once") {

@@ -253,6 +253,99 @@ TEST_CASE("foreign and malformed frames are rejected") {
     });
     CHECK_THROWS_AS(decode_job(Command::Submit, negative_id), ProtocolError);
   }
+  SECTION("meta with a key that is not a string") {
+    // Otherwise valid: the integer key would be skipped by the key lookup.
+    Frames frames = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack(7);
+      p.pack("seven");
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+    Frames bin_key = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack_bin(7);
+      p.pack_bin_body("attempt", 7);
+      p.pack(2);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, bin_key), ProtocolError);
+  }
+  SECTION("meta with a duplicate key") {
+    // Which of the two counts would depend on the decoder.
+    Frames frames = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack("id");
+      p.pack(2);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, frames), ProtocolError);
+    Frames unknown_twice = submit_with_meta([](auto& p) {
+      p.pack_map(4);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack("future_field");
+      p.pack(1);
+      p.pack("future_field");
+      p.pack(2);
+    });
+    CHECK_THROWS_AS(decode_job(Command::Submit, unknown_twice), ProtocolError);
+    Frames outcome = encode_outcome(Command::Done, "echo",
+                                    OutcomeMeta::success(1), nil_payload());
+    msgpack::sbuffer buffer;
+    msgpack::packer packer(buffer);
+    packer.pack_map(3);
+    packer.pack("id");
+    packer.pack(1);
+    packer.pack("status");
+    packer.pack("ok");
+    packer.pack("status");
+    packer.pack("error");
+    outcome[3] = msgpack_frame(buffer);
+    CHECK_THROWS_AS(decode_outcome(Command::Done, outcome), ProtocolError);
+  }
+  SECTION("READY info with a duplicate key") {
+    msgpack::sbuffer buffer;
+    msgpack::packer packer(buffer);
+    packer.pack_map(3);
+    packer.pack("tasks");
+    packer.pack(std::vector<std::string>{"echo"});
+    packer.pack("slots");
+    packer.pack(1);
+    packer.pack("slots");
+    packer.pack(4);
+    Frames frames = encode_control(Command::Heartbeat);
+    frames[1] = frame("\x01");
+    frames.push_back(msgpack_frame(buffer));
+    CHECK_THROWS_AS(decode_ready(frames), ProtocolError);
+  }
+  SECTION("keys of maps nested in meta are not constrained") {
+    Frames frames = submit_with_meta([](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack("future_field");
+      p.pack_map(2);
+      p.pack(1);
+      p.pack("a");
+      p.pack(1);
+      p.pack("b");
+    });
+    CHECK(decode_job(Command::Submit, frames).meta.id == 1);
+  }
   SECTION("unknown meta keys are ignored, missing attempt defaults to 1") {
     Frames frames = submit_with_meta([](auto& p) {
       p.pack_map(3);
@@ -351,4 +444,50 @@ TEST_CASE("1.1 additions round-trip: frame limits, WELCOME and HELLO") {
   hello.max_message_bytes = 4096;
   CHECK(decode_hello(encode_hello(hello)).max_message_bytes == 4096);
   CHECK(decode_hello(encode_hello({})).max_message_bytes == 0);
+}
+
+// docs/protocol.md section 2: depth counts nested arrays and maps; a scalar
+// is depth 0, [] and {} are 1, [[]] and {"a": [1]} are 2.
+TEST_CASE("nesting depth counts containers, not scalars") {
+  using monsoon::validate_msgpack;
+  using monsoon::ValueError;
+  CHECK_NOTHROW(validate_msgpack("\x07", 0));                // 7
+  CHECK_THROWS_AS(validate_msgpack("\x90", 0), ValueError);  // []
+  CHECK_NOTHROW(validate_msgpack("\x90", 1));
+  CHECK_NOTHROW(validate_msgpack("\x91\x90", 2));  // [[]]
+  CHECK_THROWS_AS(validate_msgpack("\x91\x90", 1), ValueError);
+  const std::string_view map_of_list = "\x81\xa1\x61\x91\x01";  // {"a": [1]}
+  CHECK_NOTHROW(validate_msgpack(map_of_list, 2));
+  CHECK_THROWS_AS(validate_msgpack(map_of_list, 1), ValueError);
+
+  // args and result: 128 nested arrays pass, 129 do not.
+  auto nested = [](std::size_t depth) {
+    return std::string(depth, '\x91') + '\xc0';
+  };
+  CHECK(kMaxValueDepth == 128);
+  CHECK_NOTHROW(validate_msgpack(nested(128)));
+  CHECK_THROWS_AS(validate_msgpack(nested(129)), ValueError);
+  CHECK_NOTHROW(monsoon::json_to_msgpack(std::string(128, '[') + "null" +
+                                         std::string(128, ']')));
+  CHECK_THROWS_AS(monsoon::json_to_msgpack(std::string(129, '[') + "null" +
+                                           std::string(129, ']')),
+                  ValueError);
+
+  // meta: the map itself is depth 1, so a value in it nests 31 more.
+  auto meta_with_extra = [](std::size_t value_depth) {
+    return submit_with_meta([&](auto& p) {
+      p.pack_map(3);
+      p.pack("id");
+      p.pack(1);
+      p.pack("timeout_ms");
+      p.pack(100);
+      p.pack("future_field");
+      for (std::size_t i = 0; i < value_depth; ++i) p.pack_array(1);
+      p.pack_nil();
+    });
+  };
+  Frames at_limit = meta_with_extra(kMaxMetaDepth - 1);
+  CHECK_NOTHROW(decode_job(Command::Submit, at_limit));
+  Frames too_deep = meta_with_extra(kMaxMetaDepth);
+  CHECK_THROWS_AS(decode_job(Command::Submit, too_deep), ProtocolError);
 }

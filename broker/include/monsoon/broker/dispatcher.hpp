@@ -38,6 +38,9 @@
 namespace monsoon::broker {
 
 struct DispatcherConfig {
+  // The broker's own. For a worker whose READY announces another interval
+  // (heartbeat_ms), heartbeats go out after the shorter of the two and the
+  // worker is dead after liveness x the longer one.
   HeartbeatSettings heartbeat;
   std::size_t max_queue_per_task = 10'000;
   std::size_t max_queued_total = 100'000;

@@ -2,6 +2,7 @@
 // reconnect back-off. Plain values: owned and used by a single thread.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 
 namespace monsoon {
@@ -16,25 +17,41 @@ struct HeartbeatSettings {
 class PeerLiveness {
  public:
   PeerLiveness(HeartbeatSettings settings, Clock::time_point now)
-      : settings_(settings), last_heard_(now), last_sent_(now) {}
+      : settings_(settings),
+        send_every_(settings.interval),
+        dead_after_(settings.interval * settings.liveness),
+        last_heard_(now),
+        last_sent_(now) {}
+
+  // The peer's own heartbeat interval, when it announced one (READY's
+  // heartbeat_ms) and it differs from ours: heartbeats then go out after the
+  // shorter of the two intervals of silence, and the peer is dead after
+  // liveness x the longer one, so that neither side takes the other for
+  // silent (docs/protocol.md section 5).
+  void set_peer_interval(std::chrono::milliseconds peer) {
+    send_every_ = std::min(settings_.interval, peer);
+    dead_after_ = std::max(settings_.interval, peer) * settings_.liveness;
+  }
 
   void heard(Clock::time_point now) { last_heard_ = now; }
   void sent(Clock::time_point now) { last_sent_ = now; }
 
   bool peer_dead(Clock::time_point now) const {
-    return now - last_heard_ >= settings_.interval * settings_.liveness;
+    return now - last_heard_ >= dead_after_;
   }
   bool heartbeat_due(Clock::time_point now) const {
-    return now - last_sent_ >= settings_.interval;
+    return now - last_sent_ >= send_every_;
   }
+  std::chrono::milliseconds send_interval() const { return send_every_; }
   // The earliest moment at which peer_dead or heartbeat_due can change.
   Clock::time_point next_check() const {
-    return std::min(last_sent_ + settings_.interval,
-                    last_heard_ + settings_.interval * settings_.liveness);
+    return std::min(last_sent_ + send_every_, last_heard_ + dead_after_);
   }
 
  private:
   HeartbeatSettings settings_;
+  std::chrono::milliseconds send_every_;
+  std::chrono::milliseconds dead_after_;
   Clock::time_point last_heard_;
   Clock::time_point last_sent_;
 };

@@ -19,7 +19,7 @@
 namespace monsoon::protocol {
 
 inline constexpr std::uint8_t kVersion = 1;
-// Compatible additions within version 1 (docs/protocol.md section 9).
+// Compatible additions within version 1 (docs/protocol.md section 10).
 inline constexpr std::uint8_t kMinorVersion = 1;
 inline constexpr std::string_view kSignature{"MNS\x01", 4};
 inline constexpr std::size_t kMaxTaskNameBytes = 128;
@@ -106,6 +106,7 @@ struct WorkerInfo {
   std::optional<std::uint32_t> free;
   std::string name;
   std::uint32_t pid = 0;
+  // Its heartbeat interval; 0 = absent (the broker assumes its own).
   std::uint32_t heartbeat_ms = 0;
   // Tasks among `tasks` whose jobs the broker must not dispatch again when
   // this worker dies while running them (at most once). Absent: none.
