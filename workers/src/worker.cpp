@@ -538,7 +538,8 @@ void Worker::Impl::handle_message(Frames& frames, Clock::time_point now) {
   try {
     const Command command = protocol::decode_command(frames);
     liveness_.heard(now);
-    backoff_.reset();
+    // A refusal is no success: repeated ones wait longer each time.
+    if (command != Command::Welcome) backoff_.reset();
     switch (command) {
       case Command::Job:
         handle_job(frames, now);
@@ -608,6 +609,7 @@ void Worker::Impl::handle_job(Frames& frames, Clock::time_point now) {
 void Worker::Impl::handle_welcome(const Frames& frames, Clock::time_point now) {
   const protocol::Welcome welcome = protocol::decode_welcome(frames);
   if (welcome.ok) {
+    backoff_.reset();
     spdlog::debug("registered with the broker (frame limit {} bytes)",
                   welcome.max_message_bytes);
     return;

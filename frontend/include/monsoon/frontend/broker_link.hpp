@@ -119,10 +119,12 @@ class BrokerLink final : public JobLink {
   // at once (invalid task name, args over max_args_bytes() (too_large),
   // pending table
   // full, broker unreachable, link stopped): then it runs inside submit(), on
-  // the caller's thread. Jobs pending when the broker is lost (silence or
-  // DISCONNECT) complete at once with broker_unavailable: their RESULTs could
-  // never reach the new socket. The budget sent to the broker is slightly
-  // shorter than `timeout`, so the broker's own error normally arrives first.
+  // the caller's thread. Jobs pending when the broker is lost (silence,
+  // DISCONNECT or a dropped connection) are sent again, with what is left of
+  // their budget, once a new socket hears a broker (their RESULTs could never
+  // reach the new socket); those whose deadline comes first complete with
+  // broker_unavailable. The budget sent to the broker is slightly shorter
+  // than `timeout`, so the broker's own error normally arrives first.
   void submit(std::string task, std::string args,
               std::chrono::milliseconds timeout,
               JobCompletion completion) override;
