@@ -334,7 +334,8 @@ class BrokerLink::Impl {
     socket.set(zmq::sockopt::rcvhwm, socket_hwm(config_.max_pending));
     socket.connect(config_.endpoint);
     // A broker of protocol 1.1 answers with WELCOME and its frame limit;
-    // an older one drops it.
+    // an older one drops it. What an earlier broker told holds no more.
+    broker_max_message_bytes_.store(UINT64_MAX, std::memory_order_relaxed);
     protocol::Hello hello;
     hello.max_message_bytes = config_.max_message_bytes;
     auto frames = protocol::encode_hello(hello);

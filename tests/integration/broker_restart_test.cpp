@@ -6,7 +6,9 @@
 //
 // A front end that closed its socket monitor before the socket it watched
 // (issue 8) left libzmq's I/O thread blocked in the monitor's send: it never
-// heard a new broker again, and every later job got 503.
+// heard a new broker again, and every later job got 503. A worker that
+// queued a HEARTBEAT on a socket not yet connected lost its registration,
+// and the JOBs sent with it, to a broker back after a longer outage.
 #include <signal.h>
 
 #include <algorithm>
@@ -40,6 +42,10 @@ constexpr auto kJobTimeout = 10s;
 // the reconnect back-off (at most 32 x 50 ms), with room for a loaded
 // machine.
 constexpr auto kRecoveryBound = 10s;
+// Long enough for every peer to give the broker up (3 x 200 ms of silence)
+// and to hold a new socket, not yet connected, for several heartbeat
+// intervals.
+constexpr auto kLongOutage = 2s;
 
 // Request i of cycle c sleeps 100 + i ms: its result tells it apart from
 // every other request of the cycle.
@@ -133,8 +139,12 @@ TEST_CASE("ten broker restarts in a row lose no request and always recover",
     // Every third cycle the broker stops while requests are still arriving
     // and being submitted; the others once all are submitted.
     const bool while_submitting = cycle % 3 == 0;
+    // Twice the broker stays away a while: then every job, sent again once
+    // it is back, must succeed well within its 10 s budget.
+    const bool long_outage = cycle == 4 || cycle == 7;
     INFO("cycle " << cycle << (graceful ? ", SIGTERM" : ", SIGKILL")
-                  << (while_submitting ? ", while submitting" : ""));
+                  << (while_submitting ? ", while submitting" : "")
+                  << (long_outage ? ", long outage" : ""));
 
     const std::uint64_t submitted_before =
         stack.frontend_metrics()["jobs_submitted_total"];
@@ -160,6 +170,12 @@ TEST_CASE("ten broker restarts in a row lose no request and always recover",
 
     stack.broker().signal(graceful ? SIGTERM : SIGKILL);
     REQUIRE(stack.broker().wait_exit(15s));
+    if (long_outage) {
+      REQUIRE(
+          eventually([&] { return stack.get("/healthz").status == 503; }, 10s));
+      // The outage itself is the scenario, not a wait for some event.
+      std::this_thread::sleep_for(kLongOutage);
+    }
     stack.start_broker();
     const auto restarted_at = std::chrono::steady_clock::now();
     const bool recovered = eventually(
@@ -183,6 +199,11 @@ TEST_CASE("ten broker restarts in a row lose no request and always recover",
     INFO(jobs.summary());
     REQUIRE(answered);
     CHECK(jobs.unclear() == 0);
+    if (long_outage) {
+      CHECK(std::all_of(
+          jobs.batch.responses().begin(), jobs.batch.responses().end(),
+          [](const HttpResponse& response) { return response.status == 200; }));
+    }
     CHECK(jobs.batch.connections_with_extra_data(100ms) == 0);
     REQUIRE(recovered);
   }

@@ -612,6 +612,32 @@ TEST_CASE_METHOD(Fixture,
   CHECK(protocol::decode_outcome(Command::Done, done->frames).meta.ok);
 }
 
+// A HEARTBEAT parked on a socket not yet connected would reach a broker
+// that comes back before the READY: the broker answers DISCONNECT, and the
+// worker drops the connection the broker has just registered, with the JOBs
+// sent to it.
+TEST_CASE("a new connection opens with READY, never a parked HEARTBEAT") {
+  auto broker = std::make_optional<FakeBroker>();
+  const std::string endpoint = broker->endpoint();
+  broker.reset();  // down when the worker starts
+  monsoon::workers::TaskRegistry tasks;
+  add_thread_tasks(tasks);
+  WorkerConfig config;
+  config.broker_endpoint = endpoint;
+  config.slots = 1;
+  // Heartbeats every 20 ms on a socket that lives 1 s without a broker.
+  config.heartbeat = {milliseconds{20}, 50};
+  RunningWorker worker(config, tasks);
+  // The outage is the scenario: ten heartbeat intervals without a broker.
+  std::this_thread::sleep_for(milliseconds{200});
+
+  broker.emplace(endpoint);
+  auto ready = broker->next();
+  REQUIRE(ready);
+  CHECK(ready->command == Command::Ready);
+  CHECK(broker->heartbeats() == 0);
+}
+
 TEST_CASE("a DONE finished while the broker is away follows the new READY") {
   auto broker = std::make_optional<FakeBroker>();
   const std::string endpoint = broker->endpoint();

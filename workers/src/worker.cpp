@@ -372,10 +372,18 @@ void Worker::Impl::serve() {
       continue;
     }
     // Also while draining: the broker keeps our jobs only while it hears us.
+    // Only behind the READY on a connection: a HEARTBEAT parked in the pipe
+    // of a socket not yet connected would reach a restarted broker first,
+    // be answered DISCONNECT, and cost the registration and the JOBs sent to
+    // it meanwhile.
     if (socket_ && liveness_.heartbeat_due(now)) {
-      Frames heartbeat = protocol::encode_control(Command::Heartbeat);
-      send_frames(socket_->socket(), heartbeat);
-      liveness_.sent(now);  // even if it would block: no busy loop
+      const bool ready_sent =
+          unsent_.empty() || unsent_.front().command != Command::Ready;
+      if (connected_ && ready_sent) {
+        Frames heartbeat = protocol::encode_control(Command::Heartbeat);
+        send_frames(socket_->socket(), heartbeat);
+      }
+      liveness_.sent(now);  // even if not sent: no busy loop
     }
 
     items.clear();

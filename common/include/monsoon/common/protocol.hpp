@@ -19,8 +19,6 @@
 namespace monsoon::protocol {
 
 inline constexpr std::uint8_t kVersion = 1;
-// Compatible additions within version 1 (docs/protocol.md section 10).
-inline constexpr std::uint8_t kMinorVersion = 1;
 inline constexpr std::string_view kSignature{"MNS\x01", 4};
 inline constexpr std::size_t kMaxTaskNameBytes = 128;
 inline constexpr std::size_t kMaxMetaBytes = 4096;
