@@ -89,6 +89,28 @@ std::vector<Process> processes_with(const std::string& entry) {
   return found;
 }
 
+// False once `pid` exited (a zombie has exited). Cheaper than a scan of
+// /proc, for polling.
+bool running(pid_t pid) {
+  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto fields = stat.rfind(')');
+  return fields != std::string::npos && stat.size() > fields + 2 &&
+         stat[fields + 2] != 'Z' && stat[fields + 2] != 'X';
+}
+
+// Polls until none of `processes` runs.
+bool all_exit(const std::vector<Process>& processes,
+              std::chrono::milliseconds timeout) {
+  return eventually(
+      [&] {
+        for (const auto& process : processes) {
+          if (running(process.pid)) return false;
+        }
+        return true;
+      },
+      timeout);
+}
+
 std::string describe(const std::vector<Process>& processes) {
   std::string out;
   for (const auto& process : processes)
@@ -265,8 +287,8 @@ class PendingJob {
 // nothing left behind. nullopt (and a failed check) when it did not.
 std::optional<int> wait_for_make(MakeRun& run) {
   const pid_t script = run.script();
-  bool script_gone = eventually(
-      [&] { return script == 0 || run.script() == 0; }, kStopTimeout);
+  bool script_gone =
+      script == 0 || eventually([&] { return !running(script); }, kStopTimeout);
   INFO(run.log());
   INFO("left:\n" << describe(run.left()));
   CHECK(script_gone);
@@ -392,13 +414,15 @@ TEST_CASE("make run: make killed, the script drains the stack",
   MakeRun run(/*in_terminal=*/false);
   run.wait_until_serving();
   PendingJob job(run, 1500);
+  std::vector<Process> started = run.left();
   run.make().signal(SIGKILL);
   REQUIRE(run.make().wait_exit(kMakeExitTimeout));
   // The script got SIGTERM when make died (setpriv --pdeathsig).
-  bool all_gone = eventually([&] { return run.left().empty(); }, kStopTimeout);
+  bool all_gone = all_exit(started, kStopTimeout);
   INFO(run.log());
   INFO("left:\n" << describe(run.left()));
   CHECK(all_gone);
+  CHECK(run.left().empty());
   const HttpResponse& answer = job.answer();
   CHECK(answer.status == 200);
 }
@@ -409,16 +433,18 @@ TEST_CASE("make run: the script killed, every process stops on its own",
   run.wait_until_serving();
   pid_t script = run.script();
   REQUIRE(script != 0);
+  std::vector<Process> started = run.left();
   ::kill(script, SIGKILL);
   auto status = run.make().wait_exit(kMakeExitTimeout);
   REQUIRE(status);
   CHECK(WIFEXITED(*status));
   CHECK(WEXITSTATUS(*status) == 2);  // make: a recipe failed
   // Each got SIGTERM when the script died (setpriv --pdeathsig).
-  bool all_gone = eventually([&] { return run.left().empty(); }, kStopTimeout);
+  bool all_gone = all_exit(started, kStopTimeout);
   INFO(run.log());
   INFO("left:\n" << describe(run.left()));
   CHECK(all_gone);
+  CHECK(run.left().empty());
 }
 
 TEST_CASE("make run: a process that exits on its own stops the rest",
