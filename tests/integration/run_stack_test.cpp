@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -300,9 +301,15 @@ std::optional<int> wait_for_make(MakeRun& run) {
   return status;
 }
 
-// What every drained stop shows: the pending job answered, make ended by
+// Starts make run (in a terminal), holds a 1.5 s job pending, calls `stop`,
+// and checks what every drained stop shows: the job answered, make ended by
 // `signal_number` (it re-raises the signal it got), nothing left.
-void check_drained(MakeRun& run, PendingJob& job, int signal_number) {
+void check_stop_drains(const std::function<void(MakeRun&)>& stop,
+                       int signal_number) {
+  MakeRun run;
+  run.wait_until_serving();
+  PendingJob job(run, 1500);
+  stop(run);
   std::optional<int> status = wait_for_make(run);
   INFO(run.log());
   CHECK(ended_by(status, signal_number));
@@ -312,14 +319,20 @@ void check_drained(MakeRun& run, PendingJob& job, int signal_number) {
   CHECK(answer.body == "{\"slept_ms\":1500}");
 }
 
+// After make or the script was killed, each process stops on its own: polls
+// until none of `started` runs, then checks that nothing at all is left.
+void check_all_stop(MakeRun& run, const std::vector<Process>& started) {
+  bool all_gone = all_exit(started, kStopTimeout);
+  INFO(run.log());
+  INFO("left:\n" << describe(run.left()));
+  CHECK(all_gone);
+  CHECK(run.left().empty());
+}
+
 }  // namespace
 
 TEST_CASE("make run: Ctrl-C drains the stack", "[integration][run-stack]") {
-  MakeRun run;
-  run.wait_until_serving();
-  PendingJob job(run, 1500);
-  run.terminal().type(kCtrlC);
-  check_drained(run, job, SIGINT);
+  check_stop_drains([](MakeRun& run) { run.terminal().type(kCtrlC); }, SIGINT);
 }
 
 TEST_CASE("make run: a second Ctrl-C kills what is left at once",
@@ -342,71 +355,64 @@ TEST_CASE("make run: a second Ctrl-C kills what is left at once",
 
 TEST_CASE("make run: SIGTERM to make drains the stack",
           "[integration][run-stack]") {
-  MakeRun run;
-  run.wait_until_serving();
-  PendingJob job(run, 1500);
-  run.make().signal(SIGTERM);
-  check_drained(run, job, SIGTERM);
+  check_stop_drains([](MakeRun& run) { run.make().signal(SIGTERM); }, SIGTERM);
 }
 
 TEST_CASE("make run: SIGTERM to make twice drains the stack",
           "[integration][run-stack]") {
-  MakeRun run;
-  run.wait_until_serving();
-  PendingJob job(run, 1500);
-  run.make().signal(SIGTERM);
-  run.wait_until_stopping();
-  run.make().signal(SIGTERM);
-  check_drained(run, job, SIGTERM);
+  check_stop_drains(
+      [](MakeRun& run) {
+        run.make().signal(SIGTERM);
+        run.wait_until_stopping();
+        run.make().signal(SIGTERM);
+      },
+      SIGTERM);
 }
 
 TEST_CASE("make run: SIGTERM to its process group drains the stack",
           "[integration][run-stack]") {
-  MakeRun run;
-  run.wait_until_serving();
-  PendingJob job(run, 1500);
   // make forwards its SIGTERM to the script, which gets two.
-  ::kill(-run.make().pid(), SIGTERM);
-  check_drained(run, job, SIGTERM);
+  check_stop_drains([](MakeRun& run) { ::kill(-run.make().pid(), SIGTERM); },
+                    SIGTERM);
 }
 
 TEST_CASE("make run: SIGTERM to its process group twice drains the stack",
           "[integration][run-stack]") {
-  MakeRun run;
-  run.wait_until_serving();
-  PendingJob job(run, 1500);
-  ::kill(-run.make().pid(), SIGTERM);
-  run.wait_until_stopping();
-  ::kill(-run.make().pid(), SIGTERM);
-  check_drained(run, job, SIGTERM);
+  check_stop_drains(
+      [](MakeRun& run) {
+        ::kill(-run.make().pid(), SIGTERM);
+        run.wait_until_stopping();
+        ::kill(-run.make().pid(), SIGTERM);
+      },
+      SIGTERM);
 }
 
 // What a SIGTERM to the group does when make runs its handler later than the
 // script (the race issue 8 hit): the forwarded SIGTERM lands mid-stop.
 TEST_CASE("make run: make's forwarded SIGTERM during the stop changes nothing",
           "[integration][run-stack]") {
-  MakeRun run;
-  run.wait_until_serving();
-  PendingJob job(run, 1500);
-  pid_t script = run.script();
-  REQUIRE(script != 0);
-  ::kill(script, SIGTERM);
-  run.wait_until_stopping();
-  run.make().signal(SIGTERM);
-  check_drained(run, job, SIGTERM);
+  check_stop_drains(
+      [](MakeRun& run) {
+        pid_t script = run.script();
+        REQUIRE(script != 0);
+        ::kill(script, SIGTERM);
+        run.wait_until_stopping();
+        run.make().signal(SIGTERM);
+      },
+      SIGTERM);
 }
 
 TEST_CASE("make run: closing its terminal drains the stack",
           "[integration][run-stack]") {
-  MakeRun run;
-  run.wait_until_serving();
-  PendingJob job(run, 1500);
-  // The kernel sends SIGHUP to make, the session leader; an interactive
-  // shell sends it to the whole job, as here. Writes to the terminal fail
-  // from now on.
-  run.terminal().hang_up();
-  ::kill(-run.make().pid(), SIGHUP);
-  check_drained(run, job, SIGHUP);
+  check_stop_drains(
+      [](MakeRun& run) {
+        // The kernel sends SIGHUP to make, the session leader; an interactive
+        // shell sends it to the whole job, as here. Writes to the terminal
+        // fail from now on.
+        run.terminal().hang_up();
+        ::kill(-run.make().pid(), SIGHUP);
+      },
+      SIGHUP);
 }
 
 TEST_CASE("make run: make killed, the script drains the stack",
@@ -418,11 +424,7 @@ TEST_CASE("make run: make killed, the script drains the stack",
   run.make().signal(SIGKILL);
   REQUIRE(run.make().wait_exit(kMakeExitTimeout));
   // The script got SIGTERM when make died (setpriv --pdeathsig).
-  bool all_gone = all_exit(started, kStopTimeout);
-  INFO(run.log());
-  INFO("left:\n" << describe(run.left()));
-  CHECK(all_gone);
-  CHECK(run.left().empty());
+  check_all_stop(run, started);
   const HttpResponse& answer = job.answer();
   CHECK(answer.status == 200);
 }
@@ -440,11 +442,7 @@ TEST_CASE("make run: the script killed, every process stops on its own",
   CHECK(WIFEXITED(*status));
   CHECK(WEXITSTATUS(*status) == 2);  // make: a recipe failed
   // Each got SIGTERM when the script died (setpriv --pdeathsig).
-  bool all_gone = all_exit(started, kStopTimeout);
-  INFO(run.log());
-  INFO("left:\n" << describe(run.left()));
-  CHECK(all_gone);
-  CHECK(run.left().empty());
+  check_all_stop(run, started);
 }
 
 TEST_CASE("make run: a process that exits on its own stops the rest",

@@ -7,8 +7,6 @@
 
 #include <cerrno>
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 namespace monsoon::test {
@@ -55,13 +53,6 @@ Terminal::Terminal(std::string log_path) : log_path_(std::move(log_path)) {
 Terminal::~Terminal() {
   hang_up();
   ::close(log_fd_);
-}
-
-std::string Terminal::log() const {
-  std::ifstream in(log_path_);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
 }
 
 void Terminal::type(std::string_view keys) {

@@ -23,8 +23,8 @@ class Terminal {
 
   // The device a child opens as its controlling terminal.
   const std::string& device() const { return device_; }
+  // Everything written to the terminal (ChildProcess::log() reads it).
   const std::string& log_path() const { return log_path_; }
-  std::string log() const;  // everything written to it so far
 
   // Input, as if typed: "\x03" is Ctrl-C, which makes the terminal send
   // SIGINT to its foreground process group.
