@@ -25,8 +25,12 @@ $(BUILD_DIR)/CMakeCache.txt: | deps
 build: deps $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
-run: build
-	@bash scripts/run-stack.sh $(BUILD_DIR)/bin $(PORT) $(WORKERS) $(CONCURRENCY)
+# Ctrl-C, SIGTERM or SIGHUP stops the stack (scripts/run-stack.sh says how).
+# setpriv --pdeathsig: if make is killed (SIGKILL), the script gets SIGTERM
+# and stops the stack. SKIP_BUILD=1 runs what is built as it is (the test of
+# make run does, on the tree under test).
+run: $(if $(SKIP_BUILD),,build)
+	@setpriv --pdeathsig TERM bash scripts/run-stack.sh $(BUILD_DIR)/bin $(PORT) $(WORKERS) $(CONCURRENCY)
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)

@@ -1,7 +1,9 @@
 // A real process started by a test, with its stdout/stderr captured in a log
-// file. The destructor stops it (SIGTERM, then SIGKILL after a deadline), and
-// the child is killed by the kernel if the test process itself dies, so no
-// test leaves orphans behind.
+// file, or in a terminal of its own. It starts with every signal unblocked and
+// at its default action (a test run from a background job inherits SIGINT
+// ignored). The destructor stops it (SIGTERM, then SIGKILL after a deadline),
+// and the child is killed by the kernel if the test process itself dies, so
+// no test leaves orphans behind.
 #pragma once
 
 #include <sys/types.h>
@@ -14,11 +16,19 @@
 
 namespace monsoon::test {
 
+class Terminal;
+
 class ChildProcess {
  public:
   // Throws std::system_error when the process cannot be started.
   ChildProcess(std::string executable, std::vector<std::string> args,
                std::string log_path);
+  // The child leads a new session whose controlling terminal is `terminal`
+  // (also its stdin, stdout and stderr; log() reads the terminal's log), as
+  // a command a user starts in a terminal: its process group (its pid) is
+  // the terminal's foreground group. `terminal` must outlive it.
+  ChildProcess(std::string executable, std::vector<std::string> args,
+               const Terminal& terminal);
   ~ChildProcess();
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&&) = delete;
