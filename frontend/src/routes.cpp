@@ -488,6 +488,11 @@ std::variant<std::string, HttpError> job_args(std::string_view content_type,
                        "send application/json or application/msgpack",
                        {}};
     }
+  } catch (const NotRepresentable& e) {
+    return HttpError{400,
+                     std::string(protocol::error_code::kBadRequest),
+                     std::string("the body cannot arrive exactly: ") + e.what(),
+                     {}};
   } catch (const ValueError& e) {
     return HttpError{400,
                      std::string(protocol::error_code::kBadRequest),
