@@ -32,7 +32,9 @@ concurrency=${4:-$(nproc)}
 state=${MONSOON_STATE_DIR:-$(dirname "$bin")/run}
 client_endpoint=${MONSOON_CLIENT_ENDPOINT:-tcp://127.0.0.1:5555}
 worker_endpoint=${MONSOON_WORKER_ENDPOINT:-tcp://127.0.0.1:5556}
-stop_timeout=10
+# A worker drains for up to 10 s (--drain-timeout-ms), then gives cancelled
+# tasks 5 s more: SIGKILL only after both.
+stop_timeout=17
 mkdir -p "$state" || exit 1
 
 # Writing to a closed terminal (after SIGHUP) or to a pipe whose reader is
@@ -56,6 +58,7 @@ declare -A what=()    # pid -> program name, for messages
 declare -A status=()  # pid -> exit status, once it exited
 frontend=
 stop_signal=          # the first stop signal, once one came
+stopping=             # set once the stop began, for whatever reason
 
 # Each process in its own session: Ctrl-C in the terminal signals make and
 # this script only, and each process gets exactly one SIGTERM from stop()
@@ -99,7 +102,7 @@ find_alive() {
 # flow and stop() poll stop_signal.
 on_signal() {
   local alive
-  if [[ -z $stop_signal ]]; then
+  if [[ -z $stop_signal && -z $stopping ]]; then
     stop_signal=$1
   elif [[ $1 == INT ]]; then
     reap
@@ -147,6 +150,7 @@ stop() {
 
 finish() {
   local code=$?
+  stopping=1
   stop
   if [[ -n $stop_signal ]]; then
     trap - "$stop_signal"
@@ -195,9 +199,17 @@ done
   "  curl $url/query/3" \
   ""
 
-# Until a stop signal, or a process exits on its own.
+# Until a stop signal, or a process exits on its own. When make leads the
+# session (`ssh -t host make run`, `tmux new make run`) closing the terminal
+# sends SIGHUP to make alone, which does not pass it on: the terminal going
+# away (/dev/tty no longer opens) counts as that SIGHUP.
+{ : </dev/tty; } 2>/dev/null && had_tty=true || had_tty=false
 while [[ -z $stop_signal ]]; do
   check_running "on its own"
+  if $had_tty && ! { : </dev/tty; } 2>/dev/null; then
+    on_signal HUP
+    break
+  fi
   pause 0.2
 done
 exit 0

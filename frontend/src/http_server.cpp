@@ -517,8 +517,8 @@ class Session : public std::enable_shared_from_this<Session> {
     // (RFC 9110 section 9.3.2), errors included.
     if (head_) response_.body().clear();
     serializer_.emplace(response_);
+    answered_ = true;  // before the write: guarded() must not reply again
     write_some();
-    answered_ = true;
     server_.counters_
         .responses_by_class[static_cast<std::size_t>(
             std::clamp(status / 100, 1, 5))]

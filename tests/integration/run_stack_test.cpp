@@ -415,6 +415,15 @@ TEST_CASE("make run: closing its terminal drains the stack",
       SIGHUP);
 }
 
+// `ssh -t host make run`, `tmux new make run`: make leads the session, and
+// the kernel's SIGHUP goes to make alone, which does not pass it on.
+TEST_CASE(
+    "make run: closing its terminal drains the stack when no shell "
+    "relays the hang-up",
+    "[integration][run-stack]") {
+  check_stop_drains([](MakeRun& run) { run.terminal().hang_up(); }, SIGHUP);
+}
+
 TEST_CASE("make run: make killed, the script drains the stack",
           "[integration][run-stack]") {
   MakeRun run(/*in_terminal=*/false);
