@@ -282,8 +282,10 @@ class Worker::Impl final : public AsyncJob::Host {
   };
   std::deque<Unsent> unsent_;
   std::uint32_t held_ = 0;  // jobs handed to slots and not yet completed
-  // JOB's max_result_bytes of held jobs that carried one (at most `slots`).
-  std::unordered_map<std::uint64_t, std::uint64_t> result_limits_;
+  // JOB's max_result_bytes of held jobs that carried one (at most `slots`);
+  // a multimap, since a re-sent JOB may hold an id twice (protocol section
+  // 4).
+  std::unordered_multimap<std::uint64_t, std::uint64_t> result_limits_;
   PeerLiveness liveness_;
   Backoff backoff_;
   Clock::time_point reconnect_at_{};
@@ -546,18 +548,21 @@ void Worker::Impl::handle_message(Frames& frames, Clock::time_point now) {
   try {
     const Command command = protocol::decode_command(frames);
     liveness_.heard(now);
-    // A refusal is no success: repeated ones wait longer each time.
-    if (command != Command::Welcome) backoff_.reset();
+    // The back-off restarts on the first well-formed message (section 5),
+    // not on a refusal: repeated ones wait longer each time.
     switch (command) {
       case Command::Job:
         handle_job(frames, now);
+        backoff_.reset();
         return;
       case Command::Heartbeat:
+        backoff_.reset();
         return;
       case Command::Welcome:
         handle_welcome(frames, now);
         return;
       case Command::Disconnect:
+        backoff_.reset();
         if (stopping_) return;
         spdlog::warn("broker does not know this worker; registering again");
         reconnects_.fetch_add(1, std::memory_order_relaxed);
@@ -591,7 +596,7 @@ void Worker::Impl::handle_job(Frames& frames, Clock::time_point now) {
   }
   ++held_;
   if (job.meta.max_result_bytes > 0) {
-    result_limits_[job.meta.id] = job.meta.max_result_bytes;
+    result_limits_.emplace(job.meta.id, job.meta.max_result_bytes);
   }
   const milliseconds budget{job.meta.timeout_ms};
   if (async_) {
