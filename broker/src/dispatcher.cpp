@@ -56,7 +56,8 @@ struct TaskState {
   // Waiting jobs, oldest first; jobs requeued after a worker death go first.
   std::list<Job*> queue;
   // Workers that serve this task and have credit. Invariant: when `ready` is
-  // not empty, `queue` is empty.
+  // not empty, `queue` holds only jobs whose args exceed the frame limit of
+  // every ready worker (they wait for a busy one that can take them).
   ReadySet ready;
   std::size_t workers = 0;  // live workers serving this task
 };
@@ -317,21 +318,54 @@ struct Dispatcher::State {
     tasks.erase(tasks.find(task.name));
   }
 
-  // Sends the job to the worker, unless its args exceed the worker's frame
-  // limit: then the job fails alone (too_large) and the worker keeps its
-  // credit and its connection.
-  void dispatch(Job& job, Worker& worker, Clock::time_point now, Outbox& out) {
-    if (worker.max_message_bytes > 0 &&
-        job.args.size() > worker.max_message_bytes) {
-      ++counters.rejected_too_large;
-      fail_job(job, error_code::kTooLarge,
-               "args of " + std::to_string(job.args.size()) +
-                   " bytes exceed the " +
-                   std::to_string(worker.max_message_bytes) +
-                   "-byte frame limit of worker " + display_name(worker),
-               out);
-      return;
+  // --- frame limits (protocol section 7) ---
+
+  static bool fits(const Worker& worker, std::size_t args_bytes) {
+    return worker.max_message_bytes == 0 ||
+           args_bytes <= worker.max_message_bytes;
+  }
+
+  // The best ready worker of `task` (ready sets are ordered best first)
+  // whose frame limit takes args of `args_bytes`; null if none.
+  static Worker* ready_worker_for(const TaskState& task,
+                                  std::size_t args_bytes) {
+    for (const ReadyKey& key : task.ready) {
+      if (fits(*key.worker, args_bytes)) return key.worker;
     }
+    return nullptr;
+  }
+
+  // Whether a live, not draining worker serving `task`, busy or not, takes
+  // args of `args_bytes`. Only asked when a job fits no ready worker.
+  bool some_worker_fits(const TaskState& task, std::size_t args_bytes) const {
+    for (const auto& [identity, worker] : workers) {
+      if (worker.draining || !fits(worker, args_bytes)) continue;
+      for (const Membership& m : worker.tasks) {
+        if (m.task == &task) return true;
+      }
+    }
+    return false;
+  }
+
+  // REQUIRES: !some_worker_fits(task, args_bytes).
+  std::string too_large_message(const TaskState& task,
+                                std::size_t args_bytes) const {
+    std::uint64_t largest = 0;
+    for (const auto& [identity, worker] : workers) {
+      for (const Membership& m : worker.tasks) {
+        if (m.task == &task) {
+          largest = std::max(largest, worker.max_message_bytes);
+        }
+      }
+    }
+    return "args of " + std::to_string(args_bytes) +
+           " bytes exceed the frame limit of every worker serving task '" +
+           task.name + "' (the largest takes " + std::to_string(largest) +
+           " bytes)";
+  }
+
+  // REQUIRES: fits(worker, job.args.size()).
+  void dispatch(Job& job, Worker& worker, Clock::time_point now, Outbox& out) {
     change_credit(worker, worker.credit - 1);
     job.worker = &worker;
     worker.held.insert(job.id);
@@ -360,6 +394,12 @@ struct Dispatcher::State {
                "no worker serves task '" + task.name + "'", out);
       return;
     }
+    if (!some_worker_fits(task, job.args.size())) {
+      ++counters.rejected_too_large;
+      fail_job(job, error_code::kTooLarge,
+               too_large_message(task, job.args.size()), out);
+      return;
+    }
     fail_job(job, error_code::kDeadlineExceeded,
              "job waited " + std::to_string(elapsed_ms(job.submitted_at, now)) +
                  " ms in queue '" + task.name + "' (" +
@@ -368,17 +408,19 @@ struct Dispatcher::State {
   }
 
   // Gives the worker, while it has credit, the oldest waiting jobs (global
-  // arrival order) among the queues of the tasks it serves.
+  // arrival order) among the queues of the tasks it serves that its frame
+  // limit takes (only workers with a smaller limit than others skip any).
   void feed(Worker& worker, Clock::time_point now, Outbox& out) {
     while (worker.credit > 0) {
       Job* oldest = nullptr;
       TaskState* from = nullptr;
       for (Membership& m : worker.tasks) {
-        if (m.task->queue.empty()) continue;
-        Job* head = m.task->queue.front();
-        if (oldest == nullptr || head->id < oldest->id) {
-          oldest = head;
+        for (Job* job : m.task->queue) {
+          if (oldest != nullptr && job->id > oldest->id) break;
+          if (!fits(worker, job->args.size())) continue;
+          oldest = job;
           from = m.task;
+          break;
         }
       }
       if (oldest == nullptr) return;
@@ -391,16 +433,21 @@ struct Dispatcher::State {
     }
   }
 
-  // Hands a task's waiting jobs to its ready workers (after a requeue).
+  // Hands a task's waiting jobs to its ready workers (after a requeue), each
+  // to the best one whose frame limit takes it.
   void drain_task(TaskState& task, Clock::time_point now, Outbox& out) {
-    while (!task.queue.empty() && !task.ready.empty()) {
-      Job& job = *task.queue.front();
-      dequeue(task, job);
+    for (auto next = task.queue.begin();
+         next != task.queue.end() && !task.ready.empty();) {
+      Job& job = **next++;  // dequeue() invalidates only this position
       if (now >= job.deadline) {
+        dequeue(task, job);
         fail_queued(job, task, now, out);
-      } else {
-        dispatch(job, *task.ready.begin()->worker, now, out);
+        continue;
       }
+      Worker* worker = ready_worker_for(task, job.args.size());
+      if (worker == nullptr) continue;  // waits for a busy one that fits
+      dequeue(task, job);
+      dispatch(job, *worker, now, out);
     }
   }
 
@@ -652,10 +699,23 @@ void Dispatcher::on_submit(std::string_view client, protocol::JobMessage submit,
   ++s.counters.submitted;
   auto it = s.tasks.find(submit.task);
   TaskState* task = it == s.tasks.end() ? nullptr : &it->second;
-  if (task != nullptr && !task->ready.empty()) {
-    Worker& worker = *task->ready.begin()->worker;
-    s.dispatch(s.create_job(client, submit, now), worker, now, out);
-    return;
+  const std::size_t args_bytes = submit.args.size();
+  if (task != nullptr) {
+    if (Worker* worker = State::ready_worker_for(*task, args_bytes)) {
+      s.dispatch(s.create_job(client, submit, now), *worker, now, out);
+      return;
+    }
+    // Waiting would not help when no worker serving the task takes it; with
+    // none at all, one may still come.
+    if (task->workers > 0 && !s.some_worker_fits(*task, args_bytes)) {
+      ++s.counters.rejected_too_large;
+      State::send_result(
+          std::string(client), submit.task,
+          OutcomeMeta::failure(submit.meta.id, error_code::kTooLarge,
+                               s.too_large_message(*task, args_bytes)),
+          protocol::nil_payload(), out);
+      return;
+    }
   }
   std::size_t waiting = task == nullptr ? 0 : task->queue.size();
   if (waiting >= s.config.max_queue_per_task ||

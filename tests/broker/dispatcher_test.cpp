@@ -945,7 +945,7 @@ TEST_CASE("args over a worker's frame limit fail alone with too_large") {
   CHECK(refused.result.meta.id == 1);
   CHECK(refused.result.meta.code == protocol::error_code::kTooLarge);
   CHECK_THAT(refused.result.meta.message,
-             Catch::Contains("101 bytes") && Catch::Contains("100-byte"));
+             Catch::Contains("101 bytes") && Catch::Contains("takes 100"));
   CHECK(h.dispatcher.stats().rejected_too_large == 1);
 
   // The worker kept its credit: the next job, at the limit, goes to it.
@@ -956,18 +956,63 @@ TEST_CASE("args over a worker's frame limit fail alone with too_large") {
   CHECK(sent.job.args.size() == 100);
   CHECK(h.dispatcher.stats().workers_lost == 0);
 
-  // Queued jobs too: one over the limit fails, the one behind it runs.
+  // While it is busy too: no worker will ever take it, so it does not wait.
   h.submit_sized(3, std::string(500, 'z'), 0);
+  SentResult busy = h.take_result();
+  CHECK(busy.result.meta.id == 3);
+  CHECK(busy.result.meta.code == protocol::error_code::kTooLarge);
   h.submit_sized(4, "small", 0);
-  CHECK(h.take().results.empty());
   h.done("A", sent.job.meta.id);
   Sent after = h.take();
-  REQUIRE(after.results.size() == 2);
+  REQUIRE(after.results.size() == 1);
   CHECK(after.results[0].result.meta.id == 2);
-  CHECK(after.results[1].result.meta.id == 3);
-  CHECK(after.results[1].result.meta.code == protocol::error_code::kTooLarge);
   REQUIRE(after.jobs.size() == 1);
   CHECK(text(after.jobs[0].job.args) == "small");
+}
+
+TEST_CASE(
+    "a job goes to a worker whose frame limit takes it, even a busy one") {
+  Harness h;
+  auto ready = [&h](const std::string& name, std::uint64_t limit) {
+    protocol::WorkerInfo info;
+    info.tasks = {"echo"};
+    info.slots = 1;
+    info.name = name;
+    info.max_message_bytes = limit;
+    h.dispatcher.on_ready(name, info, h.now, h.out);
+  };
+  ready("small", 100);  // preferred: ready first
+  ready("big", 0);      // no announced limit
+  h.take();
+
+  // Past the preferred small worker to the big one.
+  h.submit_sized(1, std::string(200, 'b'), 0);
+  SentJob first = h.take_job();
+  CHECK(first.worker == "big");
+
+  // The big worker is busy: the next large job waits for it, and a small
+  // job behind it goes to the small worker meanwhile.
+  h.submit_sized(2, std::string(300, 'b'), 0);
+  CHECK(h.take().results.empty());
+  h.submit_sized(3, "small", 0);
+  SentJob small = h.take_job();
+  CHECK(small.worker == "small");
+  CHECK(h.dispatcher.stats().queued == 1);
+
+  // Free again, the big worker takes the job that waited for it.
+  h.done("big", first.job.meta.id);
+  Sent after = h.take();
+  REQUIRE(after.jobs.size() == 1);
+  CHECK(after.jobs[0].worker == "big");
+  CHECK(after.jobs[0].job.args.size() == 300);
+  CHECK(h.dispatcher.stats().rejected_too_large == 0);
+
+  // Once the small worker is free, it does not take what it cannot hold.
+  h.submit_sized(4, std::string(400, 'b'), 0);
+  h.done("small", small.job.meta.id);
+  Sent later = h.take();
+  CHECK(later.jobs.empty());
+  CHECK(h.dispatcher.stats().queued == 1);
 }
 
 TEST_CASE("a JOB's result limit is the smaller of the client's and ours") {

@@ -5,6 +5,7 @@
 // worker, a result to the broker and to the front end.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -136,5 +137,29 @@ TEST_CASE("args and results over the broker's frame limit fail alone with 413",
       stack.post_json("/jobs/test.blob", Json{{"bytes", 400'000}}.dump());
   check_too_large(big_result, "too_large", "300000");
   require_bystanders_answered(sleeping);
+  check_nothing_else_touched(stack, 0);
+}
+
+TEST_CASE("a job too large for one worker goes to one that takes it",
+          "[integration][limits]") {
+  Stack stack(blob_stack());  // worker-1: the default 16 MiB frame limit
+  stack.start_worker({"--max-message-bytes", "65536"});
+  REQUIRE(stack.all_workers_serving(20s));
+
+  const std::string big = Json(std::string(100 * 1024, 'x')).dump();
+  for (int i = 0; i < 4; ++i) {
+    const HttpResponse response = stack.post_json("/jobs/echo", big);
+    INFO(response.status << " " << response.body.substr(0, 200));
+    CHECK(response.status == 200);
+    CHECK(response.body == big);
+    CHECK(response.header("x-monsoon-worker") == "worker-1/async");
+  }
+  // Small jobs still go to both.
+  std::set<std::string> served_by;
+  for (int i = 0; i < 20 && served_by.size() < 2; ++i) {
+    served_by.insert(
+        stack.post_json("/jobs/echo", "\"small\"").header("x-monsoon-worker"));
+  }
+  CHECK(served_by.size() == 2);
   check_nothing_else_touched(stack, 0);
 }

@@ -8,9 +8,10 @@
 // byte by byte or decoded.
 //
 // Policy: a job goes only to a worker that serves its task and has credit
-// (a free slot; no prefetch). A job whose args exceed the frame limit its
-// worker announced fails with too_large instead of being sent, and so does
-// a result over the limit its client announced; nothing else is affected. Among
+// (a free slot; no prefetch) and whose announced frame limit takes its args:
+// a job no worker serving its task can take fails at once with too_large,
+// and so does a result over the limit its client announced; nothing else is
+// affected. Among
 // those, the least loaded one (busy slots relative to its slots, so an idle
 // worker always wins over a busy one), then the least recently used. A worker
 // whose credit returns takes the oldest waiting job, by arrival, among the
