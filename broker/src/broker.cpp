@@ -195,11 +195,7 @@ struct Broker::Impl {
       }
       case Command::Hello: {
         (void)protocol::decode_hello(body);  // validated; nothing kept
-        protocol::Welcome welcome;
-        welcome.max_message_bytes = config.max_message_bytes;
-        welcome.heartbeat_ms = static_cast<std::uint32_t>(
-            config.dispatcher.heartbeat.interval.count());
-        protocol::Frames reply = protocol::encode_welcome(welcome);
+        protocol::Frames reply = protocol::encode_welcome(dispatcher.welcome());
         // Lost only to a client that is not reading; it keeps its own limit.
         (void)send_frames_to(clients, identity, reply);
         return;

@@ -799,12 +799,8 @@ void Dispatcher::on_ready(std::string_view identity,
               "worker {} ready: {} slots ({} free), {} tasks",
               display_name(*worker), worker->slots, worker->credit,
               worker->tasks.size());
-  protocol::Welcome welcome;
-  welcome.max_message_bytes = s.config.max_message_bytes;
-  welcome.heartbeat_ms =
-      static_cast<std::uint32_t>(s.config.heartbeat.interval.count());
-  s.send_to_worker(*worker, Command::Welcome, protocol::encode_welcome(welcome),
-                   now, out);
+  s.send_to_worker(*worker, Command::Welcome,
+                   protocol::encode_welcome(welcome()), now, out);
   s.feed(*worker, now, out);
 }
 
@@ -965,6 +961,14 @@ Clock::time_point Dispatcher::next_deadline() const {
 
 bool Dispatcher::knows_worker(std::string_view identity) const {
   return state_->workers.contains(identity);
+}
+
+protocol::Welcome Dispatcher::welcome() const {
+  protocol::Welcome welcome;
+  welcome.max_message_bytes = state_->config.max_message_bytes;
+  welcome.heartbeat_ms =
+      static_cast<std::uint32_t>(state_->config.heartbeat.interval.count());
+  return welcome;
 }
 
 void Dispatcher::note_malformed() { ++state_->counters.malformed_dropped; }

@@ -140,6 +140,58 @@ Frames header(Command command, std::size_t body) {
   return frames;
 }
 
+// READY, WELCOME and HELLO: the header and one info map.
+Frames info_message(Command command, const msgpack::sbuffer& info) {
+  Frames frames = header(command, 1);
+  frames.push_back(to_message(info));
+  return frames;
+}
+
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+// Optional integer keys are written only when set (non-zero).
+void pack_if_set(Packer& packer, std::string_view key, std::uint64_t value) {
+  if (value == 0) return;
+  packer.pack(key);
+  packer.pack(value);
+}
+
+// The status keys shared by DONE, RESULT and WELCOME (OutcomeMeta and
+// Welcome): "status", and with "error" also "code", "message" and, when
+// set, "retry_after_ms".
+template <typename Status>
+std::uint32_t status_keys(const Status& status) {
+  return status.ok ? 1 : 3 + (status.retry_after_ms > 0 ? 1 : 0);
+}
+
+template <typename Status>
+void pack_status(Packer& packer, const Status& status) {
+  packer.pack("status");
+  packer.pack(status.ok ? "ok" : "error");
+  if (status.ok) return;
+  packer.pack("code");
+  packer.pack(status.code);
+  packer.pack("message");
+  packer.pack(status.message);
+  pack_if_set(packer, "retry_after_ms", status.retry_after_ms);
+}
+
+template <typename Status>
+void read_status(const msgpack::object& map, Status& status) {
+  const std::string word = get_string(map, "status", true);
+  if (word == "ok") {
+    status.ok = true;
+  } else if (word == "error") {
+    status.ok = false;
+    status.code = get_string(map, "code", true);
+    status.message = get_string(map, "message", true);
+    status.retry_after_ms = static_cast<std::uint32_t>(
+        get_uint(map, "retry_after_ms", 0, UINT32_MAX, 0));
+  } else {
+    throw ProtocolError("status is neither 'ok' nor 'error'");
+  }
+}
+
 }  // namespace
 
 std::string_view command_name(Command command) noexcept {
@@ -226,18 +278,7 @@ OutcomeMessage decode_outcome(Command expected,
   auto handle = unpack_map(frames[3]);
   const msgpack::object& meta = handle.get();
   outcome.meta.id = get_uint(meta, "id", 0, UINT64_MAX);
-  std::string status = get_string(meta, "status", true);
-  if (status == "ok") {
-    outcome.meta.ok = true;
-  } else if (status == "error") {
-    outcome.meta.ok = false;
-    outcome.meta.code = get_string(meta, "code", true);
-    outcome.meta.message = get_string(meta, "message", true);
-    outcome.meta.retry_after_ms = static_cast<std::uint32_t>(
-        get_uint(meta, "retry_after_ms", 0, UINT32_MAX, 0));
-  } else {
-    throw ProtocolError("status is neither 'ok' nor 'error'");
-  }
+  read_status(meta, outcome.meta);
   outcome.meta.worker = get_string(meta, "worker", false);
   outcome.result = std::move(frames[4]);
   return outcome;
@@ -311,16 +352,7 @@ Welcome decode_welcome(std::span<const zmq::message_t> frames) {
   auto handle = unpack_map(frames[2]);
   const msgpack::object& info = handle.get();
   Welcome welcome;
-  const std::string status = get_string(info, "status", true);
-  if (status == "error") {
-    welcome.ok = false;
-    welcome.code = get_string(info, "code", true);
-    welcome.message = get_string(info, "message", true);
-    welcome.retry_after_ms = static_cast<std::uint32_t>(
-        get_uint(info, "retry_after_ms", 0, UINT32_MAX, 0));
-  } else if (status != "ok") {
-    throw ProtocolError("status is neither 'ok' nor 'error'");
-  }
+  read_status(info, welcome);
   welcome.max_message_bytes =
       get_uint(info, "max_message_bytes", 1, UINT64_MAX, 0);
   welcome.heartbeat_ms = static_cast<std::uint32_t>(
@@ -351,10 +383,7 @@ Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
   packer.pack(meta.timeout_ms);
   packer.pack("attempt");
   packer.pack(meta.attempt);
-  if (meta.max_result_bytes > 0) {
-    packer.pack("max_result_bytes");
-    packer.pack(meta.max_result_bytes);
-  }
+  pack_if_set(packer, "max_result_bytes", meta.max_result_bytes);
   Frames frames = header(command, 3);
   frames.emplace_back(task.data(), task.size());
   frames.push_back(to_message(buffer));
@@ -369,23 +398,11 @@ Frames encode_outcome(Command command, std::string_view task,
   }
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  bool with_retry = !meta.ok && meta.retry_after_ms > 0;
-  bool with_worker = !meta.worker.empty();
-  packer.pack_map(2 + (meta.ok ? 0 : 2) + with_retry + with_worker);
+  const bool with_worker = !meta.worker.empty();
+  packer.pack_map(1 + status_keys(meta) + (with_worker ? 1 : 0));
   packer.pack("id");
   packer.pack(meta.id);
-  packer.pack("status");
-  packer.pack(meta.ok ? "ok" : "error");
-  if (!meta.ok) {
-    packer.pack("code");
-    packer.pack(meta.code);
-    packer.pack("message");
-    packer.pack(meta.message);
-    if (with_retry) {
-      packer.pack("retry_after_ms");
-      packer.pack(meta.retry_after_ms);
-    }
-  }
+  pack_status(packer, meta);
   if (with_worker) {
     packer.pack("worker");
     packer.pack(meta.worker);
@@ -420,58 +437,28 @@ Frames encode_ready(const WorkerInfo& info) {
     packer.pack("no_retry");
     packer.pack(info.no_retry);
   }
-  if (info.max_message_bytes > 0) {
-    packer.pack("max_message_bytes");
-    packer.pack(info.max_message_bytes);
-  }
-  Frames frames = header(Command::Ready, 1);
-  frames.push_back(to_message(buffer));
-  return frames;
+  pack_if_set(packer, "max_message_bytes", info.max_message_bytes);
+  return info_message(Command::Ready, buffer);
 }
 
 Frames encode_welcome(const Welcome& welcome) {
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  const bool with_retry = !welcome.ok && welcome.retry_after_ms > 0;
-  packer.pack_map(1 + (welcome.ok ? 0 : 2) + (with_retry ? 1 : 0) +
+  packer.pack_map(status_keys(welcome) +
                   (welcome.max_message_bytes > 0 ? 1 : 0) +
                   (welcome.heartbeat_ms > 0 ? 1 : 0));
-  packer.pack("status");
-  packer.pack(welcome.ok ? "ok" : "error");
-  if (!welcome.ok) {
-    packer.pack("code");
-    packer.pack(welcome.code);
-    packer.pack("message");
-    packer.pack(welcome.message);
-  }
-  if (with_retry) {
-    packer.pack("retry_after_ms");
-    packer.pack(welcome.retry_after_ms);
-  }
-  if (welcome.max_message_bytes > 0) {
-    packer.pack("max_message_bytes");
-    packer.pack(welcome.max_message_bytes);
-  }
-  if (welcome.heartbeat_ms > 0) {
-    packer.pack("heartbeat_ms");
-    packer.pack(welcome.heartbeat_ms);
-  }
-  Frames frames = header(Command::Welcome, 1);
-  frames.push_back(to_message(buffer));
-  return frames;
+  pack_status(packer, welcome);
+  pack_if_set(packer, "max_message_bytes", welcome.max_message_bytes);
+  pack_if_set(packer, "heartbeat_ms", welcome.heartbeat_ms);
+  return info_message(Command::Welcome, buffer);
 }
 
 Frames encode_hello(const Hello& hello) {
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
   packer.pack_map(hello.max_message_bytes > 0 ? 1 : 0);
-  if (hello.max_message_bytes > 0) {
-    packer.pack("max_message_bytes");
-    packer.pack(hello.max_message_bytes);
-  }
-  Frames frames = header(Command::Hello, 1);
-  frames.push_back(to_message(buffer));
-  return frames;
+  pack_if_set(packer, "max_message_bytes", hello.max_message_bytes);
+  return info_message(Command::Hello, buffer);
 }
 
 Frames encode_control(Command command) {

@@ -37,6 +37,17 @@ bool context_usable(zmq::context_t& context) {
   return readable(router, 5s);
 }
 
+// Connects `dealer` to the ROUTER at `endpoint` and proves the connection
+// with a message the ROUTER receives.
+bool connected(MonitoredSocket& dealer, const std::string& endpoint,
+               zmq::socket_t& router) {
+  dealer.socket().set(zmq::sockopt::linger, 0);
+  dealer.socket().connect(endpoint);
+  return dealer.socket().send(zmq::str_buffer("hello"),
+                              zmq::send_flags::dontwait) &&
+         readable(router, 5s);
+}
+
 }  // namespace
 
 TEST_CASE("a monitored socket reports a dropped connection",
@@ -46,11 +57,7 @@ TEST_CASE("a monitored socket reports a dropped connection",
   zmq::socket_t router = bound_router(context, endpoint);
   MonitoredSocket dealer(context, zmq::socket_type::dealer,
                          ZMQ_EVENT_DISCONNECTED);
-  dealer.socket().set(zmq::sockopt::linger, 0);
-  dealer.socket().connect(endpoint);
-  REQUIRE(dealer.socket().send(zmq::str_buffer("hello"),
-                               zmq::send_flags::dontwait));
-  REQUIRE(readable(router, 5s));
+  REQUIRE(connected(dealer, endpoint, router));
   CHECK(dealer.take_events().seen == 0);
 
   router.close();
@@ -75,11 +82,7 @@ TEST_CASE(
     {
       MonitoredSocket dealer(context, zmq::socket_type::dealer,
                              ZMQ_EVENT_DISCONNECTED);
-      dealer.socket().set(zmq::sockopt::linger, 0);
-      dealer.socket().connect(endpoint);
-      REQUIRE(dealer.socket().send(zmq::str_buffer("hello"),
-                                   zmq::send_flags::dontwait));
-      REQUIRE(readable(router, 5s));
+      REQUIRE(connected(dealer, endpoint, router));
       // The peer goes away, and the socket is closed while libzmq may be
       // reporting the drop; every other round the report is waiting first.
       router.close();

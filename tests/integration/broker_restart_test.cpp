@@ -27,6 +27,8 @@ using monsoon::test::eventually;
 using monsoon::test::HttpBatch;
 using monsoon::test::HttpRequest;
 using monsoon::test::HttpResponse;
+using monsoon::test::sleep_requests;
+using monsoon::test::slept;
 using monsoon::test::Stack;
 using monsoon::test::StackOptions;
 using Json = nlohmann::json;
@@ -46,31 +48,14 @@ constexpr auto kRecoveryBound = 10s;
 // and to hold a new socket, not yet connected, for several heartbeat
 // intervals.
 constexpr auto kLongOutage = 2s;
-
-// Request i of cycle c sleeps 100 + i ms: its result tells it apart from
-// every other request of the cycle.
-std::vector<HttpRequest> sleep_requests() {
-  std::vector<HttpRequest> requests;
-  for (int i = 0; i < kJobs; ++i) {
-    requests.push_back(
-        {.method = "POST",
-         .target =
-             "/jobs/sleep?timeout_ms=" +
-             std::to_string(std::chrono::milliseconds(kJobTimeout).count()),
-         .body = Json{{"ms", 100 + i}}.dump(),
-         .headers = {{"Content-Type", "application/json"}}});
-  }
-  return requests;
-}
+// Request i of a cycle sleeps kFirstMs + i ms.
+constexpr int kFirstMs = 100;
 
 // The answers a client may get while the broker restarts: its own result,
 // a 503 it may retry (with Retry-After) or a 504 once its deadline passed.
 bool clear_answer(const HttpResponse& response, int i) {
   const std::string code = response.error_code();
-  if (response.status == 200) {
-    return Json::parse(response.body, nullptr, false) ==
-           Json{{"slept_ms", 100 + i}};
-  }
+  if (response.status == 200) return slept(response, kFirstMs + i);
   if (response.status == 503) {
     const std::string retry_after = response.header("retry-after");
     return !retry_after.empty() &&
@@ -84,7 +69,7 @@ bool clear_answer(const HttpResponse& response, int i) {
 // Sends the cycle's requests and receives every answer by the deadline.
 struct Cycle {
   explicit Cycle(std::uint16_t port)
-      : requests(sleep_requests()),
+      : requests(sleep_requests(kJobs, kFirstMs, kJobTimeout)),
         sent_at(std::chrono::steady_clock::now()),
         batch(port, requests) {}
 

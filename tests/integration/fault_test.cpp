@@ -23,27 +23,14 @@ using monsoon::test::eventually;
 using monsoon::test::HttpBatch;
 using monsoon::test::HttpRequest;
 using monsoon::test::HttpResponse;
+using monsoon::test::sleep_requests;
+using monsoon::test::slept;
 using monsoon::test::Stack;
 using monsoon::test::StackOptions;
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
 namespace {
-
-// Request i sleeps first_ms + i, so its result {"slept_ms": first_ms + i}
-// tells it apart from every other request's.
-std::vector<HttpRequest> sleep_requests(int count, int first_ms,
-                                        std::chrono::milliseconds timeout) {
-  std::vector<HttpRequest> requests;
-  for (int i = 0; i < count; ++i) {
-    requests.push_back(
-        {.method = "POST",
-         .target = "/jobs/sleep?timeout_ms=" + std::to_string(timeout.count()),
-         .body = Json{{"ms", first_ms + i}}.dump(),
-         .headers = {{"Content-Type", "application/json"}}});
-  }
-  return requests;
-}
 
 // Jobs of the test worker's test.hold task: request i creates the file
 // <directory>/mark-<i> when it starts, then sleeps `ms`; its answer is its
@@ -86,11 +73,6 @@ StackOptions test_worker_pool(int workers, int concurrency) {
   options.worker_executable = MONSOON_TEST_WORKER_BIN;
   options.worker_args = {"--tasks", "echo,sleep,test.hold"};
   return options;
-}
-
-bool slept(const HttpResponse& response, int ms) {
-  return response.status == 200 &&
-         Json::parse(response.body, nullptr, false) == Json{{"slept_ms", ms}};
 }
 
 // A 503 as documented: Retry-After in whole seconds (at least 1) and one of

@@ -16,6 +16,8 @@ using monsoon::test::eventually;
 using monsoon::test::HttpBatch;
 using monsoon::test::HttpRequest;
 using monsoon::test::HttpResponse;
+using monsoon::test::sleep_requests;
+using monsoon::test::slept;
 using monsoon::test::Stack;
 using monsoon::test::StackOptions;
 using Json = nlohmann::json;
@@ -32,16 +34,7 @@ StackOptions blob_stack() {
 
 // Three 1 s sleep jobs, in flight on the same worker while a large message
 // fails: each must still get its own result.
-std::vector<HttpRequest> bystanders() {
-  std::vector<HttpRequest> requests;
-  for (int ms : {1000, 1001, 1002}) {
-    requests.push_back({.method = "POST",
-                        .target = "/jobs/sleep",
-                        .body = Json{{"ms", ms}}.dump(),
-                        .headers = {{"Content-Type", "application/json"}}});
-  }
-  return requests;
-}
+std::vector<HttpRequest> bystanders() { return sleep_requests(3, 1000, 30s); }
 
 void require_bystanders_answered(HttpBatch& batch) {
   REQUIRE(batch.receive_all(30s));
@@ -49,8 +42,7 @@ void require_bystanders_answered(HttpBatch& batch) {
     const HttpResponse& response = batch.responses()[i];
     INFO(response.status << " " << response.body);
     CHECK(response.status == 200);
-    CHECK(Json::parse(response.body, nullptr, false) ==
-          Json{{"slept_ms", 1000 + static_cast<int>(i)}});
+    CHECK(slept(response, 1000 + static_cast<int>(i)));
   }
 }
 

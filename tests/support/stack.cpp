@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 
@@ -25,6 +26,25 @@ std::uint16_t free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
   ::close(fd);
   return ntohs(address.sin_port);
+}
+
+std::vector<HttpRequest> sleep_requests(int count, int first_ms,
+                                        std::chrono::milliseconds timeout) {
+  std::vector<HttpRequest> requests;
+  for (int i = 0; i < count; ++i) {
+    requests.push_back(
+        {.method = "POST",
+         .target = "/jobs/sleep?timeout_ms=" + std::to_string(timeout.count()),
+         .body = nlohmann::json{{"ms", first_ms + i}}.dump(),
+         .headers = {{"Content-Type", "application/json"}}});
+  }
+  return requests;
+}
+
+bool slept(const HttpResponse& response, int ms) {
+  return response.status == 200 &&
+         nlohmann::json::parse(response.body, nullptr, false) ==
+             nlohmann::json{{"slept_ms", ms}};
 }
 
 void raise_open_files_limit() {

@@ -92,6 +92,14 @@ class Stack {
   std::vector<ChildProcess> frontend_;
 };
 
+// Jobs of the built-in sleep task with deadline `timeout`: request i sleeps
+// first_ms + i ms, so its result {"slept_ms": first_ms + i} tells it apart
+// from every other request's.
+std::vector<HttpRequest> sleep_requests(int count, int first_ms,
+                                        std::chrono::milliseconds timeout);
+// Whether `response` is the 200 of a sleep job of `ms`.
+bool slept(const HttpResponse& response, int ms);
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 std::uint16_t free_port();
 

@@ -167,6 +167,10 @@ class Dispatcher {
   // an Outbox must then not be sent (the job was requeued).
   bool knows_worker(std::string_view worker) const;
 
+  // The WELCOME that accepts a peer (a READY, or a client's HELLO): the
+  // broker's frame limit and heartbeat interval.
+  protocol::Welcome welcome() const;
+
   void note_malformed();
   void note_result_unroutable();
   DispatcherStats stats() const;
