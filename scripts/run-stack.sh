@@ -137,7 +137,8 @@ stop_group() {
 }
 
 # The front end first (it answers what is pending while the broker is still
-# there), then the workers and the broker.
+# there), then the workers (their last DONEs still reach the broker), then
+# the broker (the first process started) and whatever else is left.
 stop() {
   local alive
   reap
@@ -145,6 +146,7 @@ stop() {
   [[ ${#alive[@]} -eq 0 ]] && return
   say "" "Stopping Monsoon (pids ${alive[*]})..."
   [[ -n $frontend ]] && stop_group "$frontend"
+  ((${#pids[@]} > 1)) && stop_group "${pids[@]:1}"
   stop_group "${pids[@]}"
 }
 
