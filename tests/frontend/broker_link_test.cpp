@@ -27,7 +27,7 @@ namespace {
 
 BrokerLinkConfig fast_config(const std::string& endpoint) {
   BrokerLinkConfig config;
-  config.endpoint = endpoint;
+  config.endpoints = {endpoint};
   config.heartbeat.interval = 50ms;
   config.heartbeat.liveness = 3;
   return config;
