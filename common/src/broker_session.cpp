@@ -78,8 +78,9 @@ BrokerSession::BrokerSession(zmq::context_t& context,
       backoff_(first_backoff(config_.heartbeat),
                first_backoff(config_.heartbeat) * kMaxBackoffFactor) {
   if (!callbacks_.greeting || !callbacks_.on_message) {
-    throw std::invalid_argument("a broker session needs greeting and "
-                                "on_message callbacks");
+    throw std::invalid_argument(
+        "a broker session needs greeting and "
+        "on_message callbacks");
   }
   open(Clock::now());
 }
@@ -91,8 +92,7 @@ SendResult BrokerSession::try_send(protocol::Frames& frames) {
   return send_frames(socket_->socket(), frames);
 }
 
-void BrokerSession::post(Command command, protocol::Frames frames,
-                         bool first) {
+void BrokerSession::post(Command command, protocol::Frames frames, bool first) {
   auto position = posted_.end();
   if (first) {
     position = posted_.begin();
@@ -102,9 +102,9 @@ void BrokerSession::post(Command command, protocol::Frames frames,
 }
 
 std::size_t BrokerSession::posted(Command command) const {
-  return static_cast<std::size_t>(
-      std::count_if(posted_.begin(), posted_.end(),
-                    [command](const Posted& p) { return p.command == command; }));
+  return static_cast<std::size_t>(std::count_if(
+      posted_.begin(), posted_.end(),
+      [command](const Posted& p) { return p.command == command; }));
 }
 
 std::size_t BrokerSession::poll_items(std::vector<zmq::pollitem_t>& items) {
@@ -158,9 +158,10 @@ void BrokerSession::tick(Clock::time_point now) {
     const auto silence =
         config_.heartbeat.interval * config_.heartbeat.liveness;
     if (stopping_) {
-      spdlog::warn("broker at {} silent for {} ms while stopping; not "
-                   "reconnecting",
-                   config_.endpoint, silence.count());
+      spdlog::warn(
+          "broker at {} silent for {} ms while stopping; not "
+          "reconnecting",
+          config_.endpoint, silence.count());
       lose(now, milliseconds{0});
       return;
     }
@@ -175,8 +176,7 @@ void BrokerSession::tick(Clock::time_point now) {
   // restarted broker first and be answered DISCONNECT (issue 8).
   if (socket_ && liveness_.heartbeat_due(now)) {
     if (connected_ && !greeting_pending()) {
-      protocol::Frames heartbeat =
-          protocol::encode_control(Command::Heartbeat);
+      protocol::Frames heartbeat = protocol::encode_control(Command::Heartbeat);
       (void)send_frames(socket_->socket(), heartbeat);  // else the next one
     }
     liveness_.sent(now);  // even if not sent: no busy loop
@@ -197,8 +197,7 @@ void BrokerSession::close(milliseconds linger) {
   stopping_ = true;
   up_.store(false);
   if (!socket_) return;
-  socket_->socket().set(zmq::sockopt::linger,
-                        static_cast<int>(linger.count()));
+  socket_->socket().set(zmq::sockopt::linger, static_cast<int>(linger.count()));
   socket_.reset();
 }
 
@@ -279,9 +278,10 @@ void BrokerSession::handle(protocol::Frames& frames, Clock::time_point now) {
           return;
         }
         if (stopping_) return;  // it has forgotten us; we are leaving
-        spdlog::warn("broker at {} does not know this worker; registering "
-                     "again",
-                     config_.endpoint);
+        spdlog::warn(
+            "broker at {} does not know this worker; registering "
+            "again",
+            config_.endpoint);
         backoff_.reset();
         lose(now, milliseconds{0});
         open(now);
@@ -356,9 +356,10 @@ void BrokerSession::count_malformed(const std::exception& error) {
   const auto count =
       malformed_dropped_.fetch_add(1, std::memory_order_relaxed) + 1;
   if (std::has_single_bit(count)) {  // rate-limited: 1st, 2nd, 4th, 8th...
-    spdlog::warn("dropped a malformed message from the broker at {} ({} so "
-                 "far): {}",
-                 config_.endpoint, count, error.what());
+    spdlog::warn(
+        "dropped a malformed message from the broker at {} ({} so "
+        "far): {}",
+        config_.endpoint, count, error.what());
   }
 }
 

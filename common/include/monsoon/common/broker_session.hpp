@@ -50,8 +50,8 @@ struct BrokerSessionConfig {
   // holds posted messages back; a DISCONNECT ("not registered") opens a new
   // socket at once, except once stopping (docs/protocol.md section 5).
   Role role = Role::client;
-  std::string endpoint;        // a ZeroMQ connect endpoint
-  HeartbeatSettings heartbeat;  // interval >= 1 ms, liveness >= 1
+  std::string endpoint;                       // a ZeroMQ connect endpoint
+  HeartbeatSettings heartbeat;                // interval >= 1 ms, liveness >= 1
   std::size_t max_message_bytes = 16u << 20;  // ZMQ_MAXMSGSIZE
   int high_water_mark = 1000;                 // both directions
 };
