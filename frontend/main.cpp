@@ -6,7 +6,6 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <exception>
-#include <iostream>
 #include <string>
 
 #include "monsoon/common/logging.hpp"
@@ -115,17 +114,26 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   monsoon::add_process_options(app, process, "the broker");
-  CLI11_PARSE(app, argc, argv);
-
-  if (config.max_body_bytes > monsoon::frontend::max_args_bytes(link_config)) {
-    std::cerr << "--max-body-bytes must not exceed --max-message-bytes minus "
-              << monsoon::frontend::kSubmitEnvelopeBytes << " ("
-              << monsoon::frontend::max_args_bytes(link_config) << ")\n";
-    return 2;
-  }
-  if (default_timeout_ms > max_timeout_ms) {
-    std::cerr << "--default-timeout-ms must not exceed --max-timeout-ms\n";
-    return 2;
+  // Checks across options, part of parsing so that --print-config checks
+  // them too.
+  app.callback([&] {
+    if (config.max_body_bytes >
+        monsoon::frontend::max_args_bytes(link_config)) {
+      throw CLI::ValidationError(
+          "--max-body-bytes",
+          "must not exceed --max-message-bytes minus " +
+              std::to_string(monsoon::frontend::kSubmitEnvelopeBytes) + " (" +
+              std::to_string(monsoon::frontend::max_args_bytes(link_config)) +
+              ")");
+    }
+    if (default_timeout_ms > max_timeout_ms) {
+      throw CLI::ValidationError("--default-timeout-ms",
+                                 "must not exceed --max-timeout-ms");
+    }
+  });
+  monsoon::add_config_sources(app);
+  if (const auto exit_code = monsoon::parse_options(app, argc, argv)) {
+    return *exit_code;
   }
   config.timeouts.default_timeout =
       std::chrono::milliseconds(default_timeout_ms);

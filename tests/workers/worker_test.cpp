@@ -740,11 +740,14 @@ int run_main(std::vector<std::string> args) {
 
 TEST_CASE("run_worker_main answers --help and rejects invalid flags") {
   CHECK(run_main({"--help"}) == 0);
-  CHECK(run_main({"--concurrency", "0"}) == 1);
-  CHECK(run_main({"-c", "many"}) == 1);
-  CHECK(run_main({"--heartbeat-ms", "0"}) == 1);
-  CHECK(run_main({"--log-level", "loud"}) == 1);
-  CHECK(run_main({"--no-such-flag"}) == 1);
+  // Invalid options: 2.
+  CHECK(run_main({"--concurrency", "0"}) == 2);
+  CHECK(run_main({"-c", "many"}) == 2);
+  CHECK(run_main({"--heartbeat-ms", "0"}) == 2);
+  CHECK(run_main({"--log-level", "loud"}) == 2);
+  CHECK(run_main({"--no-such-flag"}) == 2);
+  CHECK(run_main({"--config", "/nonexistent/worker.toml"}) == 2);
+  // Valid options that cannot be set up: 1.
   CHECK(run_main({"--tasks", "echo,nope"}) == 1);
   CHECK(run_main({"--broker", "not an endpoint"}) == 1);
 }

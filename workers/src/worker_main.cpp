@@ -130,10 +130,9 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{65'536}, std::size_t{1} << 30));
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 1;
+  add_config_sources(app);
+  if (const auto exit_code = parse_options(app, argc, argv)) {
+    return *exit_code;
   }
 
   try {
