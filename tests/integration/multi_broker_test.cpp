@@ -139,8 +139,8 @@ TEST_CASE("two brokers: one killed -9 with 1,000 jobs in flight loses none") {
     CHECK(probes[i].status == 200);
     CHECK(probes[i].body == probes[i].sent);
     if (i > 0) {
-      longest_gap = std::max(longest_gap,
-                             probes[i].answered - probes[i - 1].answered);
+      longest_gap =
+          std::max(longest_gap, probes[i].answered - probes[i - 1].answered);
     }
   }
   CHECK(probes.back().answered > killed_at);
