@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
                  "the live ones")
       ->delimiter(',')
       ->capture_default_str();
+  app.add_flag("--reuse-port", config.reuse_port,
+               "Share the port with other front ends that set it too "
+               "(SO_REUSEPORT): the kernel spreads connections over them");
   app.add_option("--threads", config.threads, "I/O threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();

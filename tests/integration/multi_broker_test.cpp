@@ -1,7 +1,8 @@
-// Several brokers, all active (issue 9): the front end spreads jobs over the
-// live ones and, when one dies, sends the jobs pending through it again
-// through another; every worker serves both, its slots shared by them
-// (docs/protocol.md section 4, "Several brokers: shared slots").
+// Scaling out (issue 9). Several brokers, all active: the front end spreads
+// jobs over the live ones and, when one dies, sends the jobs pending through
+// it again through another; every worker serves both, its slots shared by
+// them (docs/protocol.md section 4, "Several brokers: shared slots"). And
+// several front ends on one port.
 #include <signal.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "stack.hpp"
 
 using Clock = std::chrono::steady_clock;
+using monsoon::test::ChildProcess;
 using monsoon::test::eventually;
 using monsoon::test::http_request;
 using monsoon::test::HttpBatch;
@@ -149,4 +151,48 @@ TEST_CASE("two brokers: one killed -9 with 1,000 jobs in flight loses none") {
               .count()
        << " ms");
   CHECK(longest_gap < kLivenessWindow);
+}
+
+TEST_CASE("two front ends share one port (SO_REUSEPORT) through one broker") {
+  StackOptions options = StackOptions::pool(1, 2);
+  options.frontend_args = {"--reuse-port"};
+  Stack stack(options);
+  ChildProcess second(
+      MONSOON_FRONTEND_BIN,
+      {"--host", "127.0.0.1", "--port", std::to_string(stack.http_port()),
+       "--broker", stack.client_endpoint(), "--reuse-port", "--heartbeat-ms",
+       "200"},
+      stack.directory() + "/frontend-2.log");
+  // It listens on the same port rather than failing with "Address in use".
+  REQUIRE(eventually(
+      [&] { return second.log().find("listening on") != std::string::npos; },
+      10s));
+  REQUIRE(eventually(
+      [&] { return second.log().find("is reachable") != std::string::npos; },
+      10s));
+  CHECK(second.running());
+
+  auto echo_batch = [&](int count) {
+    std::vector<HttpRequest> requests;
+    for (int i = 0; i < count; ++i) {
+      requests.push_back({.method = "POST",
+                          .target = "/jobs/echo",
+                          .body = std::to_string(i),
+                          .headers = {{"Content-Type", "application/json"}}});
+    }
+    HttpBatch batch(stack.http_port(), requests);
+    REQUIRE(batch.receive_all(20s));
+    int own = 0;
+    for (int i = 0; i < count; ++i) {
+      own += batch.responses()[i].status == 200 &&
+             batch.responses()[i].body == std::to_string(i);
+    }
+    return own;
+  };
+  CHECK(echo_batch(200) == 200);
+
+  // With the first one stopped, the second serves every new connection.
+  stack.frontend().signal(SIGTERM);
+  REQUIRE(stack.frontend().wait_exit(15s));
+  CHECK(echo_batch(100) == 100);
 }
