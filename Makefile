@@ -52,6 +52,7 @@ test-sanitize: deps
 # tsan.supp silences uninstrumented libraries only.
 TSAN_TESTS = common_unit_tests common_allocation_test broker_unit_tests \
   workers_task_registry_test workers_builtin_tasks_test workers_worker_test \
+  workers_slot_ledger_test \
   frontend_unit_tests
 test-tsan: deps
 	bash scripts/install-deps.sh clang libclang-rt-14-dev
