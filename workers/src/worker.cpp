@@ -368,15 +368,21 @@ BrokerSessionCallbacks Worker::Impl::callbacks(std::size_t broker) {
   return callbacks;
 }
 
-// READY for a new socket of `broker`. Every held job (of any broker) takes a
-// slot, and each DONE still owed to this broker returns a credit when it
-// arrives, so only the rest is free now. Same name and pid: the broker hands
-// the jobs it knows we hold to this connection.
+// READY for a new socket of `broker`: `free` leaves out every DONE owed to
+// that broker (jobs of it still held, answers not yet handed over), each of
+// which returns it a credit when it arrives. Jobs held for other brokers are
+// not left out (docs/protocol.md section 4, "Several brokers"): a JOB that
+// finds no slot is refused, and the CREDIT that follows a freed slot reaches
+// only a broker that was refused, so a broker told less than the slots free
+// for it would never learn that they are. Same name and pid: the broker
+// hands the jobs it knows we hold to this connection.
 Frames Worker::Impl::greeting(std::size_t broker) {
+  const auto held = result_limits_.lower_bound({broker + 1, 0});
   const std::uint64_t owed =
-      ledger_.held() + (broker < sessions_.size()
-                            ? sessions_[broker]->posted(Command::Done)
-                            : 0);
+      static_cast<std::uint64_t>(std::distance(
+          result_limits_.lower_bound({broker, 0}), held)) +
+      (broker < sessions_.size() ? sessions_[broker]->posted(Command::Done)
+                                 : 0);
   protocol::WorkerInfo info = registration(config_, registry_);
   info.free = static_cast<std::uint32_t>(
       config_.slots - std::min<std::uint64_t>(owed, config_.slots));
