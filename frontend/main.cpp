@@ -1,5 +1,6 @@
 // monsoon-frontend: the HTTP front end. Wiring only; see
 // monsoon/frontend/http_server.hpp and broker_link.hpp.
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -23,9 +24,9 @@ using monsoon::frontend::HttpServer;
 int serve(const FrontendConfig& config, const BrokerLinkConfig& link_config) {
   BrokerLink link(link_config);
   HttpServer server(config, link);
-  spdlog::info("listening on http://{}:{} ({} thread(s)), broker {}",
+  spdlog::info("listening on http://{}:{} ({} thread(s)), broker(s) {}",
                config.host, server.port(), config.threads,
-               link_config.endpoint);
+               fmt::join(link_config.endpoints, ", "));
   monsoon::StopSignalWatcher watcher([&server] {
     spdlog::info("stop requested");
     server.stop();
@@ -55,9 +56,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port", config.port, "TCP port to listen on (0 = any)")
       ->capture_default_str();
-  app.add_option("--broker", link_config.endpoint,
-                 "The broker's client endpoint")
+  app.add_option("--broker", link_config.endpoints,
+                 "A broker's client endpoint; repeat it (or give a comma "
+                 "list) for several brokers, all active: jobs are spread over "
+                 "the live ones")
+      ->delimiter(',')
       ->capture_default_str();
+  app.add_flag("--reuse-port", config.reuse_port,
+               "Share the port with other front ends that set it too "
+               "(SO_REUSEPORT): the kernel spreads connections over them");
   app.add_option("--threads", config.threads, "I/O threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();

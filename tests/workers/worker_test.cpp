@@ -200,7 +200,7 @@ struct Fixture {
               [](const Value&, const monsoon::workers::TaskContext&) -> Value {
                 throw std::runtime_error("boom!");
               });
-    config.broker_endpoint = broker.endpoint();
+    config.broker_endpoints = {broker.endpoint()};
     config.slots = 2;
     config.name = "test-worker";
   }
@@ -623,7 +623,7 @@ TEST_CASE("a new connection opens with READY, never a parked HEARTBEAT") {
   monsoon::workers::TaskRegistry tasks;
   add_thread_tasks(tasks);
   WorkerConfig config;
-  config.broker_endpoint = endpoint;
+  config.broker_endpoints = {endpoint};
   config.slots = 1;
   // Heartbeats every 20 ms on a socket that lives 1 s without a broker.
   config.heartbeat = {milliseconds{20}, 50};
@@ -644,7 +644,7 @@ TEST_CASE("a DONE finished while the broker is away follows the new READY") {
   monsoon::workers::TaskRegistry tasks;
   add_thread_tasks(tasks);
   WorkerConfig config;
-  config.broker_endpoint = endpoint;
+  config.broker_endpoints = {endpoint};
   config.slots = 2;
   config.heartbeat = {milliseconds{100}, 3};
   RunningWorker worker(config, tasks);
@@ -715,7 +715,7 @@ TEST_CASE("stop before run makes run return at once") {
   monsoon::workers::TaskRegistry tasks;
   add_thread_tasks(tasks);
   WorkerConfig config;
-  config.broker_endpoint = broker.endpoint();
+  config.broker_endpoints = {broker.endpoint()};
   Worker worker(config, tasks);
   worker.stop();
   auto finished = std::async(std::launch::async, [&worker] { worker.run(); });

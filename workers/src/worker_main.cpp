@@ -90,8 +90,11 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
 
   CLI::App app{
       "Monsoon worker: executes tasks dispatched by a Monsoon broker."};
-  app.add_option("--broker", config.broker_endpoint,
-                 "The broker's worker endpoint")
+  app.add_option("--broker", config.broker_endpoints,
+                 "A broker's worker endpoint; repeat it (or give a comma "
+                 "list) to serve several brokers, all sharing this worker's "
+                 "slots")
+      ->delimiter(',')
       ->capture_default_str();
   app.add_option("-c,--concurrency", config.slots,
                  "Thread-task jobs executed at once, one thread each "
