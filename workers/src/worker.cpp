@@ -379,8 +379,8 @@ BrokerSessionCallbacks Worker::Impl::callbacks(std::size_t broker) {
 Frames Worker::Impl::greeting(std::size_t broker) {
   const auto held = result_limits_.lower_bound({broker + 1, 0});
   const std::uint64_t owed =
-      static_cast<std::uint64_t>(std::distance(
-          result_limits_.lower_bound({broker, 0}), held)) +
+      static_cast<std::uint64_t>(
+          std::distance(result_limits_.lower_bound({broker, 0}), held)) +
       (broker < sessions_.size() ? sessions_[broker]->posted(Command::Done)
                                  : 0);
   protocol::WorkerInfo info = registration(config_, registry_);
