@@ -21,6 +21,7 @@
 #include "monsoon/common/monitored_socket.hpp"
 #include "monsoon/common/routing_id.hpp"
 #include "monsoon/common/wakeup.hpp"
+#include "monsoon/common/zmq_context.hpp"
 #include "monsoon/common/zmq_send.hpp"
 
 namespace monsoon::frontend {
@@ -627,7 +628,8 @@ class BrokerLink::Impl {
   bool closed_ = false;                  // guarded by submissions_mutex_
 
   // Owned by the link thread (and by the constructor before it starts).
-  zmq::context_t context_{1};
+  std::shared_ptr<zmq::context_t> shared_context_ = shared_zmq_context();
+  zmq::context_t& context_ = *shared_context_;
   std::optional<MonitoredSocket> socket_;  // empty while backing off
   PeerLiveness liveness_;
   Backoff backoff_;
