@@ -15,6 +15,10 @@
 
 namespace monsoon::test {
 
+std::ostream& operator<<(std::ostream& out, Topology topology) {
+  return out << (topology == Topology::broker ? "broker" : "brokerless");
+}
+
 std::uint16_t free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};
@@ -66,22 +70,16 @@ Stack::Stack(StackOptions options) : options_(std::move(options)) {
   client_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_port());
   worker_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_port());
 
-  start_broker();
-  for (int i = 0; i < options_.workers; ++i) start_worker();
-  std::vector<std::string> frontend_args = {
-      "--host",         "127.0.0.1",
-      "--port",         std::to_string(http_port_),
-      "--broker",       client_endpoint_,
-      "--heartbeat-ms", "200"};
-  // A flag given twice is refused: the test's own drain timeout wins.
-  const auto& extra = options_.frontend_args;
-  if (std::find(extra.begin(), extra.end(), "--drain-timeout-ms") ==
-      extra.end()) {
-    frontend_args.insert(frontend_args.end(), {"--drain-timeout-ms", "1000"});
+  // Whoever binds the worker endpoint first; workers connect (and
+  // reconnect) on their own.
+  if (options_.topology == Topology::broker) {
+    start_broker();
+    for (int i = 0; i < options_.workers; ++i) start_worker();
+    start_frontend();
+  } else {
+    start_frontend();
+    for (int i = 0; i < options_.workers; ++i) start_worker();
   }
-  frontend_args.insert(frontend_args.end(), extra.begin(), extra.end());
-  frontend_.emplace_back(MONSOON_FRONTEND_BIN, frontend_args,
-                         directory_ + "/frontend.log");
 
   bool ready = eventually(
       [&] {
@@ -108,7 +106,43 @@ Stack::~Stack() {
   std::filesystem::remove_all(directory_, ignored);
 }
 
+void Stack::start_frontend() {
+  std::vector<std::string> args = {"--host",         "127.0.0.1",
+                                   "--port",         std::to_string(http_port_),
+                                   "--heartbeat-ms", "200"};
+  if (options_.topology == Topology::broker) {
+    args.insert(args.end(), {"--broker", client_endpoint_});
+  } else {
+    args.insert(args.end(), {"--worker-endpoint", worker_endpoint_});
+    args.insert(args.end(), options_.broker_args.begin(),
+                options_.broker_args.end());
+  }
+  // A flag given twice is refused: the test's own drain timeout wins.
+  const auto& extra = options_.frontend_args;
+  if (std::find(extra.begin(), extra.end(), "--drain-timeout-ms") ==
+      extra.end()) {
+    args.insert(args.end(), {"--drain-timeout-ms", "1000"});
+  }
+  args.insert(args.end(), extra.begin(), extra.end());
+  frontend_.emplace_back(MONSOON_FRONTEND_BIN, args,
+                         directory_ + "/frontend.log");
+}
+
+const std::string& Stack::client_endpoint() const {
+  if (options_.topology != Topology::broker)
+    throw std::logic_error("a brokerless stack has no client endpoint");
+  return client_endpoint_;
+}
+
+ChildProcess& Stack::broker() {
+  if (options_.topology != Topology::broker)
+    throw std::logic_error("a brokerless stack has no broker process");
+  return broker_.at(0);
+}
+
 void Stack::start_broker() {
+  if (options_.topology != Topology::broker)
+    throw std::logic_error("a brokerless stack has no broker process");
   std::vector<std::string> args = {"--client-endpoint", client_endpoint_,
                                    "--worker-endpoint", worker_endpoint_,
                                    "--heartbeat-ms",    "200"};
@@ -209,7 +243,9 @@ Counters stop_and_read(ChildProcess& process, const Stack& stack,
 }  // namespace
 
 Counters Stack::stop_broker() {
-  return stop_and_read(broker(), *this, broker_exit_stats);
+  ChildProcess& host =
+      options_.topology == Topology::broker ? broker() : frontend();
+  return stop_and_read(host, *this, broker_exit_stats);
 }
 
 Counters Stack::stop_worker(std::size_t index) {

@@ -1,10 +1,12 @@
 // A whole Monsoon stack of real processes on 127.0.0.1 for integration tests:
-// one broker, N workers and one front end, on ports chosen free at run time,
+// one broker, N workers and one front end (or, brokerless, N workers and a
+// front end that hosts the dispatcher), on ports chosen free at run time,
 // with logs and the demo database in a private temporary directory.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -15,18 +17,31 @@
 
 namespace monsoon::test {
 
+// How the front end reaches the workers (README, "Topologies"): through a
+// broker process, or with the dispatcher in the front end itself
+// (monsoon-frontend --worker-endpoint). Tests about behaviour that does not
+// depend on it run in both: `Topology topology = GENERATE(Topology::broker,
+// Topology::brokerless);`.
+enum class Topology { broker, brokerless };
+std::ostream& operator<<(std::ostream& out, Topology topology);
+
 struct StackOptions {
   // The usual variation: how many workers, with how many slots each (in
-  // both pools, thread tasks and async tasks).
-  static StackOptions pool(int workers, int concurrency) {
+  // both pools, thread tasks and async tasks), in which topology.
+  static StackOptions pool(int workers, int concurrency,
+                           Topology topology = Topology::broker) {
     StackOptions options;
+    options.topology = topology;
     options.workers = workers;
     options.worker_concurrency = concurrency;
     return options;
   }
 
+  Topology topology = Topology::broker;
   int workers = 1;
   int worker_concurrency = 2;
+  // The dispatcher's flags: the broker's, or in the brokerless topology the
+  // front end's (add_broker_options gives both the same flags).
   std::vector<std::string> broker_args;
   std::vector<std::string> worker_args;
   std::vector<std::string> frontend_args;
@@ -41,8 +56,10 @@ class Stack {
   explicit Stack(StackOptions options = {});
   ~Stack();
 
+  Topology topology() const { return options_.topology; }
   std::uint16_t http_port() const { return http_port_; }
-  const std::string& client_endpoint() const { return client_endpoint_; }
+  // The broker's; the broker topology only (the brokerless one has none).
+  const std::string& client_endpoint() const;
   const std::string& worker_endpoint() const { return worker_endpoint_; }
   const std::string& directory() const { return directory_; }
 
@@ -66,22 +83,27 @@ class Stack {
 
   // SIGTERM to the broker; waits for it to exit and returns the counters of
   // its final stats line. Throws std::runtime_error (with the logs) when it
-  // does not exit within 15 s or logs no stats.
+  // does not exit within 15 s or logs no stats. Brokerless, the dispatcher
+  // stops with the front end that hosts it: this stops the front end.
   Counters stop_broker();
   // The same for workers()[index], with its final counters.
   Counters stop_worker(std::size_t index);
 
-  ChildProcess& broker() { return broker_.at(0); }
+  // The broker topology only: throws std::logic_error in the other.
+  ChildProcess& broker();
   ChildProcess& frontend() { return frontend_.at(0); }
   // start_worker() may move the elements: take references anew after it.
   std::vector<ChildProcess>& workers() { return workers_; }
 
+  // (Re)starts the broker; the broker topology only (std::logic_error).
   void start_broker();
   void start_worker(const std::vector<std::string>& extra_args = {});
   // Everything each process printed, for failure messages.
   std::string logs() const;
 
  private:
+  void start_frontend();
+
   StackOptions options_;
   std::string directory_;
   std::uint16_t http_port_ = 0;
