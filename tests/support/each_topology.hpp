@@ -7,8 +7,8 @@
 
 #include "stack.hpp"
 
-#define MONSOON_EACH_TOPOLOGY(name)                                  \
-  const ::monsoon::test::Topology name =                             \
-      GENERATE(::monsoon::test::Topology::broker,                    \
-               ::monsoon::test::Topology::brokerless);               \
+#define MONSOON_EACH_TOPOLOGY(name)                    \
+  const ::monsoon::test::Topology name =               \
+      GENERATE(::monsoon::test::Topology::broker,      \
+               ::monsoon::test::Topology::brokerless); \
   INFO("topology: " << name)
