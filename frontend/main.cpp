@@ -1,5 +1,6 @@
 // monsoon-frontend: the HTTP front end. Wiring only; see
-// monsoon/frontend/http_server.hpp and broker_link.hpp.
+// monsoon/frontend/http_server.hpp and broker_link.hpp, and, for the
+// dispatcher it hosts with --worker-endpoint, monsoon/broker/broker_thread.hpp.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>

@@ -20,8 +20,7 @@ namespace monsoon::test {
 // How the front end reaches the workers (README, "Topologies"): through a
 // broker process, or with the dispatcher in the front end itself
 // (monsoon-frontend --worker-endpoint). Tests about behaviour that does not
-// depend on it run in both: `Topology topology = GENERATE(Topology::broker,
-// Topology::brokerless);`.
+// depend on it run in both: MONSOON_EACH_TOPOLOGY (each_topology.hpp).
 enum class Topology { broker, brokerless };
 std::ostream& operator<<(std::ostream& out, Topology topology);
 
