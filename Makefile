@@ -3,6 +3,8 @@
 PORT ?= 8000
 WORKERS ?= 2
 CONCURRENCY ?= $(shell nproc)
+# broker (the default) or brokerless: README, "Topologies".
+TOPOLOGY ?= broker
 JOBS ?= 2
 BUILD_DIR ?= build
 SANITIZE_DIR ?= build-sanitize
@@ -30,7 +32,7 @@ build: deps $(BUILD_DIR)/CMakeCache.txt
 # and stops the stack. SKIP_BUILD=1 runs what is built as it is (the test of
 # make run does, on the tree under test).
 run: $(if $(SKIP_BUILD),,build)
-	@setpriv --pdeathsig TERM bash scripts/run-stack.sh $(BUILD_DIR)/bin $(PORT) $(WORKERS) $(CONCURRENCY)
+	@setpriv --pdeathsig TERM bash scripts/run-stack.sh $(BUILD_DIR)/bin $(PORT) $(WORKERS) $(CONCURRENCY) $(TOPOLOGY)
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)

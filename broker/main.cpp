@@ -4,6 +4,7 @@
 #include <string>
 
 #include "monsoon/broker/broker.hpp"
+#include "monsoon/broker/broker_options.hpp"
 #include "monsoon/common/logging.hpp"
 #include "monsoon/common/process_options.hpp"
 #include "monsoon/common/stop_signals.hpp"
@@ -12,11 +13,6 @@ int main(int argc, char** argv) {
   monsoon::block_stop_signals();
 
   monsoon::broker::BrokerConfig config;
-  monsoon::broker::DispatcherConfig& dispatch = config.dispatcher;
-  int retry_after_ms = static_cast<int>(dispatch.retry_after.count());
-  int grace_ms = static_cast<int>(dispatch.in_flight_grace.count());
-  int backoff_ms = static_cast<int>(dispatch.retry_backoff_base.count());
-  int backoff_max_ms = static_cast<int>(dispatch.retry_backoff_max.count());
   monsoon::ProcessOptions process;
 
   CLI::App app{
@@ -29,38 +25,7 @@ int main(int argc, char** argv) {
                  "Bind endpoint for workers (tcp://*:port or tcp://host:port)")
       ->capture_default_str();
   monsoon::add_process_options(app, process, "a worker");
-  app.add_option("--max-queue", dispatch.max_queue_per_task,
-                 "Most jobs waiting per task; more are rejected 'overloaded'")
-      ->capture_default_str();
-  app.add_option("--max-queued", dispatch.max_queued_total,
-                 "Most jobs waiting over all tasks")
-      ->capture_default_str();
-  app.add_option("--max-attempts", dispatch.max_attempts,
-                 "Dispatches of one job before a worker death or a 'retry' "
-                 "answer fails it")
-      ->check(CLI::Range(1, 100))
-      ->capture_default_str();
-  app.add_option("--max-workers", dispatch.max_workers,
-                 "Most registered workers; READY from more is ignored")
-      ->capture_default_str();
-  app.add_option("--retry-after-ms", retry_after_ms,
-                 "Retry hint sent with 'overloaded' rejections")
-      ->check(CLI::Range(0, 3'600'000))
-      ->capture_default_str();
-  app.add_option("--retry-backoff-ms", backoff_ms,
-                 "First delay before retrying a job whose task asked for it; "
-                 "doubles per attempt, with jitter")
-      ->check(CLI::Range(1, 3'600'000))
-      ->capture_default_str();
-  app.add_option("--retry-backoff-max-ms", backoff_max_ms,
-                 "Longest delay before a retry")
-      ->check(CLI::Range(1, 3'600'000))
-      ->capture_default_str();
-  app.add_option("--in-flight-grace-ms", grace_ms,
-                 "How long past its deadline a running job may take before "
-                 "its client is answered 'deadline_exceeded'")
-      ->check(CLI::Range(0, 3'600'000))
-      ->capture_default_str();
+  monsoon::broker::add_broker_options(app, config.dispatcher);
   app.add_option("--max-message-bytes", config.max_message_bytes,
                  "Largest frame accepted from a peer")
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 31))
@@ -69,11 +34,7 @@ int main(int argc, char** argv) {
   if (const auto exit_code = monsoon::parse_options(app, argc, argv)) {
     return *exit_code;
   }
-  dispatch.heartbeat = process.heartbeat();
-  dispatch.retry_after = std::chrono::milliseconds(retry_after_ms);
-  dispatch.in_flight_grace = std::chrono::milliseconds(grace_ms);
-  dispatch.retry_backoff_base = std::chrono::milliseconds(backoff_ms);
-  dispatch.retry_backoff_max = std::chrono::milliseconds(backoff_max_ms);
+  config.dispatcher.heartbeat = process.heartbeat();
 
   try {
     monsoon::init_logging("broker", process.log_level);

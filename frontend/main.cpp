@@ -1,13 +1,17 @@
 // monsoon-frontend: the HTTP front end. Wiring only; see
-// monsoon/frontend/http_server.hpp and broker_link.hpp.
+// monsoon/frontend/http_server.hpp and broker_link.hpp, and, for the
+// dispatcher it hosts with --worker-endpoint, monsoon/broker/broker_thread.hpp.
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <exception>
+#include <optional>
 #include <string>
 
+#include "monsoon/broker/broker_options.hpp"
+#include "monsoon/broker/broker_thread.hpp"
 #include "monsoon/common/logging.hpp"
 #include "monsoon/common/process_options.hpp"
 #include "monsoon/common/stop_signals.hpp"
@@ -16,22 +20,46 @@
 
 namespace {
 
+using monsoon::broker::BrokerConfig;
+using monsoon::broker::BrokerThread;
 using monsoon::frontend::BrokerLink;
 using monsoon::frontend::BrokerLinkConfig;
+using monsoon::frontend::DispatcherStatsSource;
 using monsoon::frontend::FrontendConfig;
 using monsoon::frontend::HttpServer;
 
-int serve(const FrontendConfig& config, const BrokerLinkConfig& link_config) {
+// With `embedded` (--worker-endpoint), the dispatcher runs here: bound
+// before the link connects to it, stopped after the link.
+int serve(const FrontendConfig& config, BrokerLinkConfig link_config,
+          const std::optional<BrokerConfig>& embedded) {
+  std::optional<BrokerThread> broker;
+  DispatcherStatsSource dispatcher_stats;
+  if (embedded) {
+    broker.emplace(*embedded);
+    link_config.endpoints = {broker->client_endpoint()};
+    dispatcher_stats = [&broker] { return broker->stats(); };
+  }
   BrokerLink link(link_config);
-  HttpServer server(config, link);
-  spdlog::info("listening on http://{}:{} ({} thread(s)), broker(s) {}",
-               config.host, server.port(), config.threads,
-               fmt::join(link_config.endpoints, ", "));
+  HttpServer server(config, link, dispatcher_stats);
+  if (broker) {
+    spdlog::info(
+        "listening on http://{}:{} ({} thread(s)), workers on {} (no broker "
+        "process)",
+        config.host, server.port(), config.threads, broker->worker_endpoint());
+  } else {
+    spdlog::info("listening on http://{}:{} ({} thread(s)), broker(s) {}",
+                 config.host, server.port(), config.threads,
+                 fmt::join(link_config.endpoints, ", "));
+  }
   monsoon::StopSignalWatcher watcher([&server] {
     spdlog::info("stop requested");
     server.stop();
   });
+  // HTTP drained first, then the link (its pending jobs answered), then the
+  // dispatcher (its DISCONNECTs to the workers).
   server.run();
+  link.stop();
+  if (broker) broker->stop();
   spdlog::info("stopped");
   return 0;
 }
@@ -43,6 +71,7 @@ int main(int argc, char** argv) {
 
   FrontendConfig config;
   BrokerLinkConfig link_config;
+  BrokerConfig broker_config;
   std::int64_t default_timeout_ms = config.timeouts.default_timeout.count();
   std::int64_t max_timeout_ms = config.timeouts.max_timeout.count();
   std::int64_t idle_timeout_ms = config.idle_timeout.count();
@@ -51,20 +80,28 @@ int main(int argc, char** argv) {
   monsoon::ProcessOptions process;
 
   CLI::App app{
-      "Monsoon HTTP front end: serves HTTP and runs jobs through the broker"};
+      "Monsoon HTTP front end: serves HTTP and runs jobs through the broker, "
+      "or, with --worker-endpoint, hands them to workers itself"};
   app.add_option("--host", config.host, "Address to listen on")
       ->capture_default_str();
   app.add_option("--port", config.port, "TCP port to listen on (0 = any)")
       ->capture_default_str();
-  app.add_option("--broker", link_config.endpoints,
-                 "A broker's client endpoint; repeat it (or give a comma "
-                 "list) for several brokers, all active: jobs are spread over "
-                 "the live ones")
-      ->delimiter(',')
-      ->capture_default_str();
+  CLI::Option* broker_option =
+      app.add_option("--broker", link_config.endpoints,
+                     "A broker's client endpoint; repeat it (or give a comma "
+                     "list) for several brokers, all active: jobs are spread "
+                     "over the live ones")
+          ->delimiter(',')
+          ->capture_default_str();
   app.add_flag("--reuse-port", config.reuse_port,
                "Share the port with other front ends that set it too "
                "(SO_REUSEPORT): the kernel spreads connections over them");
+  CLI::Option* worker_endpoint =
+      app.add_option("--worker-endpoint", broker_config.worker_endpoint,
+                     "Run the dispatcher in this process, with no broker: "
+                     "bind this endpoint for workers (tcp://*:port or "
+                     "tcp://host:port), as a broker's --worker-endpoint")
+          ->excludes(broker_option);
   app.add_option("--threads", config.threads, "I/O threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
@@ -78,7 +115,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-message-bytes", link_config.max_message_bytes,
                  "Largest frame accepted from the broker (a RESULT's result); "
-                 "told to the broker with every job")
+                 "told to the broker with every job. With --worker-endpoint "
+                 "also the largest accepted from a worker")
       ->check(CLI::Range(std::size_t{128} << 10, std::size_t{1} << 31))
       ->capture_default_str();
   // Bodies must fit our own frame limit too; the broker's, which it tells in
@@ -116,7 +154,13 @@ int main(int argc, char** argv) {
                  "Open connections allowed; more are closed at once")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  monsoon::add_process_options(app, process, "the broker");
+  monsoon::add_process_options(app, process,
+                               "the broker (with --worker-endpoint: a worker)");
+  for (CLI::Option* option :
+       monsoon::broker::add_broker_options(app, broker_config.dispatcher)) {
+    option->group("Dispatcher (with --worker-endpoint)")
+        ->needs(worker_endpoint);
+  }
   // Checks across options, part of parsing so that --print-config checks
   // them too.
   app.callback([&] {
@@ -146,9 +190,17 @@ int main(int argc, char** argv) {
   config.request_timeout = std::chrono::milliseconds(request_timeout_ms);
   config.drain_timeout = std::chrono::milliseconds(drain_timeout_ms);
 
+  std::optional<BrokerConfig> embedded;
+  if (*worker_endpoint) {
+    broker_config.client_endpoint = monsoon::broker::unique_inproc_endpoint();
+    broker_config.max_message_bytes = link_config.max_message_bytes;
+    broker_config.dispatcher.heartbeat = process.heartbeat();
+    embedded = broker_config;
+  }
+
   monsoon::init_logging("frontend", process.log_level);
   try {
-    return serve(config, link_config);
+    return serve(config, link_config, embedded);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return 1;

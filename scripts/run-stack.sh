@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Runs a whole Monsoon stack on 127.0.0.1 (broker, a worker pool, front end)
 # until a stop signal, then stops every process it started, by PID, and exits
-# only when none of them is left.
-# Usage: run-stack.sh BIN_DIR [PORT] [WORKERS] [CONCURRENCY]
+# only when none of them is left. TOPOLOGY brokerless runs no broker: the
+# front end hosts the dispatcher (--worker-endpoint) and the workers connect
+# to it (README, "Topologies").
+# Usage: run-stack.sh BIN_DIR [PORT] [WORKERS] [CONCURRENCY] [TOPOLOGY]
 #
 # How it stops (the README's "Quick start" says the same):
 # - The first SIGINT (Ctrl-C), SIGTERM or SIGHUP drains the stack: SIGTERM to
 #   the front end, which answers what is pending while the broker and the
 #   workers are still there; then SIGTERM to the workers, which finish their
-#   jobs (up to their --drain-timeout-ms), and the broker. Whatever is still
+#   jobs (up to their --drain-timeout-ms), and the broker (brokerless: the
+#   front end's dispatcher stops with it, once it answered). Whatever is still
 #   running $stop_timeout seconds after its SIGTERM gets SIGKILL.
 # - A SIGINT while stopping (a second Ctrl-C) SIGKILLs every process left.
 # - More SIGTERMs and SIGHUPs change nothing: one request to stop often comes
@@ -25,13 +28,22 @@
 # a program without handlers would, so its caller sees how it ended.
 set -uo pipefail
 
-bin=${1:?usage: run-stack.sh BIN_DIR [PORT] [WORKERS] [CONCURRENCY]}
+bin=${1:?usage: run-stack.sh BIN_DIR [PORT] [WORKERS] [CONCURRENCY] [TOPOLOGY]}
 port=${2:-8000}
 workers=${3:-2}
 concurrency=${4:-$(nproc)}
+topology=${5:-broker}
+if [[ $topology != broker && $topology != brokerless ]]; then
+  printf 'TOPOLOGY is broker or brokerless, not %s\n' "$topology" >&2
+  exit 2
+fi
 state=${MONSOON_STATE_DIR:-$(dirname "$bin")/run}
 client_endpoint=${MONSOON_CLIENT_ENDPOINT:-tcp://127.0.0.1:5555}
 worker_endpoint=${MONSOON_WORKER_ENDPOINT:-tcp://127.0.0.1:5556}
+# Every process reads MONSOON_<OPTION> variables (README, "Configuration"):
+# these two would also reach the front end, for which MONSOON_WORKER_ENDPOINT
+# means hosting the dispatcher. They are given as flags below instead.
+unset MONSOON_CLIENT_ENDPOINT MONSOON_WORKER_ENDPOINT
 # A worker drains for up to 10 s (--drain-timeout-ms), then gives cancelled
 # tasks 5 s more: SIGKILL only after both.
 stop_timeout=17
@@ -139,6 +151,8 @@ stop_group() {
 # The front end first (it answers what is pending while the broker is still
 # there), then the workers (their last DONEs still reach the broker), then
 # the broker (the first process started) and whatever else is left.
+# Brokerless, the front end is the first process started, and the workers
+# follow it.
 stop() {
   local alive
   reap
@@ -162,16 +176,30 @@ finish() {
 }
 trap finish EXIT
 
-start "$bin/monsoon-broker" --client-endpoint "$client_endpoint" \
-  --worker-endpoint "$worker_endpoint"
-for i in $(seq "$workers"); do
-  [[ -n $stop_signal ]] && exit 0
-  start "$bin/monsoon-worker" --broker "$worker_endpoint" --concurrency "$concurrency" \
-    --name "worker-$i@$(hostname)" --db-path "$state/demo.sqlite3"
-done
-[[ -n $stop_signal ]] && exit 0
-start "$bin/monsoon-frontend" --host 127.0.0.1 --port "$port" --broker "$client_endpoint"
-frontend=${pids[-1]}
+start_workers() {
+  local i
+  for i in $(seq "$workers"); do
+    [[ -n $stop_signal ]] && exit 0
+    start "$bin/monsoon-worker" --broker "$worker_endpoint" --concurrency "$concurrency" \
+      --name "worker-$i@$(hostname)" --db-path "$state/demo.sqlite3"
+  done
+  if [[ -n $stop_signal ]]; then exit 0; fi
+}
+
+if [[ $topology == broker ]]; then
+  start "$bin/monsoon-broker" --client-endpoint "$client_endpoint" \
+    --worker-endpoint "$worker_endpoint"
+  start_workers
+  start "$bin/monsoon-frontend" --host 127.0.0.1 --port "$port" --broker "$client_endpoint"
+  frontend=${pids[-1]}
+  shape="$workers workers x $concurrency slots"
+else
+  start "$bin/monsoon-frontend" --host 127.0.0.1 --port "$port" \
+    --worker-endpoint "$worker_endpoint"
+  frontend=${pids[-1]}
+  start_workers
+  shape="brokerless: $workers workers x $concurrency slots on $worker_endpoint"
+fi
 
 # A process that exited names itself and ends the script (which stops the rest).
 check_running() {
@@ -194,7 +222,7 @@ while [[ -z $stop_signal ]] && ((SECONDS < deadline)); do
 done
 
 [[ -n $stop_signal ]] || say "" \
-  "Monsoon is running at $url  ($workers workers x $concurrency slots; Ctrl-C stops it)" \
+  "Monsoon is running at $url  ($shape; Ctrl-C stops it)" \
   "" \
   "  curl $url/now" \
   "  curl -X POST $url/jobs/echo -H 'Content-Type: application/json' -d '{\"hello\": \"monsoon\"}'" \

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <stdexcept>
 #include <zmq.hpp>
 
 #include "log_throttle.hpp"
 #include "monsoon/common/protocol.hpp"
 #include "monsoon/common/wakeup.hpp"
+#include "monsoon/common/zmq_context.hpp"
 #include "monsoon/common/zmq_send.hpp"
 
 namespace monsoon::broker {
@@ -73,14 +75,19 @@ BrokerConfig resolved(BrokerConfig config) {
 struct Broker::Impl {
   explicit Impl(BrokerConfig cfg)
       : config(resolved(std::move(cfg))),
-        clients(bind_router(context, config, config.client_endpoint, "client")),
-        workers(bind_router(context, config, config.worker_endpoint, "worker")),
+        clients(
+            bind_router(*context, config, config.client_endpoint, "client")),
+        workers(
+            bind_router(*context, config, config.worker_endpoint, "worker")),
         client_endpoint(clients.get(zmq::sockopt::last_endpoint)),
         worker_endpoint(workers.get(zmq::sockopt::last_endpoint)),
-        dispatcher(config.dispatcher) {}
+        dispatcher(config.dispatcher),
+        published_stats(dispatcher.stats()) {}
 
   BrokerConfig config;
-  zmq::context_t context{1};
+  // Shared with the process's other components: a client in the same
+  // process may connect to an inproc:// client endpoint.
+  std::shared_ptr<zmq::context_t> context = shared_zmq_context();
   zmq::socket_t clients;
   zmq::socket_t workers;
   const std::string client_endpoint;
@@ -93,6 +100,10 @@ struct Broker::Impl {
   protocol::Frames frames;  // reused receive buffer
   LogThrottle malformed_log{std::chrono::seconds(1)};
   LogThrottle unroutable_log{std::chrono::seconds(1)};
+  // The dispatcher's stats as of the loop's latest pass, for stats() on
+  // other threads.
+  mutable std::mutex stats_mutex;
+  DispatcherStats published_stats;  // guarded by stats_mutex
 
   void run() {
     if (ran) throw std::logic_error("Broker::run() called twice");
@@ -109,6 +120,7 @@ struct Broker::Impl {
       auto now = Clock::now();
       dispatcher.on_tick(now, outbox);
       flush(now);
+      publish_stats();
       if (now >= next_stats) {
         spdlog::debug("stats: {}", to_string(dispatcher.stats()));
         next_stats = now + config.stats_interval;
@@ -126,6 +138,17 @@ struct Broker::Impl {
       }
     }
     shut_down();
+  }
+
+  void publish_stats() {
+    DispatcherStats stats = dispatcher.stats();
+    std::lock_guard lock(stats_mutex);
+    published_stats = stats;
+  }
+
+  DispatcherStats stats() const {
+    std::lock_guard lock(stats_mutex);
+    return published_stats;
   }
 
   static void poll(std::span<zmq::pollitem_t> items, milliseconds timeout) {
@@ -273,6 +296,7 @@ struct Broker::Impl {
     clients.set(zmq::sockopt::linger, linger);
     workers.close();
     clients.close();
+    publish_stats();
     spdlog::info("broker stopped: {}", to_string(dispatcher.stats()));
   }
 };
@@ -297,6 +321,6 @@ const std::string& Broker::worker_endpoint() const noexcept {
   return impl_->worker_endpoint;
 }
 
-DispatcherStats Broker::stats() const { return impl_->dispatcher.stats(); }
+DispatcherStats Broker::stats() const { return impl_->stats(); }
 
 }  // namespace monsoon::broker

@@ -228,6 +228,9 @@ void BrokerSession::open(Clock::time_point now) {
     throw std::invalid_argument("cannot connect to broker endpoint '" +
                                 config_.endpoint + "': " + e.what());
   }
+  // An inproc connection (a dispatcher in this process) exists as soon as
+  // it is made, and libzmq reports no connection events for it.
+  if (config_.endpoint.starts_with("inproc://")) connected_ = true;
   if (opened_once_) reconnects_.fetch_add(1, std::memory_order_relaxed);
   opened_once_ = true;
   liveness_ = PeerLiveness(config_.heartbeat, now);

@@ -86,7 +86,8 @@ struct Counters {
 // The listener and everything the sessions share; HttpServer::Impl.
 class Server : public std::enable_shared_from_this<Server> {
  public:
-  Server(FrontendConfig config, JobLink& link);
+  Server(FrontendConfig config, JobLink& link,
+         DispatcherStatsSource dispatcher_stats);
 
   void run();
   void stop() {
@@ -135,9 +136,15 @@ class Server : public std::enable_shared_from_this<Server> {
 
   ServerStats stats() const;
   ServerLimits limits() const;
+  // nullopt when no dispatcher runs in this process.
+  std::optional<broker::DispatcherStats> dispatcher_stats() const {
+    if (!dispatcher_stats_) return std::nullopt;
+    return dispatcher_stats_();
+  }
 
   const FrontendConfig config_;
   JobLink& link_;
+  const DispatcherStatsSource dispatcher_stats_;
   Counters counters_;
   std::atomic<bool> draining_{false};
   std::uint16_t port_ = 0;
@@ -345,14 +352,16 @@ class Session : public std::enable_shared_from_this<Session> {
         case Route::Kind::healthz: {
           bool reachable = server_.link_.reachable();
           return reply(reachable ? 200 : 503,
-                       healthz_body(reachable, server_.link_.stats().pending),
+                       healthz_body(reachable, server_.link_.stats().pending,
+                                    server_.dispatcher_stats()),
                        kJson, reachable ? 0 : 1);
         }
         case Route::Kind::metrics:
-          return reply(200,
-                       metrics_text(server_.stats(), server_.link_.stats(),
-                                    server_.limits()),
-                       kPrometheusText);
+          return reply(
+              200,
+              metrics_text(server_.stats(), server_.link_.stats(),
+                           server_.limits(), server_.dispatcher_stats()),
+              kPrometheusText);
         case Route::Kind::job:
           return start_job(route);
         case Route::Kind::error:
@@ -603,9 +612,11 @@ tcp::endpoint resolve(const std::string& host, std::uint16_t port) {
   return *results.begin();
 }
 
-Server::Server(FrontendConfig config, JobLink& link)
+Server::Server(FrontendConfig config, JobLink& link,
+               DispatcherStatsSource dispatcher_stats)
     : config_(std::move(config)),
       link_(link),
+      dispatcher_stats_(std::move(dispatcher_stats)),
       ioc_(std::max(config_.threads, 1)),
       accept_executor_(connection_executor()),
       acceptor_(accept_executor_),
@@ -855,8 +866,10 @@ class HttpServer::Impl final : public Server {
   using Server::Server;
 };
 
-HttpServer::HttpServer(FrontendConfig config, JobLink& link)
-    : impl_(std::make_shared<Impl>(std::move(config), link)) {}
+HttpServer::HttpServer(FrontendConfig config, JobLink& link,
+                       DispatcherStatsSource dispatcher_stats)
+    : impl_(std::make_shared<Impl>(std::move(config), link,
+                                   std::move(dispatcher_stats))) {}
 
 HttpServer::~HttpServer() = default;
 

@@ -34,11 +34,18 @@ std::string now_body(std::chrono::system_clock::time_point now) {
   return std::string(text, static_cast<std::size_t>(length));
 }
 
-std::string healthz_body(bool broker_reachable, std::uint64_t pending) {
-  return to_json(
-      Value{{"status", broker_reachable ? "ok" : "unavailable"},
-            {"broker", broker_reachable ? "reachable" : "unreachable"},
-            {"pending", pending}});
+std::string healthz_body(
+    bool broker_reachable, std::uint64_t pending,
+    const std::optional<broker::DispatcherStats>& dispatcher) {
+  Value body{{"status", broker_reachable ? "ok" : "unavailable"},
+             {"broker", broker_reachable ? "reachable" : "unreachable"},
+             {"pending", pending}};
+  if (dispatcher) {
+    body["workers"] = dispatcher->workers;
+    body["queued"] = dispatcher->queued;
+    body["in_flight"] = dispatcher->in_flight;
+  }
+  return to_json(body);
 }
 
 namespace {
@@ -79,8 +86,10 @@ class MetricsWriter {
 
 }  // namespace
 
-std::string metrics_text(const ServerStats& server, const BrokerLinkStats& link,
-                         const ServerLimits& limits) {
+std::string metrics_text(
+    const ServerStats& server, const BrokerLinkStats& link,
+    const ServerLimits& limits,
+    const std::optional<broker::DispatcherStats>& dispatcher) {
   MetricsWriter out;
   out.header("http_responses_total", "counter",
              "HTTP responses sent, by status class.");
@@ -138,6 +147,31 @@ std::string metrics_text(const ServerStats& server, const BrokerLinkStats& link,
   out.metric("jobs_resent_total", "counter",
              "Pending jobs sent again after their broker was lost.",
              link.resent);
+
+  if (dispatcher) {
+    out.metric("broker_workers", "gauge",
+               "Workers registered with the dispatcher this process hosts.",
+               dispatcher->workers);
+    out.metric("broker_jobs_queued", "gauge",
+               "Jobs waiting for a worker (retries waiting out their "
+               "back-off not included).",
+               dispatcher->queued);
+    out.metric("broker_jobs_in_flight", "gauge",
+               "Jobs given to a worker and not yet done.",
+               dispatcher->in_flight);
+    out.metric("broker_jobs_dispatched_total", "counter",
+               "JOBs sent to workers, re-dispatches included.",
+               dispatcher->dispatched);
+    out.metric("broker_jobs_rejected_overloaded_total", "counter",
+               "Jobs refused because the dispatcher's queues were full.",
+               dispatcher->rejected_overloaded);
+    out.metric("broker_jobs_requeued_total", "counter",
+               "Jobs queued again after their worker died.",
+               dispatcher->requeued);
+    out.metric("broker_workers_lost_total", "counter",
+               "Workers declared dead (silent, unreachable or gone).",
+               dispatcher->workers_lost);
+  }
 
   out.metric("limit_max_connections", "gauge",
              "Configured maximum of open connections.", limits.max_connections);

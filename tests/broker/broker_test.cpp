@@ -5,6 +5,10 @@
 #include <thread>
 #include <zmq_addon.hpp>
 
+#include "eventually.hpp"
+#include "monsoon/broker/broker_thread.hpp"
+#include "monsoon/common/zmq_context.hpp"
+
 using namespace monsoon;
 using namespace monsoon::broker;
 using protocol::Command;
@@ -204,4 +208,50 @@ TEST_CASE("Broker answers a client's HELLO with its frame limit") {
   CHECK(welcome.max_message_bytes == 300'000);
   CHECK(welcome.heartbeat_ms > 0);
   CHECK(running.stop_within(seconds(5)));
+}
+
+TEST_CASE("BrokerThread serves a client of its own process over inproc") {
+  BrokerConfig config = ephemeral_config();
+  config.client_endpoint = unique_inproc_endpoint();
+  CHECK(unique_inproc_endpoint() != config.client_endpoint);
+  // Declared first: the sockets below must close before it terminates.
+  std::shared_ptr<zmq::context_t> context = shared_zmq_context();
+  BrokerThread broker(config);
+  CHECK(broker.client_endpoint() == config.client_endpoint);
+  zmq::socket_t worker = dealer(*context, broker.worker_endpoint());
+  zmq::socket_t client = dealer(*context, broker.client_endpoint());
+
+  protocol::WorkerInfo info;
+  info.tasks = {"echo"};
+  info.slots = 1;
+  info.name = "in-process";
+  send(worker, protocol::encode_ready(info));
+  CHECK(protocol::decode_welcome(receive(worker)).ok);
+  // Read while the broker's thread runs (TSan checks the hand-over).
+  CHECK(monsoon::test::eventually([&] { return broker.stats().workers == 1; },
+                                  seconds(5)));
+
+  const std::string args = "\xa2hi";  // MessagePack "hi"
+  send(client, protocol::encode_job(Command::Submit, "echo", {9, 5000, 1},
+                                    zmq::message_t(args.data(), args.size())));
+  protocol::Frames job_frames = receive(worker);
+  protocol::JobMessage job = protocol::decode_job(Command::Job, job_frames);
+  CHECK(monsoon::test::eventually([&] { return broker.stats().in_flight == 1; },
+                                  seconds(5)));
+  send(worker,
+       protocol::encode_outcome(Command::Done, "echo",
+                                protocol::OutcomeMeta::success(job.meta.id),
+                                std::move(job.args)));
+  protocol::Frames result_frames = receive(client);
+  protocol::OutcomeMessage result =
+      protocol::decode_outcome(Command::Result, result_frames);
+  CHECK(result.meta.id == 9);
+  CHECK(result.result.to_string() == args);
+
+  broker.stop();
+  broker.stop();  // idempotent
+  CHECK(protocol::decode_command(receive(worker)) == Command::Disconnect);
+  DispatcherStats stats = broker.stats();
+  CHECK(stats.completed == 1);
+  CHECK(stats.in_flight == 0);
 }

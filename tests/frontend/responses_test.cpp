@@ -36,6 +36,20 @@ TEST_CASE("/healthz reports the broker and the pending jobs") {
                                                     {"pending", 0}});
 }
 
+TEST_CASE("/healthz of a front end hosting the dispatcher shows its workers") {
+  monsoon::broker::DispatcherStats dispatcher;
+  dispatcher.workers = 2;
+  dispatcher.queued = 5;
+  dispatcher.in_flight = 7;
+  CHECK(Json::parse(healthz_body(true, 12, dispatcher)) ==
+        Json{{"status", "ok"},
+             {"broker", "reachable"},
+             {"pending", 12},
+             {"workers", 2},
+             {"queued", 5},
+             {"in_flight", 7}});
+}
+
 TEST_CASE("/metrics is Prometheus text with every counter") {
   ServerStats server;
   server.responses_by_class[2] = 17;
@@ -69,4 +83,25 @@ TEST_CASE("/metrics is Prometheus text with every counter") {
     CHECK(text.find(line) != std::string::npos);
   }
   CHECK(text.back() == '\n');
+  // No dispatcher in this process: none of its metrics.
+  CHECK(text.find("monsoon_frontend_broker_workers") == std::string::npos);
+
+  monsoon::broker::DispatcherStats dispatcher;
+  dispatcher.workers = 3;
+  dispatcher.queued = 4;
+  dispatcher.in_flight = 6;
+  dispatcher.workers_lost = 1;
+  dispatcher.requeued = 2;
+  std::string hosting = metrics_text(server, link, limits, dispatcher);
+  for (std::string_view line :
+       {"monsoon_frontend_broker_workers 3\n",
+        "monsoon_frontend_broker_jobs_queued 4\n",
+        "monsoon_frontend_broker_jobs_in_flight 6\n",
+        "monsoon_frontend_broker_workers_lost_total 1\n",
+        "monsoon_frontend_broker_jobs_requeued_total 2\n",
+        "# TYPE monsoon_frontend_broker_workers gauge\n",
+        "monsoon_frontend_jobs_pending 9\n"}) {
+    INFO(line);
+    CHECK(hosting.find(line) != std::string::npos);
+  }
 }

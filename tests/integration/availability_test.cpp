@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "each_topology.hpp"
 #include "stack.hpp"
 
 using monsoon::test::eventually;
@@ -37,12 +38,15 @@ TEST_CASE("an unreachable broker means 503 with Retry-After, then recovery",
 }
 
 TEST_CASE("every process stops cleanly on SIGTERM", "[integration]") {
-  Stack stack;
-  stack.frontend().signal(SIGTERM);
-  stack.workers().at(0).signal(SIGTERM);
-  stack.broker().signal(SIGTERM);
-  for (auto* process :
-       {&stack.frontend(), &stack.workers().at(0), &stack.broker()}) {
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack stack(monsoon::test::StackOptions::pool(1, 2, topology));
+  std::vector<monsoon::test::ChildProcess*> processes = {
+      &stack.frontend(), &stack.workers().at(0)};
+  if (topology == monsoon::test::Topology::broker) {
+    processes.push_back(&stack.broker());
+  }
+  for (auto* process : processes) process->signal(SIGTERM);
+  for (auto* process : processes) {
     auto status = process->wait_exit(15s);
     INFO(stack.logs());
     REQUIRE(status);
@@ -54,7 +58,9 @@ TEST_CASE("every process stops cleanly on SIGTERM", "[integration]") {
 TEST_CASE("jobs outlasting the front end's drain get 503 shutting_down",
           "[integration]") {
   constexpr int kJobs = 20;
+  MONSOON_EACH_TOPOLOGY(topology);
   monsoon::test::StackOptions options;
+  options.topology = topology;
   options.frontend_args = {"--drain-timeout-ms", "300"};
   // The worker gives up on the sleeps at once when the test ends.
   options.worker_args = {"--drain-timeout-ms", "0"};
@@ -112,6 +118,28 @@ TEST_CASE("the front end refuses a body limit the broker could not carry",
   CHECK(WIFEXITED(*status));
   CHECK(WEXITSTATUS(*status) != 0);
   CHECK(output.find("--max-body-bytes") != std::string::npos);
+}
+
+TEST_CASE("the front end takes --broker or --worker-endpoint, not both",
+          "[integration]") {
+  auto log =
+      std::filesystem::temp_directory_path() /
+      ("monsoon-frontend-topology-" + std::to_string(::getpid()) + ".log");
+  std::filesystem::remove(log);
+  monsoon::test::ChildProcess frontend(
+      MONSOON_FRONTEND_BIN,
+      {"--port", "0", "--broker", "tcp://127.0.0.1:5555", "--worker-endpoint",
+       "tcp://127.0.0.1:*"},
+      log.string());
+  auto status = frontend.wait_exit(10s);
+  std::string output = frontend.log();
+  std::filesystem::remove(log);
+  INFO(output);
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) != 0);
+  CHECK(output.find("--broker excludes --worker-endpoint") !=
+        std::string::npos);
 }
 
 TEST_CASE("jobs pending across a broker restart are sent again and answered",

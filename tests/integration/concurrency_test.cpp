@@ -1,9 +1,11 @@
 // The seed's whole point: slow work never blocks fast routes, many jobs are
-// in flight at once without mixing up their answers, and workers share load.
+// in flight at once without mixing up their answers, and workers share load;
+// with a broker process and without one.
 #include <catch2/catch.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "each_topology.hpp"
 #include "stack.hpp"
 
 using monsoon::test::eventually;
@@ -17,8 +19,9 @@ using namespace std::chrono_literals;
 
 TEST_CASE("/now answers at once while 500 slow jobs are pending",
           "[integration]") {
+  MONSOON_EACH_TOPOLOGY(topology);
   monsoon::test::raise_open_files_limit();
-  Stack stack(StackOptions::pool(1, 2));
+  Stack stack(StackOptions::pool(1, 2, topology));
 
   std::vector<HttpRequest> slow(
       500, HttpRequest{.method = "POST",
@@ -42,8 +45,9 @@ TEST_CASE("/now answers at once while 500 slow jobs are pending",
 }
 
 TEST_CASE("1000 concurrent jobs each get their own result", "[integration]") {
+  MONSOON_EACH_TOPOLOGY(topology);
   monsoon::test::raise_open_files_limit();
-  Stack stack(StackOptions::pool(2, 2));
+  Stack stack(StackOptions::pool(2, 2, topology));
 
   std::vector<HttpRequest> requests;
   for (int i = 0; i < 1000; ++i) {
@@ -69,7 +73,8 @@ TEST_CASE("1000 concurrent jobs each get their own result", "[integration]") {
 }
 
 TEST_CASE("workers share the load", "[integration]") {
-  Stack stack(StackOptions::pool(3, 1));
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack stack(StackOptions::pool(3, 1, topology));
   // Every worker must have registered before we count.
   REQUIRE(stack.all_workers_serving(20s));
   std::map<std::string, int> jobs_per_worker;

@@ -1036,6 +1036,53 @@ TEST_CASE("foreign and malformed messages to the broker are dropped, counted",
   CHECK(broker["unknown_worker_messages"] == 1);
 }
 
+// Brokerless, the front end's own process binds the worker endpoint: what a
+// hostile peer sends there must cost it nothing but counters.
+TEST_CASE(
+    "a front end hosting the dispatcher drops what a hostile worker sends",
+    "[integration][hostile]") {
+  StackOptions options;
+  options.topology = monsoon::test::Topology::brokerless;
+  options.frontend_args = {"--max-message-bytes", "131072", "--max-body-bytes",
+                           "65536"};
+  Stack stack(options);
+  zmq::context_t context;
+  Peer worker(context, zmq::socket_type::dealer);
+  worker.connect(stack.worker_endpoint());
+
+  // A frame over --max-message-bytes costs the sender its connection; the
+  // DEALER reconnects.
+  worker.send(
+      {kSig, command(protocol::Command::Heartbeat), std::string(200'000, 'x')});
+  std::vector<Message> garbage = foreign_messages();
+  for (auto& m : hostile_readies()) garbage.push_back(m);
+  for (auto& m : hostile_jobs(protocol::Command::Job)) garbage.push_back(m);
+  garbage.push_back(job(protocol::Command::Submit, 1, "echo", kNil));
+  garbage.push_back(outcome(protocol::Command::Result, 1, kNil));
+  // Well-formed, but from a worker it does not know: "register first",
+  // once the connection is back (messages sent before may be lost with it).
+  const Message disconnect = {kSig, command(protocol::Command::Disconnect)};
+  std::size_t sent = 0;
+  CHECK(eventually(
+      [&] {
+        for (const auto& message : garbage) worker.send(message);
+        sent += garbage.size();
+        worker.send(outcome(protocol::Command::Done, 1, kNil));
+        auto reply = worker.receive(500ms);
+        return reply && *reply == disconnect;
+      },
+      10s));
+
+  CHECK(stack.frontend().running());
+  CHECK(echo_works(stack));
+  Counters broker = stack.stop_broker();  // stops the front end
+  INFO(monsoon::test::to_string(broker));
+  CHECK(broker["malformed_dropped"] >= garbage.size());
+  CHECK(broker["malformed_dropped"] <= sent);
+  CHECK(broker["unknown_worker_messages"] >= 1);
+  CHECK(broker["workers_lost"] == 0);
+}
+
 TEST_CASE("a real worker survives a hostile broker", "[integration][hostile]") {
   zmq::context_t context;
   Peer broker(context, zmq::socket_type::router);

@@ -1,9 +1,11 @@
-// End to end through real processes: HTTP -> front end -> broker -> worker.
+// End to end through real processes: HTTP -> front end -> broker -> worker,
+// and HTTP -> front end hosting the dispatcher -> worker (brokerless).
 #include <httplib.h>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "each_topology.hpp"
 #include "monsoon/common/value.hpp"
 #include "stack.hpp"
 
@@ -11,17 +13,26 @@ using monsoon::test::HttpRequest;
 using monsoon::test::HttpResponse;
 using monsoon::test::Stack;
 using monsoon::test::StackOptions;
+using monsoon::test::Topology;
 using Json = nlohmann::json;
 
 namespace {
 
-Stack& shared_stack() {
-  static Stack stack([] {
-    StackOptions options = StackOptions::pool(1, 4);
-    options.frontend_args = {"--max-body-bytes", "65536"};
-    options.worker_executable = MONSOON_TEST_WORKER_BIN;
-    return options;
-  }());
+StackOptions pipeline_options(Topology topology) {
+  StackOptions options = StackOptions::pool(1, 4, topology);
+  options.frontend_args = {"--max-body-bytes", "65536"};
+  options.worker_executable = MONSOON_TEST_WORKER_BIN;
+  return options;
+}
+
+// One stack per topology, started on first use, shared by the test cases
+// here: each runs in both.
+Stack& shared_stack(Topology topology) {
+  if (topology == Topology::broker) {
+    static Stack stack(pipeline_options(Topology::broker));
+    return stack;
+  }
+  static Stack stack(pipeline_options(Topology::brokerless));
   return stack;
 }
 
@@ -37,7 +48,8 @@ Json error_of(const HttpResponse& response) {
 }  // namespace
 
 TEST_CASE("echo returns its JSON args unchanged", "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   const char* args =
       R"({"n":[1,-2,3.25,18446744073709551615],"s":"天气 🌧️","nested":{"a":{"b":[null,true]}}})";
   HttpResponse response = stack.post_json("/jobs/echo", args);
@@ -50,7 +62,8 @@ TEST_CASE("echo returns its JSON args unchanged", "[integration]") {
 
 TEST_CASE("a body sent the way curl -d sends it is read as JSON",
           "[integration]") {
-  HttpResponse response = shared_stack().request(
+  MONSOON_EACH_TOPOLOGY(topology);
+  HttpResponse response = shared_stack(topology).request(
       {.method = "POST",
        .target = "/jobs/echo",
        .body = R"({"ms": 1})",
@@ -60,13 +73,15 @@ TEST_CASE("a body sent the way curl -d sends it is read as JSON",
 }
 
 TEST_CASE("an empty body means null args", "[integration]") {
-  HttpResponse response = shared_stack().post_json("/jobs/echo", "");
+  MONSOON_EACH_TOPOLOGY(topology);
+  HttpResponse response = shared_stack(topology).post_json("/jobs/echo", "");
   REQUIRE(response.status == 200);
   CHECK(Json::parse(response.body).is_null());
 }
 
 TEST_CASE("msgpack in and out when the client asks for it", "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   Json args = {{"bytes", Json::binary({0, 1, 2, 255})}, {"k", 1}};
   HttpResponse response =
       stack.request({.method = "POST",
@@ -90,7 +105,8 @@ TEST_CASE("msgpack in and out when the client asks for it", "[integration]") {
 
 TEST_CASE("JSON a value cannot carry exactly gets 400 saying why",
           "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"18446744073709551616", "18446744073709551616"},
       {"123456789012345678901234567890", "123456789012345678901234567890"},
@@ -118,7 +134,8 @@ TEST_CASE("JSON a value cannot carry exactly gets 400 saying why",
 
 TEST_CASE("MessagePack comes back as its bytes or exact JSON or a 406",
           "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   const std::string nan("\xcb\x7f\xf8\0\0\0\0\0\0", 9);
   struct Case {
     std::string name;
@@ -168,7 +185,8 @@ TEST_CASE("MessagePack comes back as its bytes or exact JSON or a 406",
 }
 
 TEST_CASE("sleep, hash and db.query run on the worker", "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
 
   HttpResponse slept = stack.post_json("/jobs/sleep", R"({"ms": 50})");
   INFO(slept.body);
@@ -201,17 +219,50 @@ TEST_CASE("sleep, hash and db.query run on the worker", "[integration]") {
 }
 
 TEST_CASE("/now and /healthz answer from the front end", "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   HttpResponse now = stack.get("/now");
   REQUIRE(now.status == 200);
   CHECK(Json::parse(now.body)["now_unix_ms"].is_number_integer());
   HttpResponse health = stack.get("/healthz");
   REQUIRE(health.status == 200);
-  CHECK(Json::parse(health.body)["broker"] == "reachable");
+  const Json body = Json::parse(health.body);
+  CHECK(body["broker"] == "reachable");
+  // The dispatcher's own figures only where it runs in the front end.
+  CHECK(body.contains("workers") == (topology == Topology::brokerless));
+}
+
+TEST_CASE("a front end hosting the dispatcher shows its queue and workers",
+          "[integration]") {
+  Stack& stack = shared_stack(Topology::brokerless);
+  // 4 async slots: 4 jobs run, 2 wait.
+  monsoon::test::HttpBatch batch(
+      stack.http_port(),
+      monsoon::test::sleep_requests(6, 1000, std::chrono::seconds(30)));
+  REQUIRE(batch.send_all(std::chrono::seconds(10)));
+  Json health;
+  CHECK(monsoon::test::eventually([&] {
+    health = Json::parse(stack.get("/healthz").body);
+    return health["in_flight"] == 4 && health["queued"] == 2;
+  }));
+  INFO(health.dump());
+  CHECK(health["pending"] == 6);
+  // The test worker's two registrations: its thread and async pools.
+  CHECK(health["workers"] == 2);
+  monsoon::test::Counters metrics = stack.frontend_metrics();
+  CHECK(metrics["broker_workers"] == 2);
+  CHECK(metrics["broker_jobs_dispatched_total"] >= 4);
+
+  REQUIRE(batch.receive_all(std::chrono::seconds(30)));
+  for (int i = 0; i < 6; ++i) {
+    CHECK(monsoon::test::slept(batch.responses()[i], 1000 + i));
+  }
+  CHECK(stack.frontend_metrics()["broker_jobs_in_flight"] == 0);
 }
 
 TEST_CASE("bad requests get clear errors", "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
 
   HttpResponse malformed = stack.post_json("/jobs/echo", R"({"a": )");
   CHECK(malformed.status == 400);
@@ -242,7 +293,8 @@ TEST_CASE("bad requests get clear errors", "[integration]") {
 
 TEST_CASE("a task that throws becomes a 500 with its message",
           "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   HttpResponse failed =
       stack.post_json("/jobs/test.fail", R"({"message": "disk on fire"})");
   REQUIRE(failed.status == 500);
@@ -256,7 +308,8 @@ TEST_CASE("a task that throws becomes a 500 with its message",
 
 TEST_CASE("a task that asks to be retried runs again, up to max attempts",
           "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   // The broker's default: 3 attempts.
   HttpResponse third =
       stack.post_json("/jobs/test.flaky", R"({"succeed_on": 3})");
@@ -272,7 +325,8 @@ TEST_CASE("a task that asks to be retried runs again, up to max attempts",
 }
 
 TEST_CASE("a job past its deadline gets 504", "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   auto started = std::chrono::steady_clock::now();
   HttpResponse late =
       stack.post_json("/jobs/sleep?timeout_ms=300", R"({"ms": 5000})");
@@ -291,7 +345,8 @@ TEST_CASE("a job past its deadline gets 504", "[integration]") {
 
 TEST_CASE("a task no worker serves fails clearly at its deadline",
           "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   HttpResponse response =
       stack.post_json("/jobs/nobody.serves.this?timeout_ms=500", "{}");
   REQUIRE(response.status == 504);
@@ -303,7 +358,8 @@ TEST_CASE("a task no worker serves fails clearly at its deadline",
 
 TEST_CASE("a standard HTTP client keeps its connection alive",
           "[integration]") {
-  Stack& stack = shared_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  Stack& stack = shared_stack(topology);
   httplib::Client client("127.0.0.1", stack.http_port());
   client.set_keep_alive(true);
   client.set_tcp_nodelay(true);

@@ -130,8 +130,11 @@ bool ended_by(const std::optional<int>& status, int signal_number) {
 // the foreground group when a session leader dies).
 class MakeRun {
  public:
-  explicit MakeRun(bool in_terminal = true)
-      : port_(free_port()),
+  // `variables` are more make variables (e.g. TOPOLOGY=brokerless).
+  explicit MakeRun(bool in_terminal = true,
+                   std::vector<std::string> variables = {})
+      : variables_(std::move(variables)),
+        port_(free_port()),
         directory_(make_directory()),
         marker_("MONSOON_RUN_STACK_TEST=" + std::to_string(::getpid()) + "-" +
                 std::to_string(port_)),
@@ -214,26 +217,29 @@ class MakeRun {
     auto endpoint = [] {
       return "tcp://127.0.0.1:" + std::to_string(free_port());
     };
-    return {"-u",
-            "MAKEFLAGS",
-            "-u",
-            "MFLAGS",
-            "-u",
-            "MAKELEVEL",
-            marker_,
-            "MONSOON_CLIENT_ENDPOINT=" + endpoint(),
-            "MONSOON_WORKER_ENDPOINT=" + endpoint(),
-            "MONSOON_STATE_DIR=" + directory_,
-            "make",
-            "-s",
-            "-C",
-            MONSOON_SOURCE_DIR,
-            "run",
-            "SKIP_BUILD=1",
-            "BUILD_DIR=" MONSOON_BUILD_DIR,
-            "PORT=" + std::to_string(port_),
-            "WORKERS=1",
-            "CONCURRENCY=1"};
+    std::vector<std::string> arguments = {
+        "-u",
+        "MAKEFLAGS",
+        "-u",
+        "MFLAGS",
+        "-u",
+        "MAKELEVEL",
+        marker_,
+        "MONSOON_CLIENT_ENDPOINT=" + endpoint(),
+        "MONSOON_WORKER_ENDPOINT=" + endpoint(),
+        "MONSOON_STATE_DIR=" + directory_,
+        "make",
+        "-s",
+        "-C",
+        MONSOON_SOURCE_DIR,
+        "run",
+        "SKIP_BUILD=1",
+        "BUILD_DIR=" MONSOON_BUILD_DIR,
+        "PORT=" + std::to_string(port_),
+        "WORKERS=1",
+        "CONCURRENCY=1"};
+    arguments.insert(arguments.end(), variables_.begin(), variables_.end());
+    return arguments;
   }
 
   template <typename Predicate>
@@ -244,6 +250,7 @@ class MakeRun {
     return 0;
   }
 
+  std::vector<std::string> variables_;
   std::uint16_t port_;
   std::string directory_;
   std::string marker_;
@@ -301,12 +308,14 @@ std::optional<int> wait_for_make(MakeRun& run) {
   return status;
 }
 
-// Starts make run (in a terminal), holds a 1.5 s job pending, calls `stop`,
-// and checks what every drained stop shows: the job answered, make ended by
-// `signal_number` (it re-raises the signal it got), nothing left.
+// Starts make run (in a terminal, with more make `variables`), holds a 1.5 s
+// job pending, calls `stop`, and checks what every drained stop shows: the
+// job answered, make ended by `signal_number` (it re-raises the signal it
+// got), nothing left.
 void check_stop_drains(const std::function<void(MakeRun&)>& stop,
-                       int signal_number) {
-  MakeRun run;
+                       int signal_number,
+                       std::vector<std::string> variables = {}) {
+  MakeRun run(/*in_terminal=*/true, std::move(variables));
   run.wait_until_serving();
   PendingJob job(run, 1500);
   stop(run);
@@ -469,4 +478,20 @@ TEST_CASE("make run: a process that exits on its own stops the rest",
   REQUIRE(status);
   CHECK(WIFEXITED(*status));
   CHECK(WEXITSTATUS(*status) == 2);  // make: the script exited 1
+}
+
+// The brokerless stack: no broker process; the front end hosts the
+// dispatcher, the worker connects to it, and Ctrl-C drains it all the same.
+TEST_CASE("make run TOPOLOGY=brokerless: no broker, Ctrl-C drains the stack",
+          "[integration][run-stack]") {
+  check_stop_drains(
+      [](MakeRun& run) {
+        INFO(run.log());
+        CHECK(run.log().find("brokerless") != std::string::npos);
+        CHECK(run.program("monsoon-broker") == 0);
+        CHECK(run.program("monsoon-frontend") != 0);
+        CHECK(run.program("monsoon-worker") != 0);
+        run.terminal().type(kCtrlC);
+      },
+      SIGINT, {"TOPOLOGY=brokerless"});
 }

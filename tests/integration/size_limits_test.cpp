@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "each_topology.hpp"
 #include "stack.hpp"
 
 using monsoon::test::Counters;
@@ -20,13 +21,14 @@ using monsoon::test::sleep_requests;
 using monsoon::test::slept;
 using monsoon::test::Stack;
 using monsoon::test::StackOptions;
+using monsoon::test::Topology;
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
 namespace {
 
-StackOptions blob_stack() {
-  StackOptions options = StackOptions::pool(1, 8);
+StackOptions blob_stack(Topology topology = Topology::broker) {
+  StackOptions options = StackOptions::pool(1, 8, topology);
   options.worker_executable = MONSOON_TEST_WORKER_BIN;
   options.worker_args = {"--tasks", "echo,sleep,test.blob"};
   return options;
@@ -73,7 +75,8 @@ void check_nothing_else_touched(Stack& stack, std::uint64_t too_large) {
 
 TEST_CASE("args over a worker's frame limit fail alone with 413",
           "[integration][limits]") {
-  StackOptions options = blob_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  StackOptions options = blob_stack(topology);
   options.worker_args.insert(options.worker_args.end(),
                              {"--max-message-bytes", "65536"});
   Stack stack(options);
@@ -91,7 +94,8 @@ TEST_CASE("args over a worker's frame limit fail alone with 413",
 
 TEST_CASE("a result over the front end's frame limit fails alone with 413",
           "[integration][limits]") {
-  StackOptions options = blob_stack();
+  MONSOON_EACH_TOPOLOGY(topology);
+  StackOptions options = blob_stack(topology);
   options.frontend_args = {"--max-message-bytes", "300000", "--max-body-bytes",
                            "100000"};
   Stack stack(options);
@@ -134,7 +138,9 @@ TEST_CASE("args and results over the broker's frame limit fail alone with 413",
 
 TEST_CASE("a job too large for one worker goes to one that takes it",
           "[integration][limits]") {
-  Stack stack(blob_stack());  // worker-1: the default 16 MiB frame limit
+  MONSOON_EACH_TOPOLOGY(topology);
+  // worker-1: the default 16 MiB frame limit
+  Stack stack(blob_stack(topology));
   stack.start_worker({"--max-message-bytes", "65536"});
   REQUIRE(stack.all_workers_serving(20s));
 

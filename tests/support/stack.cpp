@@ -15,6 +15,10 @@
 
 namespace monsoon::test {
 
+std::ostream& operator<<(std::ostream& out, Topology topology) {
+  return out << (topology == Topology::broker ? "broker" : "brokerless");
+}
+
 std::uint16_t free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};
@@ -76,28 +80,25 @@ Stack::Stack(StackOptions options) : options_(std::move(options)) {
     throw std::runtime_error("mkdtemp failed");
   directory_ = pattern;
   http_port_ = free_port();
-  for (int i = 0; i < options_.brokers; ++i) {
+  const int brokers =
+      options_.topology == Topology::broker ? std::max(options_.brokers, 1) : 1;
+  for (int i = 0; i < brokers; ++i) {
     client_endpoints_.push_back("tcp://127.0.0.1:" +
                                 std::to_string(free_port()));
     worker_endpoints_.push_back("tcp://127.0.0.1:" +
                                 std::to_string(free_port()));
-    start_broker(static_cast<std::size_t>(i));
   }
-  for (int i = 0; i < options_.workers; ++i) start_worker();
-  std::vector<std::string> frontend_args = {
-      "--host",         "127.0.0.1",
-      "--port",         std::to_string(http_port_),
-      "--broker",       comma_list(client_endpoints_),
-      "--heartbeat-ms", "200"};
-  // A flag given twice is refused: the test's own drain timeout wins.
-  const auto& extra = options_.frontend_args;
-  if (std::find(extra.begin(), extra.end(), "--drain-timeout-ms") ==
-      extra.end()) {
-    frontend_args.insert(frontend_args.end(), {"--drain-timeout-ms", "1000"});
+
+  // Whoever binds the worker endpoint first; workers connect (and
+  // reconnect) on their own.
+  if (options_.topology == Topology::broker) {
+    for (int i = 0; i < brokers; ++i) start_broker(static_cast<std::size_t>(i));
+    for (int i = 0; i < options_.workers; ++i) start_worker();
+    start_frontend();
+  } else {
+    start_frontend();
+    for (int i = 0; i < options_.workers; ++i) start_worker();
   }
-  frontend_args.insert(frontend_args.end(), extra.begin(), extra.end());
-  frontend_.emplace_back(MONSOON_FRONTEND_BIN, frontend_args,
-                         directory_ + "/frontend.log");
 
   bool ready = eventually(
       [&] {
@@ -124,7 +125,43 @@ Stack::~Stack() {
   std::filesystem::remove_all(directory_, ignored);
 }
 
+void Stack::start_frontend() {
+  std::vector<std::string> args = {"--host",         "127.0.0.1",
+                                   "--port",         std::to_string(http_port_),
+                                   "--heartbeat-ms", "200"};
+  if (options_.topology == Topology::broker) {
+    args.insert(args.end(), {"--broker", comma_list(client_endpoints_)});
+  } else {
+    args.insert(args.end(), {"--worker-endpoint", worker_endpoints_[0]});
+    args.insert(args.end(), options_.broker_args.begin(),
+                options_.broker_args.end());
+  }
+  // A flag given twice is refused: the test's own drain timeout wins.
+  const auto& extra = options_.frontend_args;
+  if (std::find(extra.begin(), extra.end(), "--drain-timeout-ms") ==
+      extra.end()) {
+    args.insert(args.end(), {"--drain-timeout-ms", "1000"});
+  }
+  args.insert(args.end(), extra.begin(), extra.end());
+  frontend_.emplace_back(MONSOON_FRONTEND_BIN, args,
+                         directory_ + "/frontend.log");
+}
+
+const std::string& Stack::client_endpoint() const {
+  if (options_.topology != Topology::broker)
+    throw std::logic_error("a brokerless stack has no client endpoint");
+  return client_endpoints_[0];
+}
+
+ChildProcess& Stack::broker(std::size_t index) {
+  if (options_.topology != Topology::broker)
+    throw std::logic_error("a brokerless stack has no broker process");
+  return *brokers_.at(index);
+}
+
 void Stack::start_broker(std::size_t index) {
+  if (options_.topology != Topology::broker)
+    throw std::logic_error("a brokerless stack has no broker process");
   std::vector<std::string> args = {
       "--client-endpoint", client_endpoints_.at(index),
       "--worker-endpoint", worker_endpoints_.at(index),
@@ -237,7 +274,9 @@ Counters stop_and_read(ChildProcess& process, const Stack& stack,
 }  // namespace
 
 Counters Stack::stop_broker() {
-  return stop_and_read(broker(), *this, broker_exit_stats);
+  ChildProcess& host =
+      options_.topology == Topology::broker ? broker() : frontend();
+  return stop_and_read(host, *this, broker_exit_stats);
 }
 
 Counters Stack::stop_worker(std::size_t index) {

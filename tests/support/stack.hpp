@@ -1,5 +1,6 @@
 // A whole Monsoon stack of real processes on 127.0.0.1 for integration tests:
-// one broker (or several, all active), N workers and one front end, on ports
+// one broker (or several, all active), N workers and one front end (or,
+// brokerless, N workers and a front end that hosts the dispatcher), on ports
 // chosen free at run time, with logs and the demo database in a private
 // temporary directory.
 #pragma once
@@ -7,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -17,21 +19,34 @@
 
 namespace monsoon::test {
 
+// How the front end reaches the workers (README, "Topologies"): through a
+// broker process, or with the dispatcher in the front end itself
+// (monsoon-frontend --worker-endpoint). Tests about behaviour that does not
+// depend on it run in both: MONSOON_EACH_TOPOLOGY (each_topology.hpp).
+enum class Topology { broker, brokerless };
+std::ostream& operator<<(std::ostream& out, Topology topology);
+
 struct StackOptions {
   // The usual variation: how many workers, with how many slots each (in
-  // both pools, thread tasks and async tasks).
-  static StackOptions pool(int workers, int concurrency) {
+  // both pools, thread tasks and async tasks), in which topology.
+  static StackOptions pool(int workers, int concurrency,
+                           Topology topology = Topology::broker) {
     StackOptions options;
+    options.topology = topology;
     options.workers = workers;
     options.worker_concurrency = concurrency;
     return options;
   }
 
+  Topology topology = Topology::broker;
   int workers = 1;
   int worker_concurrency = 2;
   int worker_async_concurrency = 0;  // 0: worker_concurrency
   // Brokers, all active: the front end and every worker get all of them.
+  // The broker topology only.
   int brokers = 1;
+  // The dispatcher's flags: the broker's, or in the brokerless topology the
+  // front end's (add_broker_options gives both the same flags).
   std::vector<std::string> broker_args;
   std::vector<std::string> worker_args;
   std::vector<std::string> frontend_args;
@@ -46,9 +61,12 @@ class Stack {
   explicit Stack(StackOptions options = {});
   ~Stack();
 
+  Topology topology() const { return options_.topology; }
   std::uint16_t http_port() const { return http_port_; }
-  // Broker 0's endpoints.
-  const std::string& client_endpoint() const { return client_endpoints_[0]; }
+  // Broker 0's client endpoint; the broker topology only (the brokerless
+  // one has none).
+  const std::string& client_endpoint() const;
+  // Broker 0's worker endpoint, or the brokerless front end's.
   const std::string& worker_endpoint() const { return worker_endpoints_[0]; }
   const std::string& directory() const { return directory_; }
 
@@ -71,23 +89,28 @@ class Stack {
 
   // SIGTERM to the broker; waits for it to exit and returns the counters of
   // its final stats line. Throws std::runtime_error (with the logs) when it
-  // does not exit within 15 s or logs no stats.
+  // does not exit within 15 s or logs no stats. Brokerless, the dispatcher
+  // stops with the front end that hosts it: this stops the front end.
   Counters stop_broker();
   // The same for workers()[index], with its final counters.
   Counters stop_worker(std::size_t index);
 
-  ChildProcess& broker(std::size_t index = 0) { return *brokers_.at(index); }
+  // The broker topology only: throws std::logic_error in the other.
+  ChildProcess& broker(std::size_t index = 0);
   ChildProcess& frontend() { return frontend_.at(0); }
   // start_worker() may move the elements: take references anew after it.
   std::vector<ChildProcess>& workers() { return workers_; }
 
-  // (Re)starts broker `index` on its endpoints.
+  // (Re)starts broker `index` on its endpoints; the broker topology only
+  // (std::logic_error).
   void start_broker(std::size_t index = 0);
   void start_worker(const std::vector<std::string>& extra_args = {});
   // Everything each process printed, for failure messages.
   std::string logs() const;
 
  private:
+  void start_frontend();
+
   StackOptions options_;
   std::string directory_;
   std::uint16_t http_port_ = 0;

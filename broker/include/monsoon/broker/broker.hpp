@@ -1,8 +1,12 @@
-// The broker process's engine: two bound ROUTER sockets (clients, workers)
-// served by one thread that polls both and feeds a Dispatcher.
+// The broker's engine: two bound ROUTER sockets (clients, workers) served by
+// one thread that polls both and feeds a Dispatcher. It runs the broker
+// process, and a front end that hosts the dispatcher (BrokerThread).
 //
 // Threads: run() blocks the calling thread, which then owns the sockets;
-// stop() may be called from any thread (e.g. a StopSignalWatcher).
+// stop() may be called from any thread (e.g. a StopSignalWatcher). The
+// sockets belong to the process's shared ZeroMQ context
+// (shared_zmq_context), so a client endpoint such as inproc://name is
+// reachable from the same process.
 #pragma once
 
 #include <chrono>
@@ -15,7 +19,8 @@
 namespace monsoon::broker {
 
 struct BrokerConfig {
-  // Any ZeroMQ bind endpoint, e.g. tcp://*:5555 or tcp://127.0.0.1:0.
+  // Any ZeroMQ bind endpoint, e.g. tcp://*:5555, tcp://127.0.0.1:* or
+  // inproc://name (clients in the same process).
   std::string client_endpoint = "tcp://127.0.0.1:5555";
   std::string worker_endpoint = "tcp://127.0.0.1:5556";
   // Queues, attempts, heartbeats. Its first_job_id is replaced by a random
@@ -53,7 +58,9 @@ class Broker {
   const std::string& client_endpoint() const noexcept;
   const std::string& worker_endpoint() const noexcept;
 
-  // Not while run() is executing on another thread.
+  // Any thread: the dispatcher's stats as of the last time run()'s loop
+  // began to wait for messages (before run(): the initial ones; after it
+  // returned: the final ones).
   DispatcherStats stats() const;
 
  private:

@@ -18,9 +18,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "monsoon/broker/dispatcher.hpp"
 #include "monsoon/frontend/broker_link.hpp"
 #include "monsoon/frontend/routes.hpp"
 
@@ -63,13 +65,20 @@ struct FrontendConfig {
   std::chrono::milliseconds drain_timeout{5'000};
 };
 
+// The stats of a dispatcher hosted in this process (the front end with
+// --worker-endpoint, see BrokerThread), shown by /healthz and /metrics.
+// Called on the server's I/O threads: it must be cheap and thread-safe.
+using DispatcherStatsSource = std::function<broker::DispatcherStats()>;
+
 class HttpServer {
  public:
   // Binds and listens at once. Throws std::invalid_argument when
   // config.max_body_bytes exceeds link.max_args_bytes(), std::runtime_error
   // (with the OS reason, e.g. "Address already in use") when it cannot
-  // listen. `link` must outlive the server.
-  HttpServer(FrontendConfig config, JobLink& link);
+  // listen. `link`, and whatever `dispatcher_stats` (empty: no dispatcher in
+  // this process) refers to, must outlive the server.
+  HttpServer(FrontendConfig config, JobLink& link,
+             DispatcherStatsSource dispatcher_stats = {});
   // Not while run() is running. Closes the connections still open; jobs
   // still pending on the link keep the server's internals alive until they
   // complete, so the link may be stopped before or after this.

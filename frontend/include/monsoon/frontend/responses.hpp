@@ -6,9 +6,11 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "monsoon/broker/dispatcher.hpp"
 #include "monsoon/frontend/broker_link.hpp"
 
 namespace monsoon::frontend {
@@ -21,8 +23,12 @@ std::string error_body(std::string_view code, std::string_view message);
 std::string now_body(std::chrono::system_clock::time_point now);
 
 // {"status":"ok"|"unavailable","broker":"reachable"|"unreachable",
-//  "pending":N}
-std::string healthz_body(bool broker_reachable, std::uint64_t pending);
+//  "pending":N}; for a front end that hosts the dispatcher (`dispatcher`
+// set), also "workers", "queued" and "in_flight" (its registered workers and
+// its jobs waiting and running).
+std::string healthz_body(
+    bool broker_reachable, std::uint64_t pending,
+    const std::optional<broker::DispatcherStats>& dispatcher = std::nullopt);
 
 // Counters of the HTTP side, as sampled for /metrics.
 struct ServerStats {
@@ -41,8 +47,12 @@ struct ServerLimits {
   std::uint64_t max_timeout_ms = 0;
 };
 
-// Prometheus text exposition format, version 0.0.4.
-std::string metrics_text(const ServerStats& server, const BrokerLinkStats& link,
-                         const ServerLimits& limits);
+// Prometheus text exposition format, version 0.0.4. With `dispatcher` (a
+// front end that hosts it) also its workers, queue and main counters, as
+// monsoon_frontend_broker_*.
+std::string metrics_text(
+    const ServerStats& server, const BrokerLinkStats& link,
+    const ServerLimits& limits,
+    const std::optional<broker::DispatcherStats>& dispatcher = std::nullopt);
 
 }  // namespace monsoon::frontend
