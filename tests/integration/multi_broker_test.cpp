@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "stack.hpp"
+#include "temp_dir.hpp"
 
 using Clock = std::chrono::steady_clock;
 using monsoon::test::ChildProcess;
@@ -195,4 +196,85 @@ TEST_CASE("two front ends share one port (SO_REUSEPORT) through one broker") {
   stack.frontend().signal(SIGTERM);
   REQUIRE(stack.frontend().wait_exit(15s));
   CHECK(echo_batch(100) == 100);
+}
+
+// The brokerless topology scaled out: two front ends, each hosting its own
+// dispatcher, and workers registered with both. Killing one front end -9
+// costs only the requests it held: the other's jobs all complete and new
+// ones keep flowing.
+TEST_CASE("brokerless: two front ends share the workers; one killed -9") {
+  monsoon::test::TempDir directory;
+  const std::uint16_t http[2] = {monsoon::test::free_port(),
+                                 monsoon::test::free_port()};
+  const std::string endpoint[2] = {
+      "tcp://127.0.0.1:" + std::to_string(monsoon::test::free_port()),
+      "tcp://127.0.0.1:" + std::to_string(monsoon::test::free_port())};
+  std::vector<ChildProcess> frontends;
+  for (int i = 0; i < 2; ++i) {
+    frontends.emplace_back(
+        MONSOON_FRONTEND_BIN,
+        std::vector<std::string>{"--host", "127.0.0.1", "--port",
+                                 std::to_string(http[i]), "--worker-endpoint",
+                                 endpoint[i], "--heartbeat-ms", "200"},
+        directory.file("frontend-" + std::to_string(i) + ".log"));
+  }
+  std::vector<ChildProcess> workers;
+  for (int i = 0; i < 2; ++i) {
+    const std::string name = "worker-" + std::to_string(i);
+    workers.emplace_back(
+        MONSOON_WORKER_BIN,
+        std::vector<std::string>{
+            "--broker", endpoint[0] + "," + endpoint[1], "--concurrency", "1",
+            "--async-concurrency", "100", "--name", name, "--db-path",
+            directory.file("demo.sqlite3"), "--heartbeat-ms", "200"},
+        directory.file(name + ".log"));
+  }
+  auto logs = [&] {
+    std::string out;
+    for (auto* group : {&frontends, &workers}) {
+      for (const auto& process : *group) {
+        out += "---- " + process.log_path() + "\n" + process.log();
+      }
+    }
+    return out;
+  };
+  // Both workers serve both front ends.
+  for (const std::uint16_t port : http) {
+    REQUIRE(eventually(
+        [&] {
+          std::set<std::string> names;
+          HttpBatch probe(port, sleep_requests(8, 100, 5s));
+          probe.receive_all(10s);
+          for (const auto& response : probe.responses()) {
+            if (response.status == 200) {
+              names.insert(response.header("x-monsoon-worker"));
+            }
+          }
+          return names.size() == 2;
+        },
+        20s));
+  }
+
+  HttpBatch doomed(http[0], sleep_requests(100, 1000, 20s));
+  HttpBatch kept(http[1], sleep_requests(100, 1000, 20s));
+  REQUIRE(doomed.send_all(10s));
+  REQUIRE(kept.send_all(10s));
+  frontends[0].signal(SIGKILL);
+  REQUIRE(frontends[0].wait_exit(5s));
+
+  REQUIRE(kept.receive_all(30s));
+  INFO(logs());
+  int own = 0;
+  for (int i = 0; i < 100; ++i) own += slept(kept.responses()[i], 1000 + i);
+  CHECK(own == 100);
+  const HttpResponse echo =
+      http_request(http[1],
+                   {.method = "POST",
+                    .target = "/jobs/echo",
+                    .body = "\"after\"",
+                    .headers = {{"Content-Type", "application/json"}}},
+                   10s);
+  CHECK(echo.status == 200);
+  CHECK(echo.body == "\"after\"");
+  for (auto& worker : workers) CHECK(worker.running());
 }
