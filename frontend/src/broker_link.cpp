@@ -27,8 +27,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// Receiving in batches keeps wake-ups (the expensive part) rare under load.
-constexpr std::size_t kMaxMessagesPerWakeup = 64;
 constexpr milliseconds kMaxBudgetMargin{100};
 constexpr std::uint32_t kRetryAfterMs = 1000;
 // The deadline heap is rebuilt when stale entries outnumber live ones.
