@@ -97,7 +97,7 @@ step() {
 # Polls until `ip -n NS link show DEV` reports the link up, for 5 s at most.
 await_link_up() {
   local ns=$1 dev=$2 deadline=$((SECONDS + 5))
-  until ip -n "$ns" -o link show "$dev" 2>/dev/null | grep -q 'state UP'; do
+  until [[ $(ip -n "$ns" -o link show "$dev" 2>/dev/null) == *"state UP"* ]]; do
     ((SECONDS < deadline)) || return 1
     sleep 0.02
   done
