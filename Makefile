@@ -51,7 +51,9 @@ test-sanitize: deps
 # doubles the build time (CTest lists them as integration_tests_NOT_BUILT).
 # tsan.supp silences uninstrumented libraries only.
 TSAN_TESTS = common_unit_tests common_allocation_test broker_unit_tests \
+  broker_shared_credit_test \
   workers_task_registry_test workers_builtin_tasks_test workers_worker_test \
+  workers_slot_ledger_test \
   frontend_unit_tests
 test-tsan: deps
 	bash scripts/install-deps.sh clang libclang-rt-14-dev

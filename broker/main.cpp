@@ -65,11 +65,9 @@ int main(int argc, char** argv) {
                  "Largest frame accepted from a peer")
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 31))
       ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    return code == 0 ? 0 : 1;
+  monsoon::add_config_sources(app);
+  if (const auto exit_code = monsoon::parse_options(app, argc, argv)) {
+    return *exit_code;
   }
   dispatch.heartbeat = process.heartbeat();
   dispatch.retry_after = std::chrono::milliseconds(retry_after_ms);

@@ -1,11 +1,11 @@
 // monsoon-frontend: the HTTP front end. Wiring only; see
 // monsoon/frontend/http_server.hpp and broker_link.hpp.
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <exception>
-#include <iostream>
 #include <string>
 
 #include "monsoon/common/logging.hpp"
@@ -24,9 +24,9 @@ using monsoon::frontend::HttpServer;
 int serve(const FrontendConfig& config, const BrokerLinkConfig& link_config) {
   BrokerLink link(link_config);
   HttpServer server(config, link);
-  spdlog::info("listening on http://{}:{} ({} thread(s)), broker {}",
+  spdlog::info("listening on http://{}:{} ({} thread(s)), broker(s) {}",
                config.host, server.port(), config.threads,
-               link_config.endpoint);
+               fmt::join(link_config.endpoints, ", "));
   monsoon::StopSignalWatcher watcher([&server] {
     spdlog::info("stop requested");
     server.stop();
@@ -56,9 +56,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port", config.port, "TCP port to listen on (0 = any)")
       ->capture_default_str();
-  app.add_option("--broker", link_config.endpoint,
-                 "The broker's client endpoint")
+  app.add_option("--broker", link_config.endpoints,
+                 "A broker's client endpoint; repeat it (or give a comma "
+                 "list) for several brokers, all active: jobs are spread over "
+                 "the live ones")
+      ->delimiter(',')
       ->capture_default_str();
+  app.add_flag("--reuse-port", config.reuse_port,
+               "Share the port with other front ends that set it too "
+               "(SO_REUSEPORT): the kernel spreads connections over them");
   app.add_option("--threads", config.threads, "I/O threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
@@ -111,17 +117,26 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   monsoon::add_process_options(app, process, "the broker");
-  CLI11_PARSE(app, argc, argv);
-
-  if (config.max_body_bytes > monsoon::frontend::max_args_bytes(link_config)) {
-    std::cerr << "--max-body-bytes must not exceed --max-message-bytes minus "
-              << monsoon::frontend::kSubmitEnvelopeBytes << " ("
-              << monsoon::frontend::max_args_bytes(link_config) << ")\n";
-    return 2;
-  }
-  if (default_timeout_ms > max_timeout_ms) {
-    std::cerr << "--default-timeout-ms must not exceed --max-timeout-ms\n";
-    return 2;
+  // Checks across options, part of parsing so that --print-config checks
+  // them too.
+  app.callback([&] {
+    if (config.max_body_bytes >
+        monsoon::frontend::max_args_bytes(link_config)) {
+      throw CLI::ValidationError(
+          "--max-body-bytes",
+          "must not exceed --max-message-bytes minus " +
+              std::to_string(monsoon::frontend::kSubmitEnvelopeBytes) + " (" +
+              std::to_string(monsoon::frontend::max_args_bytes(link_config)) +
+              ")");
+    }
+    if (default_timeout_ms > max_timeout_ms) {
+      throw CLI::ValidationError("--default-timeout-ms",
+                                 "must not exceed --max-timeout-ms");
+    }
+  });
+  monsoon::add_config_sources(app);
+  if (const auto exit_code = monsoon::parse_options(app, argc, argv)) {
+    return *exit_code;
   }
   config.timeouts.default_timeout =
       std::chrono::milliseconds(default_timeout_ms);

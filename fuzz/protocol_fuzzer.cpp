@@ -112,6 +112,7 @@ void round_trip_welcome(const Frames& frames) {
   check(decoded.retry_after_ms == welcome->retry_after_ms);
   check(decoded.max_message_bytes == welcome->max_message_bytes);
   check(decoded.heartbeat_ms == welcome->heartbeat_ms);
+  check(decoded.minor == welcome->minor);
 }
 
 void round_trip_hello(const Frames& frames) {
@@ -119,6 +120,12 @@ void round_trip_hello(const Frames& frames) {
   if (!hello) return;
   check(decode_hello(encode_hello(*hello)).max_message_bytes ==
         hello->max_message_bytes);
+}
+
+void round_trip_credit(const Frames& frames) {
+  auto credit = decoded([&] { return decode_credit(frames); });
+  if (!credit) return;
+  check(decode_credit(encode_credit(*credit)).free == credit->free);
 }
 
 }  // namespace
@@ -145,6 +152,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
       break;
     case Command::Hello:
       round_trip_hello(frames);
+      break;
+    case Command::Credit:
+      round_trip_credit(frames);
       break;
     case Command::Heartbeat:
     case Command::Disconnect:

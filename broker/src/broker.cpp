@@ -167,6 +167,10 @@ struct Broker::Impl {
                            protocol::decode_outcome(Command::Done, body), now,
                            outbox);
         return;
+      case Command::Credit:
+        dispatcher.on_credit(identity, protocol::decode_credit(body), now,
+                             outbox);
+        return;
       case Command::Heartbeat:
         dispatcher.on_heartbeat(identity, now, outbox);
         return;

@@ -262,6 +262,15 @@ struct Dispatcher::State {
     list(worker);
   }
 
+  // The credit of a worker that says `free` of its slots are free: jobs it
+  // holds answer with DONEs that each return a credit, so they must not be
+  // counted as free twice.
+  static std::uint32_t credit_for(const Worker& worker, std::uint32_t free) {
+    const auto holding = static_cast<std::uint32_t>(
+        std::min<std::size_t>(worker.held.size(), worker.slots));
+    return std::min(free, worker.slots - holding);
+  }
+
   // --- jobs and queues ---
 
   void push_deadline(Clock::time_point at, JobId id, Clock::time_point now) {
@@ -510,6 +519,33 @@ struct Dispatcher::State {
     }
   }
 
+  // --- refusals (several brokers) ---
+
+  // A DONE `refused` (section 4, "Several brokers"): every slot of the worker
+  // was held, by jobs from any broker. Its credit drops to 0 until a DONE or
+  // a CREDIT from it; the job, which never ran, goes back to the front of its
+  // queue with its attempt unchanged, and to another worker with credit.
+  void take_refusal(Worker& worker, JobId id, Clock::time_point now,
+                    Outbox& out) {
+    change_credit(worker, 0);
+    auto it = jobs.find(id);
+    if (it == jobs.end() || it->second.worker == nullptr) {
+      ++counters.late_done_dropped;
+    } else if (it->second.worker != &worker) {
+      ++counters.misrouted_done_dropped;
+    } else {
+      Job& job = it->second;
+      worker.held.erase(id);
+      job.worker = nullptr;
+      ++counters.refused;
+      TaskState& task = task_state(job.task);
+      enqueue(task, job, /*at_front=*/true);
+      drain_task(task, now, out);
+      maybe_erase_task(task);
+    }
+    forget_if_drained(worker);
+  }
+
   // --- workers ---
 
   // How often this worker's liveness needs checking.
@@ -528,6 +564,19 @@ struct Dispatcher::State {
     ++counters.unknown_worker_messages;
     send_control(Outgoing::Peer::worker, std::string(identity),
                  Command::Disconnect, out);
+  }
+
+  // The registered worker a message (not READY or DISCONNECT) came from,
+  // now known to be alive; null, answered with DISCONNECT, if unknown.
+  Worker* heard_from(std::string_view identity, Clock::time_point now,
+                     Outbox& out) {
+    Worker* worker = find_worker(identity);
+    if (worker == nullptr) {
+      answer_unknown(identity, out);
+      return nullptr;
+    }
+    worker->liveness.heard(now);
+    return worker;
   }
 
   // Points the worker at exactly `names`, keeping task counts right.
@@ -758,13 +807,14 @@ void Dispatcher::on_ready(std::string_view identity,
             "({} more refused since last report)",
             info.name, s.workers.size(), suppressed);
       }
-      out.push_back(
-          {Outgoing::Peer::worker, Command::Welcome, std::string(identity),
-           protocol::encode_welcome(protocol::Welcome::refusal(
-               error_code::kOverloaded,
-               "the broker's limit of " + std::to_string(s.config.max_workers) +
-                   " workers is reached",
-               static_cast<std::uint32_t>(s.config.retry_after.count())))});
+      protocol::Welcome refusal = protocol::Welcome::refusal(
+          error_code::kOverloaded,
+          "the broker's limit of " + std::to_string(s.config.max_workers) +
+              " workers is reached",
+          static_cast<std::uint32_t>(s.config.retry_after.count()));
+      refusal.minor = protocol::kProtocolMinor;
+      out.push_back({Outgoing::Peer::worker, Command::Welcome,
+                     std::string(identity), protocol::encode_welcome(refusal)});
       return;
     }
     worker = &s.workers
@@ -788,12 +838,8 @@ void Dispatcher::on_ready(std::string_view identity,
   s.set_tasks(*worker, info.tasks);
   worker->no_retry = {info.no_retry.begin(), info.no_retry.end()};
   if (previous != nullptr) s.take_over(*worker, *previous);
-  // Jobs it holds answer with DONEs that each return a credit, so they
-  // must not be counted as free twice.
-  auto holding = static_cast<std::uint32_t>(
-      std::min<std::size_t>(worker->held.size(), info.slots));
-  s.change_credit(
-      *worker, std::min(info.free.value_or(info.slots), info.slots - holding));
+  s.change_credit(*worker,
+                  State::credit_for(*worker, info.free.value_or(info.slots)));
   // Re-registrations are routine (and peer-controlled): keep them quiet.
   spdlog::log(known ? spdlog::level::debug : spdlog::level::info,
               "worker {} ready: {} slots ({} free), {} tasks",
@@ -808,12 +854,12 @@ void Dispatcher::on_done(std::string_view identity,
                          protocol::OutcomeMessage done, Clock::time_point now,
                          Outbox& out) {
   State& s = *state_;
-  Worker* worker = s.find_worker(identity);
-  if (worker == nullptr) {
-    s.answer_unknown(identity, out);
+  Worker* worker = s.heard_from(identity, now, out);
+  if (worker == nullptr) return;
+  if (!done.meta.ok && done.meta.code == error_code::kRefused) {
+    s.take_refusal(*worker, done.meta.id, now, out);
     return;
   }
-  worker->liveness.heard(now);
   auto it = s.jobs.find(done.meta.id);
   if (it == s.jobs.end() || it->second.worker == nullptr) {
     ++s.counters.late_done_dropped;
@@ -855,14 +901,22 @@ void Dispatcher::on_done(std::string_view identity,
   s.feed(*worker, now, out);
 }
 
+void Dispatcher::on_credit(std::string_view identity,
+                           const protocol::Credit& credit,
+                           Clock::time_point now, Outbox& out) {
+  State& s = *state_;
+  Worker* worker = s.heard_from(identity, now, out);
+  if (worker == nullptr) return;
+  // It gets no new JOB; its DONEs say when it is done.
+  if (worker->draining) return;
+  ++s.counters.credit_updates;
+  s.change_credit(*worker, State::credit_for(*worker, credit.free));
+  s.feed(*worker, now, out);
+}
+
 void Dispatcher::on_heartbeat(std::string_view identity, Clock::time_point now,
                               Outbox& out) {
-  Worker* worker = state_->find_worker(identity);
-  if (worker == nullptr) {
-    state_->answer_unknown(identity, out);
-    return;
-  }
-  worker->liveness.heard(now);
+  (void)state_->heard_from(identity, now, out);
 }
 
 void Dispatcher::on_disconnect(std::string_view identity, Clock::time_point now,
@@ -968,6 +1022,7 @@ protocol::Welcome Dispatcher::welcome() const {
   welcome.max_message_bytes = state_->config.max_message_bytes;
   welcome.heartbeat_ms =
       static_cast<std::uint32_t>(state_->config.heartbeat.interval.count());
+  welcome.minor = protocol::kProtocolMinor;
   return welcome;
 }
 
@@ -1000,6 +1055,8 @@ std::string to_string(const DispatcherStats& s) {
          " requeued=" + std::to_string(s.requeued) +
          " retries=" + std::to_string(s.retries) +
          " retries_given_up=" + std::to_string(s.retries_given_up) +
+         " refused=" + std::to_string(s.refused) +
+         " credit_updates=" + std::to_string(s.credit_updates) +
          " failed_worker_lost=" + std::to_string(s.failed_worker_lost) +
          " workers_lost=" + std::to_string(s.workers_lost) +
          " workers_reconnected=" + std::to_string(s.workers_reconnected) +

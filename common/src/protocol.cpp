@@ -14,6 +14,7 @@ std::size_t body_frames(Command command) {
     case Command::Ready:
     case Command::Welcome:
     case Command::Hello:
+    case Command::Credit:
       return 1;
     case Command::Submit:
     case Command::Job:
@@ -29,7 +30,7 @@ std::size_t body_frames(Command command) {
 
 bool is_known(std::uint8_t byte) {
   return byte >= static_cast<std::uint8_t>(Command::Ready) &&
-         byte <= static_cast<std::uint8_t>(Command::Hello);
+         byte <= static_cast<std::uint8_t>(Command::Credit);
 }
 
 void expect_command(Command expected, std::span<const zmq::message_t> frames) {
@@ -140,7 +141,7 @@ Frames header(Command command, std::size_t body) {
   return frames;
 }
 
-// READY, WELCOME and HELLO: the header and one info map.
+// READY, WELCOME, HELLO and CREDIT: the header and one info map.
 Frames info_message(Command command, const msgpack::sbuffer& info) {
   Frames frames = header(command, 1);
   frames.push_back(to_message(info));
@@ -214,6 +215,8 @@ std::string_view command_name(Command command) noexcept {
       return "WELCOME";
     case Command::Hello:
       return "HELLO";
+    case Command::Credit:
+      return "CREDIT";
   }
   return "UNKNOWN";
 }
@@ -357,6 +360,8 @@ Welcome decode_welcome(std::span<const zmq::message_t> frames) {
       get_uint(info, "max_message_bytes", 1, UINT64_MAX, 0);
   welcome.heartbeat_ms = static_cast<std::uint32_t>(
       get_uint(info, "heartbeat_ms", 0, UINT32_MAX, 0));
+  welcome.minor =
+      static_cast<std::uint32_t>(get_uint(info, "minor", 0, UINT32_MAX, 0));
   return welcome;
 }
 
@@ -367,6 +372,15 @@ Hello decode_hello(std::span<const zmq::message_t> frames) {
   hello.max_message_bytes =
       get_uint(handle.get(), "max_message_bytes", 1, UINT64_MAX, 0);
   return hello;
+}
+
+Credit decode_credit(std::span<const zmq::message_t> frames) {
+  expect_command(Command::Credit, frames);
+  auto handle = unpack_map(frames[2]);
+  Credit credit;
+  credit.free =
+      static_cast<std::uint32_t>(get_uint(handle.get(), "free", 0, kMaxSlots));
+  return credit;
 }
 
 Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
@@ -444,12 +458,13 @@ Frames encode_ready(const WorkerInfo& info) {
 Frames encode_welcome(const Welcome& welcome) {
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  packer.pack_map(status_keys(welcome) +
-                  (welcome.max_message_bytes > 0 ? 1 : 0) +
-                  (welcome.heartbeat_ms > 0 ? 1 : 0));
+  packer.pack_map(
+      status_keys(welcome) + (welcome.max_message_bytes > 0 ? 1 : 0) +
+      (welcome.heartbeat_ms > 0 ? 1 : 0) + (welcome.minor > 0 ? 1 : 0));
   pack_status(packer, welcome);
   pack_if_set(packer, "max_message_bytes", welcome.max_message_bytes);
   pack_if_set(packer, "heartbeat_ms", welcome.heartbeat_ms);
+  pack_if_set(packer, "minor", welcome.minor);
   return info_message(Command::Welcome, buffer);
 }
 
@@ -459,6 +474,15 @@ Frames encode_hello(const Hello& hello) {
   packer.pack_map(hello.max_message_bytes > 0 ? 1 : 0);
   pack_if_set(packer, "max_message_bytes", hello.max_message_bytes);
   return info_message(Command::Hello, buffer);
+}
+
+Frames encode_credit(const Credit& credit) {
+  msgpack::sbuffer buffer;
+  msgpack::packer packer(buffer);
+  packer.pack_map(1);
+  packer.pack("free");
+  packer.pack(credit.free);
+  return info_message(Command::Credit, buffer);
 }
 
 Frames encode_control(Command command) {

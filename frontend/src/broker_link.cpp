@@ -18,10 +18,9 @@
 #include <vector>
 #include <zmq_addon.hpp>
 
-#include "monsoon/common/monitored_socket.hpp"
-#include "monsoon/common/routing_id.hpp"
+#include "monsoon/common/broker_session.hpp"
 #include "monsoon/common/wakeup.hpp"
-#include "monsoon/common/zmq_send.hpp"
+#include "monsoon/common/zmq_context.hpp"
 
 namespace monsoon::frontend {
 namespace {
@@ -34,11 +33,8 @@ constexpr milliseconds kMaxBudgetMargin{100};
 constexpr std::uint32_t kRetryAfterMs = 1000;
 // The deadline heap is rebuilt when stale entries outnumber live ones.
 constexpr std::size_t kMinHeapSizeToCompact = 1024;
-// docs/protocol.md section 5: the back-off starts at interval / 4 (at least
-// 1 ms, so that a short interval cannot mean reconnecting in a tight loop)
-// and doubles up to 32 times that.
-constexpr milliseconds kMinBackoff{1};
-constexpr int kMaxBackoffFactor = 32;
+// PendingJob::session of a job whose broker was lost and that waits for one.
+constexpr std::size_t kNoSession = SIZE_MAX;
 
 struct Submission {
   std::string task;
@@ -48,13 +44,14 @@ struct Submission {
   JobCompletion completion;
 };
 
-// Kept with its task and args: the job is sent again if the broker is lost.
+// Kept with its task and args: the job is sent again if its broker is lost.
 struct PendingJob {
   std::string task;
   std::string args;
   milliseconds timeout;
   Clock::time_point deadline;
   JobCompletion completion;
+  std::size_t session = kNoSession;  // through which it went
 };
 
 struct DeadlineEntry {
@@ -85,16 +82,20 @@ std::uint32_t broker_budget_ms(milliseconds timeout,
       budget, 1, static_cast<std::int64_t>(protocol::kMaxTimeoutMs)));
 }
 
-milliseconds initial_backoff(const HeartbeatSettings& heartbeat) {
-  return std::max(heartbeat.interval / 4, kMinBackoff);
-}
-
 BrokerLinkConfig validated(BrokerLinkConfig config) {
   if (config.heartbeat.interval < milliseconds{1}) {
     throw std::invalid_argument("heartbeat interval must be at least 1 ms");
   }
   if (config.heartbeat.liveness < 1) {
     throw std::invalid_argument("liveness must be at least 1");
+  }
+  if (config.endpoints.empty()) {
+    throw std::invalid_argument("no broker endpoint");
+  }
+  std::vector<std::string> sorted = config.endpoints;
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+    throw std::invalid_argument("a broker endpoint is listed twice");
   }
   if (max_args_bytes(config) == 0) {
     throw std::invalid_argument("max message bytes must exceed " +
@@ -115,8 +116,6 @@ struct Counters {
   std::atomic<std::uint64_t> rejected_unreachable{0};
   std::atomic<std::uint64_t> send_failed{0};
   std::atomic<std::uint64_t> late_results_dropped{0};
-  std::atomic<std::uint64_t> malformed_dropped{0};
-  std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> failed_broker_lost{0};
   std::atomic<std::uint64_t> resent{0};
 };
@@ -130,11 +129,11 @@ void bump(std::atomic<std::uint64_t>& counter) {
 class BrokerLink::Impl {
  public:
   explicit Impl(BrokerLinkConfig config)
-      : config_(validated(std::move(config))),
-        liveness_(config_.heartbeat, Clock::now()),
-        backoff_(initial_backoff(config_.heartbeat),
-                 initial_backoff(config_.heartbeat) * kMaxBackoffFactor) {
-    open_socket(Clock::now());
+      : config_(validated(std::move(config))) {
+    for (std::size_t i = 0; i < config_.endpoints.size(); ++i) {
+      sessions_.push_back(std::make_unique<BrokerSession>(
+          *context_, session_config(config_.endpoints[i]), callbacks(i)));
+    }
     thread_ = std::thread([this] { run(); });
   }
 
@@ -168,7 +167,7 @@ class BrokerLink::Impl {
                                kRetryAfterMs));
       return;
     }
-    if (!reachable_.load(std::memory_order_relaxed)) {
+    if (!reachable()) {
       in_flight_.fetch_sub(1);
       bump(counters_.rejected_unreachable);
       completion(unreachable_failure());
@@ -194,11 +193,11 @@ class BrokerLink::Impl {
   }
 
   bool reachable() const noexcept {
-    return reachable_.load(std::memory_order_relaxed);
+    return brokers_up_.load(std::memory_order_relaxed) > 0;
   }
 
-  // Our own bound, lowered to the broker's frame limit once its WELCOME
-  // told it.
+  // Our own bound, lowered to the smallest frame limit among the live
+  // brokers' WELCOMEs: a job may go through any of them.
   std::size_t max_args_bytes() const noexcept {
     return std::min<std::size_t>(
         frontend::max_args_bytes(config_),
@@ -217,12 +216,17 @@ class BrokerLink::Impl {
     stats.rejected_unreachable = get(counters_.rejected_unreachable);
     stats.send_failed = get(counters_.send_failed);
     stats.late_results_dropped = get(counters_.late_results_dropped);
-    stats.malformed_dropped = get(counters_.malformed_dropped);
-    stats.reconnects = get(counters_.reconnects);
     stats.failed_broker_lost = get(counters_.failed_broker_lost);
     stats.resent = get(counters_.resent);
+    for (const auto& session : sessions_) {
+      const BrokerSessionCounters counters = session->counters();
+      stats.reconnects += counters.reconnects;
+      stats.malformed_dropped += counters.malformed_dropped;
+    }
     stats.pending = in_flight_.load(std::memory_order_relaxed);
     stats.max_pending = config_.max_pending;
+    stats.brokers = sessions_.size();
+    stats.brokers_up = brokers_up_.load(std::memory_order_relaxed);
     stats.reachable = reachable();
     return stats;
   }
@@ -236,14 +240,49 @@ class BrokerLink::Impl {
   }
 
  private:
+  BrokerSessionConfig session_config(const std::string& endpoint) const {
+    BrokerSessionConfig session;
+    session.role = BrokerSessionConfig::Role::client;
+    session.endpoint = endpoint;
+    session.heartbeat = config_.heartbeat;
+    session.max_message_bytes = config_.max_message_bytes;
+    session.high_water_mark = socket_hwm(config_.max_pending);
+    return session;
+  }
+
+  BrokerSessionCallbacks callbacks(std::size_t session) {
+    BrokerSessionCallbacks callbacks;
+    callbacks.greeting = [this] {
+      protocol::Hello hello;
+      hello.max_message_bytes = config_.max_message_bytes;
+      return protocol::encode_hello(hello);
+    };
+    callbacks.on_message = [this](protocol::Command command,
+                                  protocol::Frames& frames,
+                                  Clock::time_point now) {
+      (void)now;
+      handle_result(protocol::decode_outcome(command, frames));
+    };
+    callbacks.on_welcome = [this](Clock::time_point) {
+      update_broker_limits();
+    };
+    callbacks.on_up = [this, session](Clock::time_point now) {
+      broker_up(session, now);
+    };
+    callbacks.on_down = [this, session](Clock::time_point now) {
+      broker_lost(session, now);
+    };
+    return callbacks;
+  }
+
   static JobOutcome unreachable_failure() {
     return local_failure(link_error_code::kBrokerUnavailable,
-                         "the broker is unreachable", kRetryAfterMs);
+                         "no broker is reachable", kRetryAfterMs);
   }
   static JobOutcome broker_lost_failure() {
     return local_failure(link_error_code::kBrokerUnavailable,
-                         "the broker was lost and not back before the job's "
-                         "deadline",
+                         "the job's broker was lost and no broker took the "
+                         "job again before its deadline",
                          kRetryAfterMs);
   }
   static JobOutcome shutdown_failure() {
@@ -260,13 +299,15 @@ class BrokerLink::Impl {
   void run() noexcept {
     try {
       std::vector<zmq::pollitem_t> items;
+      std::vector<std::size_t> first_item;  // per session, into items
       while (!stop_requested_.load()) {
         try {
-          poll_once(items);
+          poll_once(items, first_item);
         } catch (const zmq::error_t& e) {
           if (e.num() == EINTR) continue;
-          spdlog::error("broker link: {}; reconnecting", e.what());
-          lose_broker(Clock::now());
+          // A socket error that the session did not handle: fatal, since
+          // the pending table may no longer match what the brokers hold.
+          throw;
         }
       }
       shut_down();
@@ -286,14 +327,16 @@ class BrokerLink::Impl {
     std::abort();
   }
 
-  void poll_once(std::vector<zmq::pollitem_t>& items) {
+  void poll_once(std::vector<zmq::pollitem_t>& items,
+                 std::vector<std::size_t>& first_item) {
     auto now = Clock::now();
     auto wait = std::chrono::ceil<milliseconds>(next_wake() - now);
     items.clear();
+    first_item.clear();
     items.push_back({nullptr, wakeup_.fd(), ZMQ_POLLIN, 0});
-    if (socket_) {
-      items.push_back({socket_->socket().handle(), 0, ZMQ_POLLIN, 0});
-      items.push_back({socket_->events().handle(), 0, ZMQ_POLLIN, 0});
+    for (auto& session : sessions_) {
+      first_item.push_back(items.size());
+      if (session->poll_items(items) == 0) first_item.back() = SIZE_MAX;
     }
     zmq::poll(items, std::max(wait, milliseconds{0}));
 
@@ -302,71 +345,76 @@ class BrokerLink::Impl {
       wakeup_.drain();
       take_submissions(now);
     }
-    if (items.size() > 1 && (items[1].revents & ZMQ_POLLIN)) {
-      receive_batch(now);
-    }
-    if (items.size() > 2 && (items[2].revents & ZMQ_POLLIN) && socket_ &&
-        (socket_->take_events().seen & ZMQ_EVENT_DISCONNECTED) != 0) {
-      spdlog::warn("connection to the broker at {} dropped", config_.endpoint);
-      lose_broker(now);
+    for (std::size_t i = 0; i < sessions_.size(); ++i) {
+      const std::size_t first = first_item[i];
+      if (first == SIZE_MAX) continue;
+      if ((items[first].revents | items[first + 1].revents) != 0) {
+        sessions_[i]->process(now);
+      }
     }
     expire(now);
-    keep_alive(now);
+    for (auto& session : sessions_) session->tick(now);
   }
 
   Clock::time_point next_wake() const {
-    auto wake = socket_ ? liveness_.next_check() : reconnect_at_;
+    auto wake = Clock::time_point::max();
+    for (const auto& session : sessions_) {
+      wake = std::min(wake, session->next_wake());
+    }
     if (!deadlines_.empty()) wake = std::min(wake, deadlines_.front().deadline);
     return wake;
   }
 
-  void open_socket(Clock::time_point now) {
-    // The monitor tells a dropped connection at once: a broker restarted
-    // faster than heartbeats notice would otherwise take the reconnected
-    // socket without knowing the jobs sent before.
-    socket_.emplace(context_, zmq::socket_type::dealer, ZMQ_EVENT_DISCONNECTED);
-    zmq::socket_t& socket = socket_->socket();
-    socket.set(zmq::sockopt::routing_id, make_routing_id());
-    socket.set(zmq::sockopt::linger, 0);
-    socket.set(zmq::sockopt::maxmsgsize,
-               static_cast<std::int64_t>(config_.max_message_bytes));
-    socket.set(zmq::sockopt::sndhwm, socket_hwm(config_.max_pending));
-    socket.set(zmq::sockopt::rcvhwm, socket_hwm(config_.max_pending));
-    socket.connect(config_.endpoint);
-    // A broker of protocol 1.1 answers with WELCOME and its frame limit;
-    // an older one drops it. What an earlier broker told holds no more.
-    broker_max_message_bytes_.store(UINT64_MAX, std::memory_order_relaxed);
-    protocol::Hello hello;
-    hello.max_message_bytes = config_.max_message_bytes;
-    auto frames = protocol::encode_hello(hello);
-    send_frames(socket, frames);
-    liveness_ = PeerLiveness(config_.heartbeat, now);
-    send_heartbeat(now);  // its answer proves the broker reachable
-  }
-
-  // Drops the socket (and with it whatever it still queues) and schedules a
-  // new one. Pending jobs wait for the broker to be heard on it, then are
-  // sent again (their RESULTs would have gone to the old socket's routing
-  // identity, which no longer exists); those whose deadline comes first get
-  // 503 broker_unavailable.
-  void lose_broker(Clock::time_point now) {
-    socket_.reset();
-    reachable_.store(false);
-    reconnect_at_ = now + backoff_.next();
-    if (!pending_.empty()) {
-      spdlog::warn("the broker was lost; {} pending job(s) will be sent again",
-                   pending_.size());
+  // The smallest frame limit among the brokers that told one on their
+  // current socket (live, or about to be: a WELCOME precedes on_up);
+  // unknown (no bound) when none did.
+  void update_broker_limits() {
+    std::uint64_t limit = UINT64_MAX;
+    std::size_t up = 0;
+    for (const auto& session : sessions_) {
+      if (session->up()) ++up;
+      const auto& welcome = session->welcome();
+      if (welcome && welcome->max_message_bytes > 0) {
+        limit = std::min(limit, welcome->max_message_bytes);
+      }
     }
+    broker_max_message_bytes_.store(limit, std::memory_order_relaxed);
+    brokers_up_.store(up, std::memory_order_relaxed);
   }
 
-  // After a reconnection: every pending job still in time, with what is
-  // left of its budget. At-least-once: the lost broker may have run some.
-  void resend_pending(Clock::time_point now) {
+  void broker_up(std::size_t session, Clock::time_point now) {
+    update_broker_limits();
+    // Jobs whose broker was lost while no other one was up.
+    resend_orphans(now, session);
+  }
+
+  // The jobs pending through `session` cannot be answered any more (their
+  // RESULTs would go to the old socket's routing identity): they go through
+  // another live broker now, or wait for one.
+  void broker_lost(std::size_t session, Clock::time_point now) {
+    update_broker_limits();
+    std::size_t orphans = 0;
+    for (auto& [id, job] : pending_) {
+      if (job.session == session) {
+        job.session = kNoSession;
+        ++orphans;
+      }
+    }
+    if (orphans == 0) return;
+    spdlog::warn("broker at {} was lost; {} pending job(s) will be sent again",
+                 config_.endpoints[session], orphans);
+    if (reachable()) resend_orphans(now, next_up_session());
+  }
+
+  // At-least-once: the lost broker may have run some of them. Each goes
+  // with what is left of its budget, through `preferred` or, should its
+  // queue be full, another live broker.
+  void resend_orphans(Clock::time_point now, std::size_t preferred) {
     std::vector<std::uint64_t> refused;
     std::uint64_t resent = 0;
     for (auto& [id, job] : pending_) {
-      if (job.deadline <= now) continue;  // expire() answers it
-      if (send_job(id, job, now)) {
+      if (job.session != kNoSession || job.deadline <= now) continue;
+      if (send_job(id, job, now, preferred)) {
         ++resent;
       } else {
         refused.push_back(id);
@@ -388,16 +436,36 @@ class BrokerLink::Impl {
                          "the queue to the broker is full", kRetryAfterMs);
   }
 
-  // SUBMIT for `job` under `id`; false if it would block.
-  bool send_job(std::uint64_t id, const PendingJob& job,
-                Clock::time_point now) {
+  // The next live session in turn (round robin), SIZE_MAX if none.
+  std::size_t next_up_session() {
+    for (std::size_t tried = 0; tried < sessions_.size(); ++tried) {
+      const std::size_t candidate = next_session_++ % sessions_.size();
+      if (sessions_[candidate]->up()) return candidate;
+    }
+    return kNoSession;
+  }
+
+  // SUBMIT for `job` under `id` through `preferred` if it is up and has
+  // room, else through the other live sessions in turn; records the session
+  // in the job. False if none could take it now.
+  bool send_job(std::uint64_t id, PendingJob& job, Clock::time_point now,
+                std::size_t preferred) {
     protocol::JobMeta meta{id,
                            broker_budget_ms(job.timeout, job.deadline - now), 1,
                            config_.max_message_bytes};
-    auto frames =
-        protocol::encode_job(protocol::Command::Submit, job.task, meta,
-                             zmq::message_t(job.args.data(), job.args.size()));
-    return send_frames(socket_->socket(), frames) == SendResult::sent;
+    for (std::size_t tried = 0; tried <= sessions_.size(); ++tried) {
+      const std::size_t candidate = tried == 0 ? preferred : next_up_session();
+      if (candidate == kNoSession) return false;
+      if (!sessions_[candidate]->up()) continue;
+      auto frames = protocol::encode_job(
+          protocol::Command::Submit, job.task, meta,
+          zmq::message_t(job.args.data(), job.args.size()));
+      if (sessions_[candidate]->try_send(frames) == SendResult::sent) {
+        job.session = candidate;
+        return true;
+      }
+    }
+    return false;
   }
 
   void fail_pending(const JobOutcome& outcome) {
@@ -405,43 +473,6 @@ class BrokerLink::Impl {
     auto jobs = std::exchange(pending_, {});
     deadlines_.clear();
     for (auto& [id, job] : jobs) finish(job.completion, outcome);
-  }
-
-  void heard(Clock::time_point now) {
-    liveness_.heard(now);
-    if (!reachable_.exchange(true)) {
-      spdlog::info("broker at {} is reachable", config_.endpoint);
-      backoff_.reset();
-      resend_pending(now);
-    }
-  }
-
-  void send_heartbeat(Clock::time_point now) {
-    auto frames = protocol::encode_control(protocol::Command::Heartbeat);
-    send_frames(socket_->socket(), frames);  // if full, the next one will do
-    liveness_.sent(now);
-  }
-
-  void keep_alive(Clock::time_point now) {
-    if (!socket_) {
-      if (now >= reconnect_at_) {
-        bump(counters_.reconnects);
-        open_socket(now);
-      }
-      return;
-    }
-    // RESULTs that arrived while this thread was not scheduled count.
-    if (liveness_.peer_dead(now)) receive_batch(now);
-    if (socket_ && liveness_.peer_dead(now)) {
-      if (reachable_.load()) {
-        spdlog::warn(
-            "broker at {} is unreachable (silent for {} ms)", config_.endpoint,
-            (config_.heartbeat.interval * config_.heartbeat.liveness).count());
-      }
-      lose_broker(now);
-      return;
-    }
-    if (socket_ && liveness_.heartbeat_due(now)) send_heartbeat(now);
   }
 
   void take_submissions(Clock::time_point now) {
@@ -465,7 +496,7 @@ class BrokerLink::Impl {
   }
 
   void send_submission(Submission& submission, Clock::time_point now) {
-    if (!socket_ || !reachable_.load()) {
+    if (!reachable()) {
       bump(counters_.rejected_unreachable);
       finish(submission.completion, unreachable_failure());
       return;
@@ -480,7 +511,7 @@ class BrokerLink::Impl {
     PendingJob job{std::move(submission.task), std::move(submission.args),
                    submission.timeout, submission.deadline,
                    std::move(submission.completion)};
-    if (!send_job(id, job, now)) {
+    if (!send_job(id, job, now, next_up_session())) {
       bump(counters_.send_failed);
       finish(job.completion, queue_full_failure());
       return;
@@ -490,57 +521,7 @@ class BrokerLink::Impl {
     pending_.emplace(id, std::move(job));
   }
 
-  void receive_batch(Clock::time_point now) {
-    for (std::size_t i = 0; i < kMaxMessagesPerWakeup && socket_; ++i) {
-      frames_.clear();
-      if (!zmq::recv_multipart(socket_->socket(), std::back_inserter(frames_),
-                               zmq::recv_flags::dontwait)) {
-        return;
-      }
-      handle_message(now);
-    }
-  }
-
-  void handle_message(Clock::time_point now) {
-    try {
-      switch (protocol::decode_command(frames_)) {
-        case protocol::Command::Heartbeat:
-          heard(now);
-          return;
-        case protocol::Command::Result:
-          handle_result(
-              protocol::decode_outcome(protocol::Command::Result, frames_),
-              now);
-          return;
-        case protocol::Command::Welcome:
-          handle_welcome(protocol::decode_welcome(frames_), now);
-          return;
-        case protocol::Command::Disconnect:
-          spdlog::warn("broker at {} is shutting down", config_.endpoint);
-          lose_broker(now);
-          return;
-        default:
-          throw protocol::ProtocolError("command not valid from a broker");
-      }
-    } catch (const protocol::ProtocolError& e) {
-      bump(counters_.malformed_dropped);
-      spdlog::debug("dropped a malformed message from the broker: {}",
-                    e.what());
-    }
-  }
-
-  void handle_welcome(const protocol::Welcome& welcome, Clock::time_point now) {
-    heard(now);
-    if (!welcome.ok || welcome.max_message_bytes == 0) return;
-    if (broker_max_message_bytes_.exchange(welcome.max_message_bytes) !=
-        welcome.max_message_bytes) {
-      spdlog::info("broker at {} accepts frames of up to {} bytes",
-                   config_.endpoint, welcome.max_message_bytes);
-    }
-  }
-
-  void handle_result(protocol::OutcomeMessage message, Clock::time_point now) {
-    heard(now);
+  void handle_result(protocol::OutcomeMessage message) {
     auto it = pending_.find(message.meta.id);
     if (it == pending_.end()) {
       bump(counters_.late_results_dropped);
@@ -570,7 +551,7 @@ class BrokerLink::Impl {
       if (it == pending_.end()) continue;
       PendingJob job = std::move(it->second);
       pending_.erase(it);
-      if (reachable_.load()) {
+      if (job.session != kNoSession) {
         bump(counters_.timed_out);
         finish(job.completion, deadline_failure(job.timeout));
       } else {
@@ -609,16 +590,16 @@ class BrokerLink::Impl {
       finish(submission.completion, shutdown_failure());
     }
     fail_pending(shutdown_failure());
-    socket_.reset();
-    reachable_.store(false);
+    for (auto& session : sessions_) session->close(milliseconds{0});
+    brokers_up_.store(0);
   }
 
   const BrokerLinkConfig config_;
   Counters counters_;
   std::atomic<std::size_t> in_flight_{0};
-  std::atomic<bool> reachable_{false};
+  std::atomic<std::size_t> brokers_up_{0};
   std::atomic<bool> stop_requested_{false};
-  // From the broker's WELCOME; unknown (no bound) until then.
+  // From the live brokers' WELCOMEs; unknown (no bound) until then.
   std::atomic<std::uint64_t> broker_max_message_bytes_{UINT64_MAX};
   Wakeup wakeup_;
 
@@ -626,17 +607,15 @@ class BrokerLink::Impl {
   std::vector<Submission> submissions_;  // guarded by submissions_mutex_
   bool closed_ = false;                  // guarded by submissions_mutex_
 
-  // Owned by the link thread (and by the constructor before it starts).
-  zmq::context_t context_{1};
-  std::optional<MonitoredSocket> socket_;  // empty while backing off
-  PeerLiveness liveness_;
-  Backoff backoff_;
-  Clock::time_point reconnect_at_;
+  // Owned by the link thread (and by the constructor before it starts);
+  // stats() reads only the sessions' atomic counters.
+  std::shared_ptr<zmq::context_t> context_ = shared_zmq_context();
+  std::vector<std::unique_ptr<BrokerSession>> sessions_;
+  std::size_t next_session_ = 0;  // round robin over live sessions
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, PendingJob> pending_;
   std::vector<DeadlineEntry> deadlines_;  // min-heap, see expire()
   std::vector<Submission> taken_;
-  protocol::Frames frames_;
 
   std::mutex stop_mutex_;
   std::thread thread_;

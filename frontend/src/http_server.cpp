@@ -622,6 +622,11 @@ Server::Server(FrontendConfig config, JobLink& link)
   beast::error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec && config_.reuse_port) {
+    acceptor_.set_option(
+        net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true),
+        ec);
+  }
   if (!ec) acceptor_.bind(endpoint, ec);
   if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
   if (ec)

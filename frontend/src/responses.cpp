@@ -102,7 +102,11 @@ std::string metrics_text(const ServerStats& server, const BrokerLinkStats& link,
              server.connections_rejected);
 
   out.metric("broker_reachable", "gauge",
-             "1 while the broker answers heartbeats.", link.reachable ? 1 : 0);
+             "1 while some broker answers heartbeats.", link.reachable ? 1 : 0);
+  out.metric("brokers_configured", "gauge", "Brokers this front end uses.",
+             link.brokers);
+  out.metric("brokers_up", "gauge",
+             "Brokers heard from within the liveness window.", link.brokers_up);
   out.metric("jobs_pending", "gauge", "Jobs submitted and not yet completed.",
              link.pending);
   out.metric("jobs_submitted_total", "counter",
@@ -126,13 +130,13 @@ std::string metrics_text(const ServerStats& server, const BrokerLinkStats& link,
   out.metric("malformed_messages_dropped_total", "counter",
              "Invalid messages from the broker.", link.malformed_dropped);
   out.metric("broker_reconnects_total", "counter",
-             "New sockets opened after losing the broker.", link.reconnects);
+             "New sockets opened after losing a broker.", link.reconnects);
   out.metric("jobs_failed_broker_lost_total", "counter",
              "Pending jobs failed because the broker was lost and not back "
              "before their deadline.",
              link.failed_broker_lost);
   out.metric("jobs_resent_total", "counter",
-             "Pending jobs sent again after a reconnection to the broker.",
+             "Pending jobs sent again after their broker was lost.",
              link.resent);
 
   out.metric("limit_max_connections", "gauge",

@@ -107,6 +107,21 @@ struct Harness {
         out);
   }
 
+  // DONE `refused`: the worker's slots were all held (several brokers).
+  void refuse(const std::string& worker, std::uint64_t broker_id) {
+    dispatcher.on_done(
+        worker,
+        {"echo",
+         protocol::OutcomeMeta::failure(
+             broker_id, protocol::error_code::kRefused, "all slots held"),
+         protocol::nil_payload()},
+        now, out);
+  }
+
+  void credit(const std::string& worker, std::uint32_t free) {
+    dispatcher.on_credit(worker, {free}, now, out);
+  }
+
   void tick() { dispatcher.on_tick(now, out); }
 
   Sent take() {
@@ -911,6 +926,7 @@ TEST_CASE("READY beyond max_workers is refused, told and counted") {
   CHECK(refusal.code == protocol::error_code::kOverloaded);
   CHECK_THAT(refusal.message, Catch::Contains("limit of 1 workers"));
   CHECK(refusal.retry_after_ms == 1500);
+  CHECK(refusal.minor == protocol::kProtocolMinor);
 }
 
 TEST_CASE("a READY is welcomed, before any JOB, with the broker's limits") {
@@ -927,6 +943,8 @@ TEST_CASE("a READY is welcomed, before any JOB, with the broker's limits") {
   CHECK(sent.welcomes[0].welcome.ok);
   CHECK(sent.welcomes[0].welcome.max_message_bytes == 4096);
   CHECK(sent.welcomes[0].welcome.heartbeat_ms == 1000);
+  CHECK(sent.welcomes[0].welcome.minor == protocol::kProtocolMinor);
+  CHECK(h.dispatcher.welcome().minor == 2);
 }
 
 TEST_CASE("args over a worker's frame limit fail alone with too_large") {
@@ -1259,4 +1277,210 @@ TEST_CASE("a job of a no_retry task fails when its worker dies") {
   CHECK(sent.results[0].result.meta.message ==
         "worker died while running the job; task 'charge' is not retried (at "
         "most once)");
+}
+
+// --- Several brokers sharing a worker's slots (protocol 1.2) ---
+
+TEST_CASE("a refused job goes at once to another worker, attempt unchanged") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.take();
+  h.submit("echo", 1, 5000);
+  SentJob first = h.take_job();
+  REQUIRE(first.worker == "A");
+
+  h.now += milliseconds(400);
+  h.refuse("A", first.job.meta.id);
+  Sent sent = h.take();
+  CHECK(sent.results.empty());  // never relayed
+  REQUIRE(sent.jobs.size() == 1);
+  CHECK(sent.jobs[0].worker == "B");
+  CHECK(sent.jobs[0].job.meta.id == first.job.meta.id);
+  CHECK(sent.jobs[0].job.meta.attempt == 1);
+  CHECK(sent.jobs[0].job.meta.timeout_ms == 4600);  // the same deadline
+  CHECK(text(sent.jobs[0].job.args) == args_of(1));
+
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.refused == 1);
+  CHECK(stats.requeued == 0);
+  CHECK(stats.retries == 0);
+  CHECK(stats.in_flight == 1);
+  CHECK(stats.free_credit == 0);  // A's credit is 0, B is busy
+
+  // A gets nothing until it says it has room.
+  h.submit("echo", 2);
+  CHECK(h.take().jobs.empty());
+  h.done("B", first.job.meta.id);
+  Sent answered = h.take();
+  REQUIRE(answered.results.size() == 1);
+  CHECK(answered.results[0].result.meta.ok);
+  CHECK(answered.results[0].result.meta.worker == "B");
+  REQUIRE(answered.jobs.size() == 1);
+  CHECK(answered.jobs[0].worker == "B");
+}
+
+TEST_CASE("a refused job waits at the front of its queue") {
+  Harness h;
+  h.ready("A", {"echo"}, 2);
+  h.submit("echo", 1);
+  h.submit("echo", 2);
+  Sent running = h.take();
+  REQUIRE(running.jobs.size() == 2);
+  h.submit("echo", 3);
+
+  h.refuse("A", running.jobs[1].job.meta.id);
+  Sent sent = h.take();
+  CHECK(sent.jobs.empty());
+  CHECK(sent.results.empty());
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.queued == 2);
+  CHECK(stats.in_flight == 1);
+  CHECK(stats.free_credit == 0);
+
+  // A DONE returns one credit: the refused job goes first, not job 3.
+  h.done("A", running.jobs[0].job.meta.id);
+  sent = h.take();
+  REQUIRE(sent.results.size() == 1);
+  REQUIRE(sent.jobs.size() == 1);
+  CHECK(text(sent.jobs[0].job.args) == args_of(2));
+  CHECK(sent.jobs[0].job.meta.attempt == 1);
+}
+
+TEST_CASE("a refusal does not use up an attempt") {
+  DispatcherConfig config;
+  config.max_attempts = 1;
+  Harness h(config);
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.take();
+  h.submit("echo", 1);
+  SentJob job = h.take_job();
+  h.refuse(job.worker, job.job.meta.id);
+  SentJob again = h.take_job();
+  CHECK(again.worker != job.worker);
+  CHECK(again.job.meta.attempt == 1);
+  h.done(again.worker, again.job.meta.id);
+  SentResult result = h.take_result();
+  CHECK(result.result.meta.ok);
+  CHECK(h.dispatcher.stats().dispatched == 2);  // JOBs sent, both counted
+}
+
+TEST_CASE("a refused job past its deadline fails deadline_exceeded") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.ready("B", {"echo"}, 1);
+  h.take();
+  h.submit("echo", 1, 1000);
+  SentJob job = h.take_job();
+  h.now += milliseconds(1200);  // past the deadline, within the grace
+  h.refuse(job.worker, job.job.meta.id);
+  Sent sent = h.take();
+  CHECK(sent.jobs.empty());
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].result.meta.code ==
+        protocol::error_code::kDeadlineExceeded);
+  CHECK(h.dispatcher.stats().in_flight == 0);
+}
+
+TEST_CASE("CREDIT sets credit to the lesser of free and slots minus held") {
+  Harness h;
+  h.ready("A", {"echo"}, 4);
+  for (std::uint64_t id = 1; id <= 3; ++id) h.submit("echo", id);
+  Sent running = h.take();
+  REQUIRE(running.jobs.size() == 3);
+  h.refuse("A", running.jobs[2].job.meta.id);
+  CHECK(h.take().jobs.empty());
+  CHECK(h.dispatcher.stats().free_credit == 0);
+
+  // free 4, but the broker still counts 2 jobs held: credit 2.
+  h.credit("A", 4);
+  Sent sent = h.take();
+  REQUIRE(sent.jobs.size() == 1);  // the refused job, at once
+  CHECK(text(sent.jobs[0].job.args) == args_of(3));
+  CHECK(h.dispatcher.stats().free_credit == 1);
+  CHECK(h.dispatcher.stats().credit_updates == 1);
+
+  // free is a cap too: CREDIT 0 leaves no credit.
+  h.credit("A", 0);
+  CHECK(h.dispatcher.stats().free_credit == 0);
+  h.submit("echo", 4);
+  CHECK(h.take().jobs.empty());
+  h.credit("A", 1);
+  CHECK(h.take_job().worker == "A");
+  CHECK(h.dispatcher.stats().credit_updates == 3);
+}
+
+TEST_CASE("CREDIT from an unknown worker is answered with DISCONNECT") {
+  Harness h;
+  h.credit("ghost", 3);
+  Sent sent = h.take();
+  REQUIRE(sent.controls.size() == 1);
+  CHECK(sent.controls[0].identity == "ghost");
+  CHECK(sent.controls[0].command == Command::Disconnect);
+  CHECK(h.dispatcher.stats().unknown_worker_messages == 1);
+  CHECK(h.dispatcher.stats().credit_updates == 0);
+  CHECK_FALSE(h.dispatcher.knows_worker("ghost"));
+}
+
+TEST_CASE("CREDIT from a stopping worker is ignored") {
+  Harness h;
+  h.ready("A", {"echo"}, 2);
+  h.submit("echo", 1);
+  SentJob running = h.take_job();
+  h.dispatcher.on_disconnect("A", h.now, h.out);
+  h.submit("echo", 2);
+  h.credit("A", 2);
+  Sent sent = h.take();
+  CHECK(sent.jobs.empty());
+  CHECK(sent.controls.empty());
+  CHECK(h.dispatcher.stats().free_credit == 0);
+  CHECK(h.dispatcher.stats().credit_updates == 0);
+  h.done("A", running.job.meta.id);
+  CHECK(h.take().results.size() == 1);
+  CHECK_FALSE(h.dispatcher.knows_worker("A"));
+}
+
+TEST_CASE("a stopping worker's refused job goes to another worker") {
+  Harness h;
+  h.ready("A", {"echo"}, 1);
+  h.submit("echo", 1);
+  SentJob job = h.take_job();
+  h.dispatcher.on_disconnect("A", h.now, h.out);
+  h.ready("B", {"echo"}, 1);
+  h.take();
+  h.refuse("A", job.job.meta.id);
+  SentJob again = h.take_job();
+  CHECK(again.worker == "B");
+  CHECK_FALSE(h.dispatcher.knows_worker("A"));  // held nothing more
+  CHECK(h.dispatcher.stats().workers_stopped == 1);
+}
+
+TEST_CASE("a late refused DONE is dropped and counted, and zeroes credit") {
+  Harness h;
+  h.ready("A", {"echo"}, 2);
+  h.ready("B", {"echo"}, 1);
+  h.take();
+  h.submit("echo", 1);
+  SentJob job = h.take_job();
+  REQUIRE(job.worker == "A");
+
+  h.refuse("A", 999'999);          // an id the broker never gave out
+  h.refuse("B", job.job.meta.id);  // held by A, not B
+  Sent sent = h.take();
+  CHECK(sent.jobs.empty());
+  CHECK(sent.results.empty());
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.late_done_dropped == 1);
+  CHECK(stats.misrouted_done_dropped == 1);
+  CHECK(stats.refused == 0);
+  CHECK(stats.in_flight == 1);
+  CHECK(stats.free_credit == 0);  // both are full
+
+  h.submit("echo", 2);
+  CHECK(h.take().jobs.empty());
+  h.credit("B", 1);
+  CHECK(h.take_job().worker == "B");
+  h.done("A", job.job.meta.id);  // A's job still completes normally
+  CHECK(h.take_result().result.meta.id == 1);
 }

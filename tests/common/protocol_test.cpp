@@ -160,7 +160,7 @@ TEST_CASE("foreign and malformed frames are rejected") {
   }
   SECTION("unknown command byte") {
     Frames frames = encode_control(Command::Heartbeat);
-    frames[1] = frame("\x09");
+    frames[1] = frame("\x0b");
     CHECK_THROWS_AS(decode_command(frames), ProtocolError);
   }
   SECTION("command frame of two bytes") {
@@ -444,6 +444,62 @@ TEST_CASE("1.1 additions round-trip: frame limits, WELCOME and HELLO") {
   hello.max_message_bytes = 4096;
   CHECK(decode_hello(encode_hello(hello)).max_message_bytes == 4096);
   CHECK(decode_hello(encode_hello({})).max_message_bytes == 0);
+}
+
+TEST_CASE("1.2 additions round-trip: CREDIT and WELCOME's minor") {
+  Frames frames = encode_credit({.free = 3});
+  CHECK(decode_command(frames) == Command::Credit);
+  CHECK(command_name(Command::Credit) == "CREDIT");
+  CHECK(decode_credit(frames).free == 3);
+  CHECK(decode_credit(encode_credit({})).free == 0);
+  CHECK(decode_credit(encode_credit({kMaxSlots})).free == kMaxSlots);
+
+  Welcome welcome;
+  welcome.minor = kProtocolMinor;
+  CHECK(decode_welcome(encode_welcome(welcome)).minor == 2);
+  welcome.minor = 0;  // absent, as from a 1.1 broker
+  CHECK(decode_welcome(encode_welcome(welcome)).minor == 0);
+  CHECK(error_code::kRefused == "refused");
+}
+
+TEST_CASE("CREDIT without a valid 'free' is rejected") {
+  auto credit_with = [](auto write_info) {
+    msgpack::sbuffer buffer;
+    msgpack::packer packer(buffer);
+    write_info(packer);
+    Frames frames;
+    frames.push_back(frame(kSignature));
+    frames.push_back(frame("\x0a"));
+    frames.push_back(msgpack_frame(buffer));
+    return frames;
+  };
+  auto with_free = [&](auto value) {
+    return credit_with([&](auto& p) {
+      p.pack_map(1);
+      p.pack("free");
+      p.pack(value);
+    });
+  };
+  CHECK_THROWS_AS(decode_credit(credit_with([](auto& p) { p.pack_map(0); })),
+                  ProtocolError);
+  CHECK_THROWS_AS(decode_credit(with_free(-1)), ProtocolError);
+  CHECK_THROWS_AS(decode_credit(with_free(kMaxSlots + 1)), ProtocolError);
+  CHECK_THROWS_AS(decode_credit(with_free("3")), ProtocolError);
+  CHECK(decode_credit(with_free(kMaxSlots)).free == kMaxSlots);
+
+  // An unknown key is ignored; a missing info frame, or another command,
+  // is not a CREDIT.
+  Frames later = credit_with([](auto& p) {
+    p.pack_map(2);
+    p.pack("free");
+    p.pack(5);
+    p.pack("later");
+    p.pack(true);
+  });
+  CHECK(decode_credit(later).free == 5);
+  later.pop_back();
+  CHECK_THROWS_AS(decode_command(later), ProtocolError);
+  CHECK_THROWS_AS(decode_credit(encode_hello({})), ProtocolError);
 }
 
 // docs/protocol.md section 2: depth counts nested arrays and maps; a scalar

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -27,7 +28,7 @@ namespace {
 
 BrokerLinkConfig fast_config(const std::string& endpoint) {
   BrokerLinkConfig config;
-  config.endpoint = endpoint;
+  config.endpoints = {endpoint};
   config.heartbeat.interval = 50ms;
   config.heartbeat.liveness = 3;
   return config;
@@ -423,4 +424,79 @@ TEST_CASE("the broker's WELCOME lowers the args limit to its frame limit") {
   auto job = broker.wait_for_job(0, 5s);
   REQUIRE(job);
   CHECK(job->meta.max_result_bytes == config.max_message_bytes);
+}
+
+// Several brokers (issue 9): jobs go through the live ones in turn; those
+// pending through a broker that is lost go again through another, and a
+// RESULT answers only the job whose id it carries.
+TEST_CASE("jobs are spread over several brokers, in turn") {
+  FakeBroker first(/*echo_jobs=*/true);
+  FakeBroker second(/*echo_jobs=*/true);
+  first.set_worker_name("via-first");
+  second.set_worker_name("via-second");
+  auto config = fast_config(first.endpoint());
+  config.endpoints.push_back(second.endpoint());
+  BrokerLink link(config);
+  REQUIRE(eventually([&] { return link.stats().brokers_up == 2; }, 5s));
+
+  OutcomeRecorder recorder;
+  for (int i = 0; i < 10; ++i) {
+    link.submit("echo", args_of(i), 5s, recorder.completion());
+  }
+  REQUIRE(recorder.wait_for(10, 5s));
+  std::map<std::string, int> by_broker;
+  for (const auto& outcome : recorder.outcomes()) {
+    CHECK(outcome.meta.ok);
+    ++by_broker[outcome.meta.worker];
+  }
+  CHECK(by_broker["via-first"] == 5);
+  CHECK(by_broker["via-second"] == 5);
+  CHECK(link.stats().brokers == 2);
+}
+
+TEST_CASE("jobs pending through a lost broker go again through another") {
+  auto lost = std::make_optional<FakeBroker>(/*echo_jobs=*/false);
+  FakeBroker survivor(/*echo_jobs=*/false);
+  auto config = fast_config(lost->endpoint());
+  config.endpoints.push_back(survivor.endpoint());
+  BrokerLink link(config);
+  REQUIRE(eventually([&] { return link.stats().brokers_up == 2; }, 5s));
+
+  OutcomeRecorder recorder;
+  link.submit("echo", args_of("a"), 10s, recorder.completion());
+  link.submit("echo", args_of("b"), 10s, recorder.completion());
+  // One went through each broker; neither answers yet.
+  auto job_a = lost->wait_for_job(0, 5s);
+  auto job_b = survivor.wait_for_job(0, 5s);
+  REQUIRE(job_a);
+  REQUIRE(job_b);
+
+  lost.reset();  // its connection drops: the link notices at once
+  auto again = survivor.wait_for_job(1, 5s);
+  REQUIRE(again);
+  CHECK(again->args == job_a->args);
+  CHECK(again->meta.id == job_a->meta.id);  // the link's id, kept
+  CHECK(eventually([&] { return link.stats().resent == 1; }, 5s));
+  CHECK(link.reachable());
+
+  // Each RESULT answers its own job: the one sent again gets "A".
+  survivor.reply(*again, protocol::OutcomeMeta::success(again->meta.id),
+                 args_of("A"));
+  survivor.reply(*job_b, protocol::OutcomeMeta::success(job_b->meta.id),
+                 args_of("B"));
+  REQUIRE(recorder.wait_for(2, 5s));
+  std::set<std::string> results;
+  for (const auto& outcome : recorder.outcomes()) {
+    CHECK(outcome.meta.ok);
+    results.insert(outcome.result);
+  }
+  CHECK(results == std::set<std::string>{args_of("A"), args_of("B")});
+  link.stop();
+  CHECK(recorder.outcomes().size() == 2);  // exactly once each
+}
+
+TEST_CASE("a broker endpoint listed twice is refused") {
+  auto config = fast_config("tcp://127.0.0.1:1");
+  config.endpoints.push_back("tcp://127.0.0.1:1");
+  CHECK_THROWS_AS(BrokerLink(config), std::invalid_argument);
 }

@@ -226,7 +226,7 @@ class Fixture {
  private:
   static BrokerLinkConfig link_config(const std::string& endpoint) {
     BrokerLinkConfig config;
-    config.endpoint = endpoint;
+    config.endpoints = {endpoint};
     config.heartbeat.interval = 50ms;
     return config;
   }

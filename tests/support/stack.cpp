@@ -92,6 +92,19 @@ void raise_open_files_limit() {
   }
 }
 
+namespace {
+
+std::string comma_list(const std::vector<std::string>& items) {
+  std::string list;
+  for (const auto& item : items) {
+    if (!list.empty()) list += ',';
+    list += item;
+  }
+  return list;
+}
+
+}  // namespace
+
 Stack::Stack(StackOptions options) : options_(std::move(options)) {
   std::string pattern =
       (std::filesystem::temp_directory_path() / "monsoon-test-XXXXXX").string();
@@ -99,15 +112,18 @@ Stack::Stack(StackOptions options) : options_(std::move(options)) {
     throw std::runtime_error("mkdtemp failed");
   directory_ = pattern;
   http_port_ = free_port();
-  client_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_port());
-  worker_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_port());
-
-  start_broker();
+  for (int i = 0; i < options_.brokers; ++i) {
+    client_endpoints_.push_back("tcp://127.0.0.1:" +
+                                std::to_string(free_port()));
+    worker_endpoints_.push_back("tcp://127.0.0.1:" +
+                                std::to_string(free_port()));
+    start_broker(static_cast<std::size_t>(i));
+  }
   for (int i = 0; i < options_.workers; ++i) start_worker();
   std::vector<std::string> frontend_args = {
       "--host",         "127.0.0.1",
       "--port",         std::to_string(http_port_),
-      "--broker",       client_endpoint_,
+      "--broker",       comma_list(client_endpoints_),
       "--heartbeat-ms", "200"};
   // A flag given twice is refused: the test's own drain timeout wins.
   const auto& extra = options_.frontend_args;
@@ -139,35 +155,45 @@ Stack::~Stack() {
   // Front end first, so no request is left waiting on a stopped broker.
   frontend_.clear();
   workers_.clear();
-  broker_.clear();
+  brokers_.clear();
   std::error_code ignored;
   std::filesystem::remove_all(directory_, ignored);
 }
 
-void Stack::start_broker() {
-  std::vector<std::string> args = {"--client-endpoint", client_endpoint_,
-                                   "--worker-endpoint", worker_endpoint_,
-                                   "--heartbeat-ms",    "200"};
+void Stack::start_broker(std::size_t index) {
+  std::vector<std::string> args = {
+      "--client-endpoint", client_endpoints_.at(index),
+      "--worker-endpoint", worker_endpoints_.at(index),
+      "--heartbeat-ms",    "200"};
   args.insert(args.end(), options_.broker_args.begin(),
               options_.broker_args.end());
-  broker_.clear();
-  broker_.emplace_back(MONSOON_BROKER_BIN, args, directory_ + "/broker.log");
+  const std::string log =
+      directory_ + (index == 0 ? std::string("/broker.log")
+                               : "/broker-" + std::to_string(index) + ".log");
+  if (index >= brokers_.size()) brokers_.resize(index + 1);
+  // The old one is stopped first (ChildProcess's destructor), then the new
+  // one binds the same endpoints.
+  brokers_[index].reset();
+  brokers_[index].emplace(MONSOON_BROKER_BIN, args, log);
 }
 
 void Stack::start_worker(const std::vector<std::string>& extra_args) {
   std::string name = "worker-" + std::to_string(workers_.size() + 1);
-  std::vector<std::string> args = {"--broker",
-                                   worker_endpoint_,
-                                   "--concurrency",
-                                   std::to_string(options_.worker_concurrency),
-                                   "--async-concurrency",
-                                   std::to_string(options_.worker_concurrency),
-                                   "--name",
-                                   name,
-                                   "--db-path",
-                                   directory_ + "/demo.sqlite3",
-                                   "--heartbeat-ms",
-                                   "200"};
+  std::vector<std::string> args = {
+      "--broker",
+      comma_list(worker_endpoints_),
+      "--concurrency",
+      std::to_string(options_.worker_concurrency),
+      "--async-concurrency",
+      std::to_string(options_.worker_async_concurrency > 0
+                         ? options_.worker_async_concurrency
+                         : options_.worker_concurrency),
+      "--name",
+      name,
+      "--db-path",
+      directory_ + "/demo.sqlite3",
+      "--heartbeat-ms",
+      "200"};
   args.insert(args.end(), options_.worker_args.begin(),
               options_.worker_args.end());
   args.insert(args.end(), extra_args.begin(), extra_args.end());
@@ -207,12 +233,14 @@ bool Stack::all_workers_serving(std::chrono::milliseconds timeout) {
   const std::size_t count = workers_.size();
   return eventually(
       [&] {
+        // Four per worker: with several brokers, each picks the idle
+        // workers it sees, and two of them may pick the same ones.
         HttpBatch probe(http_port_,
                         std::vector<HttpRequest>(
-                            count, HttpRequest{.method = "POST",
-                                               .target = "/jobs/sleep",
-                                               .body = R"({"ms": 100})",
-                                               .headers = {}}));
+                            4 * count, HttpRequest{.method = "POST",
+                                                   .target = "/jobs/sleep",
+                                                   .body = R"({"ms": 100})",
+                                                   .headers = {}}));
         probe.receive_all(std::chrono::seconds(10));
         std::set<std::string> names;
         for (const auto& response : probe.responses()) {
@@ -259,7 +287,9 @@ std::string Stack::logs() const {
       out += "---- " + process.log_path() + "\n" + process.log();
     }
   };
-  append(broker_);
+  for (const auto& broker : brokers_) {
+    if (broker) out += "---- " + broker->log_path() + "\n" + broker->log();
+  }
   append(workers_);
   append(frontend_);
   return out;

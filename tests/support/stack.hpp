@@ -1,10 +1,12 @@
 // A whole Monsoon stack of real processes on 127.0.0.1 for integration tests:
-// one broker, N workers and one front end, on ports chosen free at run time,
-// with logs and the demo database in a private temporary directory.
+// one broker (or several, all active), N workers and one front end, on ports
+// chosen free at run time, with logs and the demo database in a private
+// temporary directory.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,9 @@ struct StackOptions {
 
   int workers = 1;
   int worker_concurrency = 2;
+  int worker_async_concurrency = 0;  // 0: worker_concurrency
+  // Brokers, all active: the front end and every worker get all of them.
+  int brokers = 1;
   std::vector<std::string> broker_args;
   std::vector<std::string> worker_args;
   std::vector<std::string> frontend_args;
@@ -42,8 +47,9 @@ class Stack {
   ~Stack();
 
   std::uint16_t http_port() const { return http_port_; }
-  const std::string& client_endpoint() const { return client_endpoint_; }
-  const std::string& worker_endpoint() const { return worker_endpoint_; }
+  // Broker 0's endpoints.
+  const std::string& client_endpoint() const { return client_endpoints_[0]; }
+  const std::string& worker_endpoint() const { return worker_endpoints_[0]; }
   const std::string& directory() const { return directory_; }
 
   // A request to the front end, waiting at most `timeout` for the answer.
@@ -58,10 +64,9 @@ class Stack {
   // Jobs the front end awaits a result for (its jobs_pending gauge).
   std::uint64_t pending_jobs() const;
 
-  // Polls until every worker started so far takes jobs: as many concurrent
-  // 100 ms sleep jobs as there are workers land on distinct workers (the
-  // broker gives a job to an idle worker before a busy one). False at the
-  // timeout.
+  // Polls until every worker started so far takes jobs: among four
+  // concurrent 100 ms sleep jobs per worker, every worker runs one (a broker
+  // gives a job to an idle worker before a busy one). False at the timeout.
   bool all_workers_serving(std::chrono::milliseconds timeout);
 
   // SIGTERM to the broker; waits for it to exit and returns the counters of
@@ -71,12 +76,13 @@ class Stack {
   // The same for workers()[index], with its final counters.
   Counters stop_worker(std::size_t index);
 
-  ChildProcess& broker() { return broker_.at(0); }
+  ChildProcess& broker(std::size_t index = 0) { return *brokers_.at(index); }
   ChildProcess& frontend() { return frontend_.at(0); }
   // start_worker() may move the elements: take references anew after it.
   std::vector<ChildProcess>& workers() { return workers_; }
 
-  void start_broker();
+  // (Re)starts broker `index` on its endpoints.
+  void start_broker(std::size_t index = 0);
   void start_worker(const std::vector<std::string>& extra_args = {});
   // Everything each process printed, for failure messages.
   std::string logs() const;
@@ -85,9 +91,9 @@ class Stack {
   StackOptions options_;
   std::string directory_;
   std::uint16_t http_port_ = 0;
-  std::string client_endpoint_;
-  std::string worker_endpoint_;
-  std::vector<ChildProcess> broker_;
+  std::vector<std::string> client_endpoints_;
+  std::vector<std::string> worker_endpoints_;
+  std::vector<std::optional<ChildProcess>> brokers_;  // by index
   std::vector<ChildProcess> workers_;
   std::vector<ChildProcess> frontend_;
 };

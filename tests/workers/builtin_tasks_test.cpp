@@ -1,7 +1,6 @@
 #include "monsoon/workers/builtin_tasks.hpp"
 
 #include <sqlite3.h>
-#include <stdlib.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -18,6 +17,7 @@
 #include "monsoon/common/protocol.hpp"
 #include "monsoon/common/value.hpp"
 #include "monsoon/workers/task_registry.hpp"
+#include "temp_dir.hpp"
 
 namespace {
 
@@ -28,27 +28,7 @@ using monsoon::workers::TaskOutcome;
 using monsoon::workers::TaskRegistry;
 using std::chrono::milliseconds;
 namespace error_code = monsoon::protocol::error_code;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "monsoon-workers-XXXXXX")
-            .string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw std::runtime_error("mkdtemp failed");
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using monsoon::test::TempDir;
 
 struct Builtins {
   explicit Builtins(std::filesystem::path db_path = "unused.sqlite3") {

@@ -46,7 +46,7 @@ class InlineAsyncHost final : public workers::AsyncJob::Host {
     return std::move(*outcome_);
   }
 
-  void finish(std::string_view, std::uint64_t,
+  void finish(std::size_t, std::string_view, std::uint64_t,
               workers::TaskOutcome outcome) noexcept override {
     outcome_ = std::move(outcome);
   }

@@ -200,7 +200,7 @@ struct Fixture {
               [](const Value&, const monsoon::workers::TaskContext&) -> Value {
                 throw std::runtime_error("boom!");
               });
-    config.broker_endpoint = broker.endpoint();
+    config.broker_endpoints = {broker.endpoint()};
     config.slots = 2;
     config.name = "test-worker";
   }
@@ -623,7 +623,7 @@ TEST_CASE("a new connection opens with READY, never a parked HEARTBEAT") {
   monsoon::workers::TaskRegistry tasks;
   add_thread_tasks(tasks);
   WorkerConfig config;
-  config.broker_endpoint = endpoint;
+  config.broker_endpoints = {endpoint};
   config.slots = 1;
   // Heartbeats every 20 ms on a socket that lives 1 s without a broker.
   config.heartbeat = {milliseconds{20}, 50};
@@ -644,7 +644,7 @@ TEST_CASE("a DONE finished while the broker is away follows the new READY") {
   monsoon::workers::TaskRegistry tasks;
   add_thread_tasks(tasks);
   WorkerConfig config;
-  config.broker_endpoint = endpoint;
+  config.broker_endpoints = {endpoint};
   config.slots = 2;
   config.heartbeat = {milliseconds{100}, 3};
   RunningWorker worker(config, tasks);
@@ -715,7 +715,7 @@ TEST_CASE("stop before run makes run return at once") {
   monsoon::workers::TaskRegistry tasks;
   add_thread_tasks(tasks);
   WorkerConfig config;
-  config.broker_endpoint = broker.endpoint();
+  config.broker_endpoints = {broker.endpoint()};
   Worker worker(config, tasks);
   worker.stop();
   auto finished = std::async(std::launch::async, [&worker] { worker.run(); });
@@ -740,11 +740,14 @@ int run_main(std::vector<std::string> args) {
 
 TEST_CASE("run_worker_main answers --help and rejects invalid flags") {
   CHECK(run_main({"--help"}) == 0);
-  CHECK(run_main({"--concurrency", "0"}) == 1);
-  CHECK(run_main({"-c", "many"}) == 1);
-  CHECK(run_main({"--heartbeat-ms", "0"}) == 1);
-  CHECK(run_main({"--log-level", "loud"}) == 1);
-  CHECK(run_main({"--no-such-flag"}) == 1);
+  // Invalid options: 2.
+  CHECK(run_main({"--concurrency", "0"}) == 2);
+  CHECK(run_main({"-c", "many"}) == 2);
+  CHECK(run_main({"--heartbeat-ms", "0"}) == 2);
+  CHECK(run_main({"--log-level", "loud"}) == 2);
+  CHECK(run_main({"--no-such-flag"}) == 2);
+  CHECK(run_main({"--config", "/nonexistent/worker.toml"}) == 2);
+  // Valid options that cannot be set up: 1.
   CHECK(run_main({"--tasks", "echo,nope"}) == 1);
   CHECK(run_main({"--broker", "not an endpoint"}) == 1);
 }

@@ -90,8 +90,11 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
 
   CLI::App app{
       "Monsoon worker: executes tasks dispatched by a Monsoon broker."};
-  app.add_option("--broker", config.broker_endpoint,
-                 "The broker's worker endpoint")
+  app.add_option("--broker", config.broker_endpoints,
+                 "A broker's worker endpoint; repeat it (or give a comma "
+                 "list) to serve several brokers, all sharing this worker's "
+                 "slots")
+      ->delimiter(',')
       ->capture_default_str();
   app.add_option("-c,--concurrency", config.slots,
                  "Thread-task jobs executed at once, one thread each "
@@ -127,10 +130,9 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{65'536}, std::size_t{1} << 30));
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 1;
+  add_config_sources(app);
+  if (const auto exit_code = parse_options(app, argc, argv)) {
+    return *exit_code;
   }
 
   try {

@@ -21,6 +21,15 @@
 // DONE says `retry` waits out a back-off, then joins the back of its queue,
 // until max_attempts.
 //
+// Several brokers may share a worker's slots (docs/protocol.md, "Several
+// brokers: shared slots"): the credit kept here is optimistic, counting only
+// this broker's jobs. A DONE `refused` (the worker's slots were all held, by
+// jobs from any broker) is never relayed: the job, which did not run, goes
+// back to the front of its queue with its attempt and deadline unchanged and
+// at once to another worker with credit, and the refusing worker's credit
+// drops to 0 until a DONE or a CREDIT from it. CREDIT sets that credit to
+// min(free, slots - jobs held for the worker).
+//
 // Owned and used by one thread (the broker's loop). Methods do not throw
 // except std::bad_alloc.
 #pragma once
@@ -95,7 +104,9 @@ struct DispatcherStats {
   std::uint64_t misrouted_done_dropped = 0;  // DONE from a non-holder
   std::uint64_t requeued = 0;                // after a worker death
   std::uint64_t retries = 0;                 // `retry` DONEs delayed
-  std::uint64_t retries_given_up = 0;     // `retry` DONEs answered task_failed
+  std::uint64_t retries_given_up = 0;  // `retry` DONEs answered task_failed
+  std::uint64_t refused = 0;         // jobs queued again after a `refused` DONE
+  std::uint64_t credit_updates = 0;  // CREDITs applied
   std::uint64_t failed_worker_lost = 0;   // not requeued after a death
   std::uint64_t workers_lost = 0;         // dead: their jobs requeued
   std::uint64_t workers_reconnected = 0;  // READY under a new identity
@@ -134,7 +145,9 @@ class Dispatcher {
   // Worker messages. Any of them proves the worker alive; anything but READY
   // from an unknown worker is answered with DISCONNECT (except DISCONNECT).
   // A READY is answered with WELCOME before any JOB: ok, or refused with
-  // `overloaded` when max_workers are registered.
+  // `overloaded` when max_workers are registered. A DONE `refused` queues
+  // its job again (see above); one for a job the worker does not hold is
+  // dropped and counted like any late DONE, and still zeroes its credit.
   // A READY whose name and pid match a registration under another identity
   // takes over that registration's jobs. DISCONNECT makes the worker drain:
   // no new JOB, its DONEs still relayed, forgotten once it holds no job.
@@ -142,6 +155,10 @@ class Dispatcher {
                 Clock::time_point now, Outbox& out);
   void on_done(std::string_view worker, protocol::OutcomeMessage done,
                Clock::time_point now, Outbox& out);
+  // CREDIT (since 1.2): credit = min(free, slots - jobs held for it), then
+  // jobs for it if it has credit. Ignored from a draining worker.
+  void on_credit(std::string_view worker, const protocol::Credit& credit,
+                 Clock::time_point now, Outbox& out);
   void on_heartbeat(std::string_view worker, Clock::time_point now,
                     Outbox& out);
   void on_disconnect(std::string_view worker, Clock::time_point now,
@@ -168,7 +185,7 @@ class Dispatcher {
   bool knows_worker(std::string_view worker) const;
 
   // The WELCOME that accepts a peer (a READY, or a client's HELLO): the
-  // broker's frame limit and heartbeat interval.
+  // broker's frame limit, heartbeat interval and protocol minor version.
   protocol::Welcome welcome() const;
 
   void note_malformed();

@@ -19,6 +19,9 @@
 namespace monsoon::protocol {
 
 inline constexpr std::uint8_t kVersion = 1;
+// The minor version this implementation speaks (docs/protocol.md section
+// 10), announced in WELCOME's `minor`: 2 = 1.2 (CREDIT, `refused`).
+inline constexpr std::uint32_t kProtocolMinor = 2;
 inline constexpr std::string_view kSignature{"MNS\x01", 4};
 inline constexpr std::size_t kMaxTaskNameBytes = 128;
 inline constexpr std::size_t kMaxMetaBytes = 4096;
@@ -38,6 +41,7 @@ enum class Command : std::uint8_t {
   Disconnect = 0x07,  // any direction, no body
   Welcome = 0x08,     // broker -> worker (answers READY) or client: [info]
   Hello = 0x09,       // client -> broker: [info]
+  Credit = 0x0A,      // worker -> broker: [info] (since 1.2)
 };
 
 std::string_view command_name(Command command) noexcept;
@@ -56,6 +60,10 @@ inline constexpr std::string_view kInternal = "internal";
 inline constexpr std::string_view kRetry = "retry";
 // A frame over the receiving peer's announced limit: refused, not sent.
 inline constexpr std::string_view kTooLarge = "too_large";
+// DONE only, to a broker of 1.2 or later: the job found every slot of the
+// worker held (by jobs from any of its brokers) and did not run. The broker
+// queues it again; never relayed as is.
+inline constexpr std::string_view kRefused = "refused";
 }  // namespace error_code
 
 class ProtocolError : public std::runtime_error {
@@ -123,11 +131,21 @@ struct Welcome {
   std::uint32_t retry_after_ms = 0;     // 0 = absent
   std::uint64_t max_message_bytes = 0;  // 0 = absent
   std::uint32_t heartbeat_ms = 0;       // 0 = absent
+  // The broker's protocol minor version (kProtocolMinor); 0 = absent, i.e. a
+  // broker of 1.1 or earlier, which knows neither CREDIT nor `refused`.
+  std::uint32_t minor = 0;
 
   static Welcome refusal(std::string_view code, std::string message,
                          std::uint32_t retry_after_ms) {
-    return {false, std::string(code), std::move(message), retry_after_ms, 0, 0};
+    return {false, std::string(code), std::move(message), retry_after_ms, 0, 0,
+            0};
   }
+};
+
+// Body of CREDIT (since 1.2): a worker that refused a broker's JOB tells it
+// that slots are free again (docs/protocol.md, "Several brokers").
+struct Credit {
+  std::uint32_t free = 0;  // slots free now, 0..kMaxSlots
 };
 
 // Body of HELLO: what a client announces about itself.
@@ -164,6 +182,7 @@ OutcomeMessage decode_outcome(Command expected,
 WorkerInfo decode_ready(std::span<const zmq::message_t> frames);
 Welcome decode_welcome(std::span<const zmq::message_t> frames);
 Hello decode_hello(std::span<const zmq::message_t> frames);
+Credit decode_credit(std::span<const zmq::message_t> frames);
 
 // Encoders. `expected` must be Submit/Job, Done/Result respectively; the
 // payload (already MessagePack) is moved into the returned frames.
@@ -174,6 +193,7 @@ Frames encode_outcome(Command command, std::string_view task,
 Frames encode_ready(const WorkerInfo& info);
 Frames encode_welcome(const Welcome& welcome);
 Frames encode_hello(const Hello& hello);
+Frames encode_credit(const Credit& credit);
 Frames encode_control(Command command);  // Heartbeat or Disconnect
 
 // A MessagePack nil, for error outcomes and absent args.

@@ -1,10 +1,12 @@
-// BrokerLink: the front end's one connection to the broker. HTTP threads hand
+// BrokerLink: the front end's connections to its brokers. HTTP threads hand
 // jobs to submit(); a dedicated link thread, the only thread that touches
-// ZeroMQ, sends them as SUBMIT on a DEALER socket, matches RESULTs to them,
-// enforces their deadlines and keeps the broker's liveness (heartbeats and
-// reconnects, docs/protocol.md section 5). An unexpected exception on the link
-// thread is logged at critical level and aborts the process (see run() in
-// broker_link.cpp).
+// ZeroMQ, keeps one BrokerSession (common/broker_session.hpp) per broker,
+// sends each job as SUBMIT through a live one (in turn), matches RESULTs to
+// jobs and enforces their deadlines. When a broker is lost, the jobs pending
+// through it are sent again through another live one at once, or through
+// the first to come back, within their deadlines (docs/protocol.md section
+// 5, at-least-once). An unexpected exception on the link thread is logged at
+// critical level and aborts the process (see run() in broker_link.cpp).
 #pragma once
 
 #include <chrono>
@@ -14,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "monsoon/common/liveness.hpp"
 #include "monsoon/common/protocol.hpp"
@@ -29,7 +32,9 @@ inline constexpr std::string_view kShuttingDown = "shutting_down";
 }  // namespace link_error_code
 
 struct BrokerLinkConfig {
-  std::string endpoint = "tcp://127.0.0.1:5555";
+  // The brokers' client endpoints, each a session of its own; at least one,
+  // each once.
+  std::vector<std::string> endpoints{"tcp://127.0.0.1:5555"};
   HeartbeatSettings heartbeat;        // interval >= 1 ms, liveness >= 1
   std::size_t max_pending = 100'000;  // jobs awaiting a result
   // The largest frame accepted from the broker (ZMQ_MAXMSGSIZE), told to it
@@ -74,10 +79,12 @@ struct BrokerLinkStats {
   std::uint64_t reconnects = 0;
   // Pending when the broker was lost, and not back before their deadline.
   std::uint64_t failed_broker_lost = 0;
-  std::uint64_t resent = 0;       // sent again after a reconnection
+  std::uint64_t resent = 0;       // sent again after their broker was lost
   std::uint64_t pending = 0;      // gauge: accepted and not yet completed
   std::uint64_t max_pending = 0;  // the configured limit
-  bool reachable = false;
+  std::uint64_t brokers = 0;      // configured
+  std::uint64_t brokers_up = 0;   // gauge: heard and not lost since
+  bool reachable = false;         // brokers_up > 0
 };
 
 // What the HTTP server needs from its link to the broker. BrokerLink is the
@@ -95,7 +102,7 @@ class JobLink {
   virtual void submit(std::string task, std::string args,
                       std::chrono::milliseconds timeout,
                       JobCompletion completion) = 0;
-  // Whether jobs can be expected to reach the broker now.
+  // Whether jobs can be expected to reach a broker now.
   virtual bool reachable() const noexcept = 0;
   virtual BrokerLinkStats stats() const noexcept = 0;
   // The largest `args` that submit() accepts now; it may fall once the
@@ -118,18 +125,21 @@ class BrokerLink final : public JobLink {
   // The completion runs on the link thread, except when the job is refused
   // at once (invalid task name, args over max_args_bytes() (too_large),
   // pending table
-  // full, broker unreachable, link stopped): then it runs inside submit(), on
-  // the caller's thread. Jobs pending when the broker is lost (silence,
-  // DISCONNECT or a dropped connection) are sent again, with what is left of
-  // their budget, once a new socket hears a broker (their RESULTs could never
-  // reach the new socket); those whose deadline comes first complete with
-  // broker_unavailable. The budget sent to the broker is slightly shorter
-  // than `timeout`, so the broker's own error normally arrives first.
+  // full, no broker reachable, link stopped): then it runs inside submit(),
+  // on the caller's thread. Jobs pending through a broker when it is lost
+  // (silence, DISCONNECT or a dropped connection) are sent again, with what
+  // is left of their budget, through another live broker, or through the
+  // first that is heard again (their RESULTs could never reach a new
+  // socket); those whose deadline comes first complete with
+  // broker_unavailable. A RESULT answers only the job whose id it carries:
+  // ids are never reused, and the first RESULT wins. The budget sent to the
+  // broker is slightly shorter than `timeout`, so the broker's own error
+  // normally arrives first.
   void submit(std::string task, std::string args,
               std::chrono::milliseconds timeout,
               JobCompletion completion) override;
 
-  // Whether the broker has been heard from within liveness x interval.
+  // Whether some broker has been heard from within liveness x interval.
   bool reachable() const noexcept override;
   BrokerLinkStats stats() const noexcept override;
   std::size_t max_args_bytes() const noexcept override;

@@ -30,6 +30,10 @@ struct FrontendConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 8000;  // 0 = any free port, see HttpServer::port()
   int threads = 1;            // I/O threads running the event loop
+  // SO_REUSEPORT: several front-end processes listen on one port and the
+  // kernel spreads new connections over them (Linux 3.9+), so a host runs N
+  // front ends, each restartable alone. Every one of them must set it.
+  bool reuse_port = false;
   TimeoutPolicy timeouts;
   // At most the link's max_args_bytes() (the constructor checks).
   std::size_t max_body_bytes = 1u << 20;

@@ -124,9 +124,11 @@ class AsyncJob {
   // What the worker provides; implemented by Worker, not by tasks.
   class Host {
    public:
-    // Any thread. Takes the outcome of job `id`; cannot fail.
-    virtual void finish(std::string_view task, std::uint64_t id,
-                        TaskOutcome outcome) noexcept = 0;
+    // Any thread. Takes the outcome of job `id`, which came from the
+    // host's broker number `broker` (as given to the constructor); cannot
+    // fail.
+    virtual void finish(std::size_t broker, std::string_view task,
+                        std::uint64_t id, TaskOutcome outcome) noexcept = 0;
     // Any thread. Calls callback(job) on the event thread at `when`, or
     // earlier once jobs are cancelled.
     virtual void schedule(Clock::time_point when,
@@ -137,9 +139,11 @@ class AsyncJob {
     ~Host() = default;
   };
 
+  // `broker`: which of the host's brokers sent the job, handed back to
+  // Host::finish.
   AsyncJob(Host& host, std::string task, std::uint64_t job_id,
            std::uint32_t attempt, Clock::time_point deadline,
-           std::stop_token cancellation);
+           std::stop_token cancellation, std::size_t broker = 0);
   AsyncJob(AsyncJob&&) noexcept;
   AsyncJob& operator=(AsyncJob&&) noexcept;
   ~AsyncJob();

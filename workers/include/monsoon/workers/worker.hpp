@@ -1,5 +1,7 @@
-// A worker process's engine: one DEALER connection to the broker's worker
-// endpoint (docs/protocol.md section 4) serving a pool of tasks from a
+// A worker process's engine: one session (common/broker_session.hpp) with
+// each broker's worker endpoint (docs/protocol.md section 4), all sharing
+// one pool's slots (SlotLedger: a JOB finding every slot held is refused and
+// its broker later granted CREDIT), serving a pool of tasks from a
 // TaskRegistry. A pool is of one kind: thread tasks, executed by `slots`
 // threads, or async tasks (TaskRegistry::add_async), run on the socket
 // thread, of which it holds up to `slots` jobs at once. run_worker_main runs
@@ -11,15 +13,16 @@
 // `slots` jobs are ever held; a JOB beyond that (a broker bug) is answered
 // `overloaded`, never queued.
 //
-// Liveness: HEARTBEAT after `heartbeat.interval` of silence; when nothing is
-// heard for liveness x interval the worker drops its socket and reconnects
-// after a back-off (interval/4, at least 10 ms, doubling up to 32x, reset once
-// the broker is heard again). A DISCONNECT from the broker makes it
-// re-register at once. Jobs running across a reconnect finish and their DONEs
-// go out on the new socket, after a READY with the same name and pid (so the
-// broker moves those jobs to the new connection) whose `free` leaves out one
-// slot per DONE still owed. DONEs that cannot be sent yet wait in a queue
-// bounded by the slots, never dropped.
+// Liveness, per broker: HEARTBEAT after `heartbeat.interval` of silence;
+// when nothing is heard for liveness x interval the worker drops that socket
+// and reconnects after a back-off (interval/4, at least 10 ms, doubling up to
+// 32x, reset once the broker is heard again). A DISCONNECT from a broker
+// makes it re-register there at once. Jobs running across a reconnect finish
+// and their DONEs go out on the new socket of the broker that sent them,
+// after a READY with the same name and pid (so the broker moves those jobs
+// to the new connection) whose `free` leaves out every held job and every
+// DONE still owed to that broker. DONEs that cannot be sent yet wait in a
+// queue bounded by the slots, never dropped.
 #pragma once
 
 #include <chrono>
@@ -35,7 +38,9 @@
 namespace monsoon::workers {
 
 struct WorkerConfig {
-  std::string broker_endpoint = "tcp://127.0.0.1:5556";
+  // The brokers' worker endpoints: a session with each, one registration
+  // each (same name and pid); at least one, each once.
+  std::vector<std::string> broker_endpoints{"tcp://127.0.0.1:5556"};
   // Jobs held at once. 0 = std::thread::hardware_concurrency().
   std::uint32_t slots = 0;
   // Empty = every registered task. All thread tasks or all async tasks.
@@ -54,6 +59,9 @@ struct WorkerCounters {
   std::uint64_t jobs_received = 0;
   std::uint64_t jobs_succeeded = 0;
   std::uint64_t jobs_failed = 0;  // every DONE with status error
+  // JOBs answered refused (or overloaded to a broker older than 1.2): every
+  // slot was held, by jobs of other brokers. Also counted in jobs_failed.
+  std::uint64_t jobs_refused = 0;
   std::uint64_t malformed_dropped = 0;
   std::uint64_t reconnects = 0;
 
@@ -62,6 +70,7 @@ struct WorkerCounters {
     jobs_received += other.jobs_received;
     jobs_succeeded += other.jobs_succeeded;
     jobs_failed += other.jobs_failed;
+    jobs_refused += other.jobs_refused;
     malformed_dropped += other.malformed_dropped;
     reconnects += other.reconnects;
     return *this;

@@ -12,13 +12,15 @@
 // It parses the standard flags (--broker, --concurrency/-c,
 // --async-concurrency, --tasks, --name,
 // --db-path, --heartbeat-ms, --liveness, --drain-timeout-ms,
-// --max-message-bytes, --log-level; see --help), sets up logging, and runs a
-// Worker until SIGINT or SIGTERM. Call it first thing in main, before any
-// other thread exists (it blocks the stop signals for every thread). Thread
-// tasks and async tasks are served by two Workers (two registrations, the
-// async one named "<name>/async"), each on its own thread. Returns
-// the process exit code: 0 after a clean stop or --help, 1 for invalid flags
-// or set-up errors (with a message on stderr).
+// --max-message-bytes, --log-level; see --help), each also read from its
+// MONSOON_* variable and a --config file (monsoon/common/process_options.hpp),
+// sets up logging, and runs a Worker until SIGINT or SIGTERM. Call it first
+// thing in main, before any other thread exists (it blocks the stop signals for
+// every thread). Thread tasks and async tasks are served by two Workers (two
+// registrations, the async one named "<name>/async"), each on its own thread.
+// Returns the process exit code: 0 after a clean stop, --help or
+// --print-config, 2 for invalid options or config file, 1 for set-up errors
+// (each with a message on stderr).
 #pragma once
 
 #include "monsoon/workers/task_registry.hpp"
