@@ -46,13 +46,10 @@ constexpr std::uint16_t kHttpPort = 8000;    // the front end's
 // live worker silent for 3 x 200 ms is taken for dead.
 constexpr const char* kHeartbeatMs = "500";
 
-// MULTI-BROKER: once monsoon-frontend and monsoon-worker take --broker more
-// than once, run both broker hosts and kill broker1 with work1:
-//   kBrokerHosts = {"broker1", "broker2"};
-//   kKilledHosts = {"work1", "broker1"};
-// Every front end and worker is given every broker's endpoint.
-const std::vector<std::string> kBrokerHosts = {"broker1"};
-const std::vector<std::string> kKilledHosts = {"work1"};
+// Two broker hosts, both active: the front end and every worker are given
+// both endpoints. work1 and broker1 die together, with jobs in flight.
+const std::vector<std::string> kBrokerHosts = {"broker1", "broker2"};
+const std::vector<std::string> kKilledHosts = {"work1", "broker1"};
 
 const std::vector<std::string> kWorkerHosts = {"work1", "work2"};
 constexpr int kWorkersPerHost = 2;
@@ -218,7 +215,9 @@ TEST_CASE("separate hosts share 1000 jobs and lose none when a host dies",
   }
 
   // Jobs 0-199 return at once, on both worker hosts; the other 800 hold
-  // their slot 3 s, so that they are all in flight when work1 dies.
+  // their slot 3 s, so that they are all in flight when work1 and broker1
+  // die: those on work1 are dispatched again by broker2, and those broker1
+  // held are sent again by the front end through broker2.
   constexpr int kJobs = 1000;
   constexpr int kShort = 200;
   std::vector<HttpRequest> requests;
@@ -274,7 +273,7 @@ TEST_CASE("separate hosts share 1000 jobs and lose none when a host dies",
   for (const auto& host : kWorkerHosts) CHECK(served[host] > 0);
   CHECK(batch->connections_with_extra_data(500ms) == 0);
 
-  // What the surviving brokers saw: work1's workers lost with jobs in
+  // What the surviving broker saw: work1's workers lost with jobs in
   // flight, and every such job dispatched again rather than failed.
   std::uint64_t requeued = 0;
   for (const auto& host : kBrokerHosts) {
