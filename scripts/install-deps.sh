@@ -9,6 +9,7 @@ packages=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libsqlite3-dev libssl-dev libcpp-httplib-dev catch2
+  iproute2  # scripts/netns-cluster.sh and its test
   "$@"
 )
 

@@ -9,7 +9,6 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cctype>
-#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -20,7 +19,9 @@
 #include "stack.hpp"
 
 using monsoon::test::Counters;
+using monsoon::test::echoed;
 using monsoon::test::eventually;
+using monsoon::test::hold_requests;
 using monsoon::test::HttpBatch;
 using monsoon::test::HttpRequest;
 using monsoon::test::HttpResponse;
@@ -28,45 +29,12 @@ using monsoon::test::sleep_requests;
 using monsoon::test::slept;
 using monsoon::test::Stack;
 using monsoon::test::StackOptions;
+using monsoon::test::started_jobs;
 using monsoon::test::Topology;
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
 namespace {
-
-// Jobs of the test worker's test.hold task: request i creates the file
-// <directory>/mark-<i> when it starts, then sleeps `ms`; its answer is its
-// own args.
-std::vector<HttpRequest> hold_requests(int count, int ms,
-                                       std::chrono::milliseconds timeout,
-                                       const std::string& directory) {
-  std::vector<HttpRequest> requests;
-  for (int i = 0; i < count; ++i) {
-    requests.push_back(
-        {.method = "POST",
-         .target =
-             "/jobs/test.hold?timeout_ms=" + std::to_string(timeout.count()),
-         .body = Json{{"ms", ms},
-                      {"mark", directory + "/mark-" + std::to_string(i)}}
-                     .dump(),
-         .headers = {{"Content-Type", "application/json"}}});
-  }
-  return requests;
-}
-
-// How many test.hold jobs have started.
-int started_jobs(const std::string& directory) {
-  int marks = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
-    if (entry.path().filename().string().starts_with("mark-")) ++marks;
-  }
-  return marks;
-}
-
-bool echoed(const HttpResponse& response, const HttpRequest& request) {
-  return response.status == 200 && Json::parse(response.body, nullptr, false) ==
-                                       Json::parse(request.body);
-}
 
 // Workers serving only async tasks: one registration per process, so the
 // broker's worker counts are process counts.

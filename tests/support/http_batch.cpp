@@ -26,9 +26,11 @@ std::string lower(std::string text) {
   return text;
 }
 
-std::string serialise(const HttpRequest& request) {
+constexpr const char* kLoopback = "127.0.0.1";
+
+std::string serialise(const HttpRequest& request, const std::string& host) {
   std::string out = request.method + " " + request.target + " HTTP/1.1\r\n";
-  out += "Host: 127.0.0.1\r\n";
+  out += "Host: " + host + "\r\n";
   for (const auto& [name, value] : request.headers) {
     out += name + ": " + value + "\r\n";
   }
@@ -116,20 +118,28 @@ struct HttpBatch::Connection {
 
 HttpBatch::HttpBatch(std::uint16_t port,
                      const std::vector<HttpRequest>& requests,
+                     std::size_t per_connection)
+    : HttpBatch(kLoopback, port, requests, per_connection) {}
+
+HttpBatch::HttpBatch(const std::string& address, std::uint16_t port,
+                     const std::vector<HttpRequest>& requests,
                      std::size_t per_connection) {
   std::vector<std::string> wire;
-  for (const auto& request : requests) wire.push_back(serialise(request));
-  open(port, std::move(wire), per_connection);
+  for (const auto& request : requests) {
+    wire.push_back(serialise(request, address));
+  }
+  open(address, port, std::move(wire), per_connection);
 }
 
 HttpBatch::HttpBatch(std::uint16_t port,
                      const std::vector<RawRequest>& requests) {
   std::vector<std::string> wire;
   for (const auto& request : requests) wire.push_back(request.bytes);
-  open(port, std::move(wire), 1);
+  open(kLoopback, port, std::move(wire), 1);
 }
 
-void HttpBatch::open(std::uint16_t port, std::vector<std::string> wire,
+void HttpBatch::open(const std::string& host, std::uint16_t port,
+                     std::vector<std::string> wire,
                      std::size_t per_connection) {
   responses_.resize(wire.size());
   per_connection = std::max<std::size_t>(per_connection, 1);
@@ -137,7 +147,7 @@ void HttpBatch::open(std::uint16_t port, std::vector<std::string> wire,
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool valid = ::inet_pton(AF_INET, host.c_str(), &address.sin_addr) == 1;
   for (std::size_t k = 0; k < connections_.size(); ++k) {
     Connection& connection = connections_[k];
     connection.first = k * per_connection;
@@ -146,6 +156,10 @@ void HttpBatch::open(std::uint16_t port, std::vector<std::string> wire,
       const std::string& request = wire[connection.first + i];
       connection.out += request;
       connection.head.push_back(request.starts_with("HEAD "));
+    }
+    if (!valid) {
+      fail(connection, "not an IPv4 address: " + host);
+      continue;
     }
     connection.fd =
         ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -305,7 +319,13 @@ std::size_t HttpBatch::connections_with_extra_data(
 
 HttpResponse http_request(std::uint16_t port, HttpRequest request,
                           std::chrono::milliseconds timeout) {
-  HttpBatch batch(port, std::vector<HttpRequest>{std::move(request)});
+  return http_request(kLoopback, port, std::move(request), timeout);
+}
+
+HttpResponse http_request(const std::string& address, std::uint16_t port,
+                          HttpRequest request,
+                          std::chrono::milliseconds timeout) {
+  HttpBatch batch(address, port, std::vector<HttpRequest>{std::move(request)});
   if (!batch.receive_all(timeout)) {
     HttpResponse response = batch.responses()[0];
     response.error =

@@ -42,11 +42,17 @@ struct HttpResponse {
 
 class HttpBatch {
  public:
-  // Opens the connections at once. Consecutive groups of `per_connection`
-  // requests share one connection: all of a group is written at once
-  // (pipelined) and its responses are expected in order. responses()[i]
-  // answers requests[i].
+  // Opens the connections at once, to 127.0.0.1:`port`. Consecutive groups
+  // of `per_connection` requests share one connection: all of a group is
+  // written at once (pipelined) and its responses are expected in order.
+  // responses()[i] answers requests[i].
   HttpBatch(std::uint16_t port, const std::vector<HttpRequest>& requests,
+            std::size_t per_connection = 1);
+  // The same to `address` (IPv4, dotted), which each request also names in
+  // its Host field. The sockets belong to the network namespace of the
+  // calling thread at construction.
+  HttpBatch(const std::string& address, std::uint16_t port,
+            const std::vector<HttpRequest>& requests,
             std::size_t per_connection = 1);
   // Each on its own connection, expecting one response each.
   HttpBatch(std::uint16_t port, const std::vector<RawRequest>& requests);
@@ -71,9 +77,9 @@ class HttpBatch {
   template <typename Done>
   bool pump(std::chrono::milliseconds timeout, Done done);
   // Opens one connection per group of `per_connection` requests, given in
-  // wire form.
-  void open(std::uint16_t port, std::vector<std::string> wire,
-            std::size_t per_connection);
+  // wire form, to address:port.
+  void open(const std::string& address, std::uint16_t port,
+            std::vector<std::string> wire, std::size_t per_connection);
   // Sets `error` on the connection's outstanding responses; it is done.
   void fail(Connection& connection, const std::string& error);
   // Moves every complete response out of the connection's input.
@@ -85,6 +91,10 @@ class HttpBatch {
 
 // One request, one connection, waiting for the answer.
 HttpResponse http_request(std::uint16_t port, HttpRequest request,
+                          std::chrono::milliseconds timeout);
+// The same to `address` (see HttpBatch).
+HttpResponse http_request(const std::string& address, std::uint16_t port,
+                          HttpRequest request,
                           std::chrono::milliseconds timeout);
 
 }  // namespace monsoon::test

@@ -51,6 +51,42 @@ bool slept(const HttpResponse& response, int ms) {
              nlohmann::json{{"slept_ms", ms}};
 }
 
+HttpRequest hold_request(int index, int ms, std::chrono::milliseconds timeout,
+                         const std::string& directory) {
+  return {
+      .method = "POST",
+      .target = "/jobs/test.hold?timeout_ms=" + std::to_string(timeout.count()),
+      .body =
+          nlohmann::json{{"ms", ms},
+                         {"mark", directory + "/mark-" + std::to_string(index)}}
+              .dump(),
+      .headers = {{"Content-Type", "application/json"}}};
+}
+
+std::vector<HttpRequest> hold_requests(int count, int ms,
+                                       std::chrono::milliseconds timeout,
+                                       const std::string& directory) {
+  std::vector<HttpRequest> requests;
+  for (int i = 0; i < count; ++i) {
+    requests.push_back(hold_request(i, ms, timeout, directory));
+  }
+  return requests;
+}
+
+int started_jobs(const std::string& directory) {
+  int marks = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
+    if (entry.path().filename().string().starts_with("mark-")) ++marks;
+  }
+  return marks;
+}
+
+bool echoed(const HttpResponse& response, const HttpRequest& request) {
+  return response.status == 200 &&
+         nlohmann::json::parse(response.body, nullptr, false) ==
+             nlohmann::json::parse(request.body);
+}
+
 void raise_open_files_limit() {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 &&

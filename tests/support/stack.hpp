@@ -129,6 +129,22 @@ std::vector<HttpRequest> sleep_requests(int count, int first_ms,
 // Whether `response` is the 200 of a sleep job of `ms`.
 bool slept(const HttpResponse& response, int ms);
 
+// A job of the test worker's test.hold task (MONSOON_TEST_WORKER_BIN): it
+// creates the file <directory>/mark-<index> when it starts, then waits `ms`;
+// its answer is its own args, so each request recognises its result.
+HttpRequest hold_request(int index, int ms, std::chrono::milliseconds timeout,
+                         const std::string& directory);
+// Jobs 0 .. count-1 of test.hold, each waiting `ms`.
+std::vector<HttpRequest> hold_requests(int count, int ms,
+                                       std::chrono::milliseconds timeout,
+                                       const std::string& directory);
+// How many test.hold jobs marking `directory` have started (a job that runs
+// again marks the same file).
+int started_jobs(const std::string& directory);
+// Whether `response` is the 200 of a job answering its own args (test.hold,
+// echo).
+bool echoed(const HttpResponse& response, const HttpRequest& request);
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 std::uint16_t free_port();
 
