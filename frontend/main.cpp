@@ -22,6 +22,7 @@ namespace {
 
 using monsoon::broker::BrokerConfig;
 using monsoon::broker::BrokerThread;
+using monsoon::broker::DispatcherConfig;
 using monsoon::frontend::BrokerLink;
 using monsoon::frontend::BrokerLinkConfig;
 using monsoon::frontend::DispatcherStatsSource;
@@ -86,22 +87,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--port", config.port, "TCP port to listen on (0 = any)")
       ->capture_default_str();
-  CLI::Option* broker_option =
-      app.add_option("--broker", link_config.endpoints,
-                     "A broker's client endpoint; repeat it (or give a comma "
-                     "list) for several brokers, all active: jobs are spread "
-                     "over the live ones")
-          ->delimiter(',')
-          ->capture_default_str();
+  app.add_option("--broker", link_config.endpoints,
+                 "A broker's client endpoint; repeat it (or give a comma "
+                 "list) for several brokers, all active: jobs are spread over "
+                 "the live ones")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_flag("--reuse-port", config.reuse_port,
                "Share the port with other front ends that set it too "
                "(SO_REUSEPORT): the kernel spreads connections over them");
-  CLI::Option* worker_endpoint =
+  const CLI::Option* worker_endpoint =
       app.add_option("--worker-endpoint", broker_config.worker_endpoint,
                      "Run the dispatcher in this process, with no broker: "
                      "bind this endpoint for workers (tcp://*:port or "
-                     "tcp://host:port), as a broker's --worker-endpoint")
-          ->excludes(broker_option);
+                     "tcp://host:port), as a broker's --worker-endpoint. Not "
+                     "with --broker");
   app.add_option("--threads", config.threads, "I/O threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
@@ -158,8 +158,7 @@ int main(int argc, char** argv) {
                                "the broker (with --worker-endpoint: a worker)");
   for (CLI::Option* option :
        monsoon::broker::add_broker_options(app, broker_config.dispatcher)) {
-    option->group("Dispatcher (with --worker-endpoint)")
-        ->needs(worker_endpoint);
+    option->group("Dispatcher (only with --worker-endpoint)");
   }
   // Checks across options, part of parsing so that --print-config checks
   // them too.
@@ -176,6 +175,19 @@ int main(int argc, char** argv) {
     if (default_timeout_ms > max_timeout_ms) {
       throw CLI::ValidationError("--default-timeout-ms",
                                  "must not exceed --max-timeout-ms");
+    }
+    // By value, not by presence (CLI11's excludes and needs): --print-config
+    // writes every default, --broker's too, and what it writes must start
+    // the same front end.
+    if (*worker_endpoint &&
+        link_config.endpoints != BrokerLinkConfig{}.endpoints) {
+      throw CLI::ValidationError(
+          "--broker", "not with --worker-endpoint: the dispatcher runs here");
+    }
+    if (!*worker_endpoint && broker_config.dispatcher != DispatcherConfig{}) {
+      throw CLI::ValidationError(
+          "--max-queue, --max-attempts and the other dispatcher options",
+          "only with --worker-endpoint");
     }
   });
   monsoon::add_config_sources(app);

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -120,25 +121,62 @@ TEST_CASE("the front end refuses a body limit the broker could not carry",
   CHECK(output.find("--max-body-bytes") != std::string::npos);
 }
 
-TEST_CASE("the front end takes --broker or --worker-endpoint, not both",
-          "[integration]") {
+namespace {
+
+struct Exit {
+  int code = -1;  // -1: killed, or still running after 10 s
+  std::string output;
+};
+
+// Runs the front end with `args` until it exits (it must not start).
+Exit frontend_exit(const std::vector<std::string>& args) {
   auto log =
       std::filesystem::temp_directory_path() /
-      ("monsoon-frontend-topology-" + std::to_string(::getpid()) + ".log");
+      ("monsoon-frontend-options-" + std::to_string(::getpid()) + ".log");
   std::filesystem::remove(log);
-  monsoon::test::ChildProcess frontend(
-      MONSOON_FRONTEND_BIN,
-      {"--port", "0", "--broker", "tcp://127.0.0.1:5555", "--worker-endpoint",
-       "tcp://127.0.0.1:*"},
-      log.string());
+  monsoon::test::ChildProcess frontend(MONSOON_FRONTEND_BIN, args,
+                                       log.string());
   auto status = frontend.wait_exit(10s);
-  std::string output = frontend.log();
+  Exit exit{.code = status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1,
+            .output = frontend.log()};
   std::filesystem::remove(log);
-  INFO(output);
-  REQUIRE(status);
-  CHECK(WIFEXITED(*status));
-  CHECK(WEXITSTATUS(*status) != 0);
-  CHECK(output.find("--broker excludes --worker-endpoint") !=
+  return exit;
+}
+
+}  // namespace
+
+TEST_CASE("the front end takes --broker or --worker-endpoint, not both",
+          "[integration]") {
+  const Exit both = frontend_exit(
+      {"--port", "0", "--broker", "tcp://127.0.0.1:5555", "--worker-endpoint",
+       "tcp://127.0.0.1:*", "--broker", "tcp://127.0.0.1:6555"});
+  INFO(both.output);
+  CHECK(both.code == 2);
+  CHECK(both.output.find("--broker: not with --worker-endpoint") !=
+        std::string::npos);
+
+  // The dispatcher's options mean nothing without it.
+  const Exit alone = frontend_exit({"--port", "0", "--max-queue", "5"});
+  INFO(alone.output);
+  CHECK(alone.code == 2);
+  CHECK(alone.output.find("only with --worker-endpoint") != std::string::npos);
+
+  // What --print-config writes for a brokerless front end (every default,
+  // --broker's included) starts that same front end.
+  const Exit printed = frontend_exit({"--worker-endpoint", "tcp://127.0.0.1:*",
+                                      "--max-queue", "5", "--print-config"});
+  REQUIRE(printed.code == 0);
+  const auto config =
+      std::filesystem::temp_directory_path() /
+      ("monsoon-frontend-brokerless-" + std::to_string(::getpid()) + ".toml");
+  std::ofstream(config) << printed.output;
+  const Exit reread =
+      frontend_exit({"--config", config.string(), "--print-config"});
+  std::filesystem::remove(config);
+  INFO(reread.output);
+  CHECK(reread.code == 0);
+  CHECK(reread.output.find("\nmax-queue = 5\n") != std::string::npos);
+  CHECK(reread.output.find("\nworker-endpoint = \"tcp://127.0.0.1:*\"\n") !=
         std::string::npos);
 }
 

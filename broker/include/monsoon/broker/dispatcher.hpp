@@ -77,6 +77,8 @@ struct DispatcherConfig {
   // The largest frame the broker accepts from a peer (its ZMQ_MAXMSGSIZE):
   // announced in WELCOME, and the bound on every JOB's max_result_bytes.
   std::uint64_t max_message_bytes = 16u << 20;
+
+  bool operator==(const DispatcherConfig&) const = default;
 };
 
 // A random job id in [1, 2^62]: room for 2^62 jobs after it.

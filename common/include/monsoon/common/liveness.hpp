@@ -12,6 +12,8 @@ using Clock = std::chrono::steady_clock;
 struct HeartbeatSettings {
   std::chrono::milliseconds interval{1000};
   int liveness = 3;  // missed intervals before the peer is declared dead
+
+  bool operator==(const HeartbeatSettings&) const = default;
 };
 
 class PeerLiveness {
