@@ -1,5 +1,5 @@
 // BrokerSession, driven by hand on the test thread against a raw ROUTER
-// standing in for the broker (review findings).
+// standing in for the broker.
 #include "monsoon/common/broker_session.hpp"
 
 #include <catch2/catch.hpp>
@@ -101,9 +101,9 @@ std::string bring_up(BrokerSession& session, zmq::socket_t& router,
 // throws such RESULTs away with the socket, so their jobs run again
 // (duplicates) or fail broker_unavailable when no other broker is live.
 TEST_CASE(
-    "BrokerSession (review): a RESULT received before the connection dropped "
+    "BrokerSession: a RESULT received before the connection dropped "
     "is delivered",
-    "[broker_session][review]") {
+    "[broker_session]") {
   zmq::context_t broker_context(1);
   zmq::socket_t router(broker_context, zmq::socket_type::router);
   router.set(zmq::sockopt::linger, 1000);
@@ -139,9 +139,8 @@ TEST_CASE(
 // Section 5: the broker is heard on the first *well-formed* message; a
 // malformed RESULT is dropped and counted, and proves nothing. The old
 // BrokerLink decoded before calling it heard.
-TEST_CASE(
-    "BrokerSession (review): a malformed RESULT does not bring the broker up",
-    "[broker_session][review]") {
+TEST_CASE("BrokerSession: a malformed RESULT does not bring the broker up",
+          "[broker_session]") {
   zmq::context_t broker_context(1);
   zmq::socket_t router(broker_context, zmq::socket_type::router);
   router.set(zmq::sockopt::linger, 0);
@@ -185,9 +184,9 @@ TEST_CASE(
 // behind it: while no broker listens, every reconnect leaves one more in the
 // posted queue (unbounded; sent in a burst once a broker answers).
 TEST_CASE(
-    "BrokerSession (review): reconnecting to a broker that is down does not "
+    "BrokerSession: reconnecting to a broker that is down does not "
     "pile up posted messages",
-    "[broker_session][review]") {
+    "[broker_session]") {
   // A port nobody listens on: bind, note it, close.
   std::string endpoint;
   {

@@ -502,14 +502,13 @@ TEST_CASE("a broker endpoint listed twice is refused") {
   CHECK_THROWS_AS(BrokerLink(config), std::invalid_argument);
 }
 
-// Review: a frame must never exceed the limit its receiver announced
+// A frame must never exceed the limit its receiver announced
 // (DEVELOPERS.md, docs/protocol.md section 7), or the broker drops the whole
 // connection, and with it every job pending through it. A job accepted while
 // only a broker with a large limit was live must not be sent again, when that
 // broker is lost, through one whose WELCOME announced a smaller limit.
 TEST_CASE(
-    "a job is not sent again through a broker whose frame limit it exceeds",
-    "[review]") {
+    "a job is not sent again through a broker whose frame limit it exceeds") {
   FakeBroker small(/*echo_jobs=*/false);
   auto large = std::make_optional<FakeBroker>(/*echo_jobs=*/false);
   small.set_answer_heartbeats(false);  // not live yet
@@ -591,11 +590,10 @@ TEST_CASE("link reconnect without file descriptors helper", "[.]") {
   REQUIRE(eventually([&] { return link.reachable(); }, 10s));
 }
 
-// Review: the link thread treated a ZeroMQ error as a lost broker before
-// BrokerSession (its comment on run() still says so); now it aborts the
-// front end, and every request in flight with it.
-TEST_CASE("a socket that cannot be opened for a reconnect does not abort",
-          "[review]") {
+// A socket that cannot be opened (out of file descriptors) is a passing
+// shortage, tried again after the back-off: aborting would take every
+// request in flight with it.
+TEST_CASE("a socket that cannot be opened for a reconnect does not abort") {
   auto self = std::filesystem::read_symlink("/proc/self/exe");
   auto log = std::filesystem::temp_directory_path() /
              ("monsoon-link-emfile-" + std::to_string(::getpid()) + ".log");
