@@ -118,16 +118,16 @@ std::size_t BrokerSession::poll_items(std::vector<zmq::pollitem_t>& items) {
 
 bool BrokerSession::process(Clock::time_point now) {
   if (!socket_) return false;
-  // Monitor events first: a client must not take a message from a
-  // connection that it is about to declare lost.
   const MonitoredSocket::Events events = socket_->take_events();
-  if (client() && (events.seen & ZMQ_EVENT_DISCONNECTED) != 0) {
-    spdlog::warn("connection to the broker at {} dropped", config_.endpoint);
-    lose(now, backoff_.next());
-    return false;
+  if (events.last != 0) {
+    monitor_connected_ = events.last == ZMQ_EVENT_CONNECTED;
+    connected_ = monitor_connected_;
   }
-  if (events.last != 0) connected_ = events.last == ZMQ_EVENT_CONNECTED;
+  const bool dropped = (events.seen & ZMQ_EVENT_DISCONNECTED) != 0;
 
+  // What the socket already holds is read first, also from a connection
+  // that just dropped: each RESULT answers one of this client's jobs, whose
+  // id is never reused, and would otherwise be sent again.
   const std::uint64_t generation = generation_;
   bool more = false;
   for (int i = 0; socket_ && generation_ == generation; ++i) {
@@ -142,13 +142,41 @@ bool BrokerSession::process(Clock::time_point now) {
     }
     handle(frames_, now);
   }
+  if (client() && dropped && socket_ && generation_ == generation) {
+    // The broker may be a new one by the time ZeroMQ reconnects this
+    // socket, with no knowledge of the SUBMITs sent before (section 5).
+    spdlog::warn("connection to the broker at {} dropped", config_.endpoint);
+    lose(now, backoff_.next());
+    return false;
+  }
   flush(now);
   return more;
 }
 
+void BrokerSession::send_posted(Clock::time_point now) { flush(now); }
+
+void BrokerSession::discard_posted(Command command) {
+  std::erase_if(posted_,
+                [command](const Posted& p) { return p.command == command; });
+}
+
 void BrokerSession::tick(Clock::time_point now) {
   if (!socket_) {
-    if (!stopping_ && now >= reconnect_at_) open(now);
+    if (!stopping_ && now >= reconnect_at_) {
+      try {
+        open(now);
+      } catch (const zmq::error_t& e) {
+        // Out of file descriptors, say (an HTTP flood near ulimit -n): a
+        // passing shortage, tried again after the back-off.
+        socket_.reset();
+        const milliseconds delay = backoff_.next();
+        spdlog::error(
+            "cannot open a socket to the broker at {}: {}; trying "
+            "again in {} ms",
+            config_.endpoint, e.what(), delay.count());
+        reconnect_at_ = now + delay;
+      }
+    }
     return;
   }
   // What already arrived counts: after a pause (SIGSTOP, a stall) messages
@@ -208,6 +236,7 @@ void BrokerSession::open(Clock::time_point now) {
                   ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
   ++generation_;
   connected_ = false;
+  monitor_connected_ = true;  // no word from it yet
   heard_on_socket_ = false;
   welcome_.reset();
   zmq::socket_t& socket = socket_->socket();
@@ -234,9 +263,12 @@ void BrokerSession::open(Clock::time_point now) {
   if (opened_once_) reconnects_.fetch_add(1, std::memory_order_relaxed);
   opened_once_ = true;
   liveness_ = PeerLiveness(config_.heartbeat, now);
-  // An opening message left from a socket now gone is stale.
+  // What was posted for a socket now gone and is stale on a new one: its
+  // opening message and heartbeat, and CREDITs (the new READY's `free`
+  // says it all).
   std::erase_if(posted_, [](const Posted& p) {
-    return p.command == Command::Ready || p.command == Command::Hello;
+    return p.command == Command::Ready || p.command == Command::Hello ||
+           p.command == Command::Heartbeat || p.command == Command::Credit;
   });
   protocol::Frames greeting = callbacks_.greeting();
   const Command command = protocol::decode_command(greeting);
@@ -290,8 +322,10 @@ void BrokerSession::handle(protocol::Frames& frames, Clock::time_point now) {
         open(now);
         return;
       default:
-        heard(now);
+        // Decoded first: only a well-formed message proves the broker
+        // (section 5).
         callbacks_.on_message(command, frames, now);
+        heard(now);
         return;
     }
   } catch (const protocol::ProtocolError& e) {
@@ -327,7 +361,9 @@ void BrokerSession::handle_welcome(const protocol::Frames& frames,
 
 void BrokerSession::heard(Clock::time_point now) {
   liveness_.heard(now);
-  connected_ = true;  // a message proves it, whatever the monitor said yet
+  // A message proves a connection, unless the monitor's last word was that
+  // it dropped (the message was read from before the drop).
+  if (monitor_connected_) connected_ = true;
   if (!heard_on_socket_) {
     heard_on_socket_ = true;
     backoff_.reset();

@@ -34,6 +34,12 @@ constexpr std::size_t kMinHeapSizeToCompact = 1024;
 // PendingJob::session of a job whose broker was lost and that waits for one.
 constexpr std::size_t kNoSession = SIZE_MAX;
 
+enum class SendOutcome : std::uint8_t {
+  sent,
+  full,       // no live broker could take it now (queues full, or none)
+  too_large,  // its args exceed every live broker's frame limit
+};
+
 struct Submission {
   std::string task;
   std::string args;
@@ -264,9 +270,7 @@ class BrokerLink::Impl {
     callbacks.on_welcome = [this](Clock::time_point) {
       update_broker_limits();
     };
-    callbacks.on_up = [this, session](Clock::time_point now) {
-      broker_up(session, now);
-    };
+    callbacks.on_up = [this](Clock::time_point now) { broker_up(now); };
     callbacks.on_down = [this, session](Clock::time_point now) {
       broker_lost(session, now);
     };
@@ -288,7 +292,8 @@ class BrokerLink::Impl {
                          "the front end is shutting down", kRetryAfterMs);
   }
 
-  // Socket errors are handled as a lost broker. Anything else (bad_alloc, a
+  // Socket errors are the sessions' business (a lost broker, a socket that
+  // cannot be opened yet). Anything else (bad_alloc, a
   // bug, a completion throwing what it must not) may have left the pending
   // table inconsistent, with completions that will never run: requests would
   // hang until their deadlines, or forever once the link stops polling. A
@@ -380,10 +385,10 @@ class BrokerLink::Impl {
     brokers_up_.store(up, std::memory_order_relaxed);
   }
 
-  void broker_up(std::size_t session, Clock::time_point now) {
+  void broker_up(Clock::time_point now) {
     update_broker_limits();
     // Jobs whose broker was lost while no other one was up.
-    resend_orphans(now, session);
+    resend_orphans(now);
   }
 
   // The jobs pending through `session` cannot be answered any more (their
@@ -401,37 +406,51 @@ class BrokerLink::Impl {
     if (orphans == 0) return;
     spdlog::warn("broker at {} was lost; {} pending job(s) will be sent again",
                  config_.endpoints[session], orphans);
-    if (reachable()) resend_orphans(now, next_up_session());
+    if (reachable()) resend_orphans(now);
   }
 
   // At-least-once: the lost broker may have run some of them. Each goes
-  // with what is left of its budget, through `preferred` or, should its
-  // queue be full, another live broker.
-  void resend_orphans(Clock::time_point now, std::size_t preferred) {
-    std::vector<std::uint64_t> refused;
+  // with what is left of its budget through the live brokers in turn; one
+  // that none can take now (their queues full, or its args over every live
+  // broker's frame limit) fails at once, as a new job would.
+  void resend_orphans(Clock::time_point now) {
+    std::vector<std::pair<std::uint64_t, SendOutcome>> refused;
     std::uint64_t resent = 0;
     for (auto& [id, job] : pending_) {
       if (job.session != kNoSession || job.deadline <= now) continue;
-      if (send_job(id, job, now, preferred)) {
+      const SendOutcome outcome = send_job(id, job, now);
+      if (outcome == SendOutcome::sent) {
         ++resent;
       } else {
-        refused.push_back(id);
+        refused.emplace_back(id, outcome);
       }
     }
     counters_.resent.fetch_add(resent, std::memory_order_relaxed);
     if (resent > 0) spdlog::info("sent {} pending job(s) again", resent);
-    for (std::uint64_t id : refused) {
+    for (const auto& [id, outcome] : refused) {
       auto it = pending_.find(id);
       PendingJob job = std::move(it->second);
       pending_.erase(it);
-      bump(counters_.send_failed);
-      finish(job.completion, queue_full_failure());
+      fail_unsent(job, outcome);
     }
   }
 
   static JobOutcome queue_full_failure() {
     return local_failure(protocol::error_code::kOverloaded,
                          "the queue to the broker is full", kRetryAfterMs);
+  }
+
+  void fail_unsent(PendingJob& job, SendOutcome outcome) {
+    bump(counters_.send_failed);
+    if (outcome == SendOutcome::too_large) {
+      finish(job.completion,
+             local_failure(protocol::error_code::kTooLarge,
+                           "args of " + std::to_string(job.args.size()) +
+                               " bytes exceed the frame limit of every live "
+                               "broker"));
+    } else {
+      finish(job.completion, queue_full_failure());
+    }
   }
 
   // The next live session in turn (round robin), SIZE_MAX if none.
@@ -443,27 +462,37 @@ class BrokerLink::Impl {
     return kNoSession;
   }
 
-  // SUBMIT for `job` under `id` through `preferred` if it is up and has
-  // room, else through the other live sessions in turn; records the session
-  // in the job. False if none could take it now.
-  bool send_job(std::uint64_t id, PendingJob& job, Clock::time_point now,
-                std::size_t preferred) {
+  // SUBMIT for `job` under `id` through the live sessions in turn, skipping
+  // a broker whose announced frame limit its args exceed (it would drop the
+  // connection, and every job on it: protocol section 7); records the
+  // session in the job.
+  SendOutcome send_job(std::uint64_t id, PendingJob& job,
+                       Clock::time_point now) {
     protocol::JobMeta meta{id,
                            broker_budget_ms(job.timeout, job.deadline - now), 1,
                            config_.max_message_bytes};
-    for (std::size_t tried = 0; tried <= sessions_.size(); ++tried) {
-      const std::size_t candidate = tried == 0 ? preferred : next_up_session();
-      if (candidate == kNoSession) return false;
-      if (!sessions_[candidate]->up()) continue;
+    SendOutcome outcome = SendOutcome::full;
+    bool fits_somewhere = false;
+    for (std::size_t tried = 0; tried < sessions_.size(); ++tried) {
+      const std::size_t candidate = next_up_session();
+      if (candidate == kNoSession) break;
+      BrokerSession& session = *sessions_[candidate];
+      const auto& welcome = session.welcome();
+      if (welcome && welcome->max_message_bytes > 0 &&
+          job.args.size() > welcome->max_message_bytes) {
+        continue;
+      }
+      fits_somewhere = true;
       auto frames = protocol::encode_job(
           protocol::Command::Submit, job.task, meta,
           zmq::message_t(job.args.data(), job.args.size()));
-      if (sessions_[candidate]->try_send(frames) == SendResult::sent) {
+      if (session.try_send(frames) == SendResult::sent) {
         job.session = candidate;
-        return true;
+        return SendOutcome::sent;
       }
     }
-    return false;
+    if (!fits_somewhere && reachable()) outcome = SendOutcome::too_large;
+    return outcome;
   }
 
   void fail_pending(const JobOutcome& outcome) {
@@ -509,9 +538,9 @@ class BrokerLink::Impl {
     PendingJob job{std::move(submission.task), std::move(submission.args),
                    submission.timeout, submission.deadline,
                    std::move(submission.completion)};
-    if (!send_job(id, job, now, next_up_session())) {
-      bump(counters_.send_failed);
-      finish(job.completion, queue_full_failure());
+    if (const SendOutcome outcome = send_job(id, job, now);
+        outcome != SendOutcome::sent) {
+      fail_unsent(job, outcome);
       return;
     }
     deadlines_.push_back({job.deadline, id});

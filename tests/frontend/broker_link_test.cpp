@@ -1,5 +1,6 @@
 #include "monsoon/frontend/broker_link.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -499,4 +500,112 @@ TEST_CASE("a broker endpoint listed twice is refused") {
   auto config = fast_config("tcp://127.0.0.1:1");
   config.endpoints.push_back("tcp://127.0.0.1:1");
   CHECK_THROWS_AS(BrokerLink(config), std::invalid_argument);
+}
+
+// A frame must never exceed the limit its receiver announced
+// (DEVELOPERS.md, docs/protocol.md section 7), or the broker drops the whole
+// connection, and with it every job pending through it. A job accepted while
+// only a broker with a large limit was live must not be sent again, when that
+// broker is lost, through one whose WELCOME announced a smaller limit.
+TEST_CASE(
+    "a job is not sent again through a broker whose frame limit it exceeds") {
+  FakeBroker small(/*echo_jobs=*/false);
+  auto large = std::make_optional<FakeBroker>(/*echo_jobs=*/false);
+  small.set_answer_heartbeats(false);  // not live yet
+  auto config = fast_config(large->endpoint());
+  config.endpoints.push_back(small.endpoint());
+  BrokerLink link(config);
+  REQUIRE(eventually([&] { return link.stats().brokers_up == 1; }, 5s));
+
+  OutcomeRecorder recorder;
+  const std::string args(500, '\xc0');
+  link.submit("echo", args, 3s, recorder.completion());
+  REQUIRE(large->wait_for_job(0, 5s));
+
+  // The other broker comes up, announcing frames of at most 100 bytes.
+  auto client = small.wait_for_client(5s);
+  REQUIRE(client);
+  protocol::Welcome welcome;
+  welcome.max_message_bytes = 100;
+  std::vector<std::string> frames;
+  for (const auto& frame : protocol::encode_welcome(welcome)) {
+    frames.push_back(frame.to_string());
+  }
+  small.send_raw(*client, frames);
+  REQUIRE(eventually([&] { return link.stats().brokers_up == 2; }, 5s));
+
+  large.reset();  // lost: its pending job goes again, but not through `small`
+  REQUIRE(recorder.wait_for(1, 6s));
+  auto sent = small.wait_for_job(0, 0ms);
+  CHECK((!sent || sent->args.size() <= welcome.max_message_bytes));
+  CHECK(recorder.outcomes().size() == 1);
+}
+
+// Run by the next test in a child process (hidden from normal runs): the
+// link must open a new socket while the process is out of file descriptors
+// (a flood of HTTP connections near `ulimit -n`).
+TEST_CASE("link reconnect without file descriptors helper", "[.]") {
+  rlimit no_core_dump{0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core_dump);
+  FakeBroker broker(/*echo_jobs=*/false);
+  broker.set_answer_heartbeats(false);  // silent: the link keeps reconnecting
+  auto config = fast_config(broker.endpoint());
+  config.heartbeat.interval = 10ms;
+  config.heartbeat.liveness = 1;
+  BrokerLink link(config);
+
+  std::size_t open_fds = 0;
+  for ([[maybe_unused]] const auto& entry :
+       std::filesystem::directory_iterator("/proc/self/fd")) {
+    ++open_fds;
+  }
+  rlimit files{};
+  ::getrlimit(RLIMIT_NOFILE, &files);
+  files.rlim_cur = open_fds + 16;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &files) == 0);
+  std::vector<int> taken;
+  for (int fd = ::open("/dev/null", O_RDONLY); fd >= 0;
+       fd = ::open("/dev/null", O_RDONLY)) {
+    taken.push_back(fd);
+  }
+  REQUIRE(errno == EMFILE);
+  const auto reconnects_before = link.stats().reconnects;
+  // Like a flood of HTTP connections, take every descriptor that frees up
+  // (a socket closed to reconnect frees some), for long enough for several
+  // reconnects (back-off at most 32 x 10 ms).
+  const auto until = std::chrono::steady_clock::now() + 1s;
+  while (std::chrono::steady_clock::now() < until) {
+    const int fd = ::open("/dev/null", O_RDONLY);
+    if (fd >= 0) {
+      taken.push_back(fd);
+    } else {
+      std::this_thread::sleep_for(100us);
+    }
+  }
+  const auto reconnects_during = link.stats().reconnects - reconnects_before;
+  for (int fd : taken) ::close(fd);
+  INFO("sockets opened while out of descriptors: " << reconnects_during);
+
+  broker.set_answer_heartbeats(true);
+  REQUIRE(eventually([&] { return link.reachable(); }, 10s));
+}
+
+// A socket that cannot be opened (out of file descriptors) is a passing
+// shortage, tried again after the back-off: aborting would take every
+// request in flight with it.
+TEST_CASE("a socket that cannot be opened for a reconnect does not abort") {
+  auto self = std::filesystem::read_symlink("/proc/self/exe");
+  auto log = std::filesystem::temp_directory_path() /
+             ("monsoon-link-emfile-" + std::to_string(::getpid()) + ".log");
+  std::filesystem::remove(log);
+  monsoon::test::ChildProcess child(
+      self.string(), {"link reconnect without file descriptors helper"},
+      log.string());
+  auto status = child.wait_exit(30s);
+  std::string output = child.log();
+  std::filesystem::remove(log);
+  INFO(output);
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK((WIFEXITED(*status) && WEXITSTATUS(*status) == 0));
 }

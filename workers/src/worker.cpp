@@ -336,7 +336,10 @@ void Worker::Impl::run() {
   slots.clear();  // joins: every slot thread is idle
   const auto now = Clock::now();
   for (auto& session : sessions_) {
-    session->process(now);  // hands over what it can
+    // Hands over what it can; receives nothing (no slot is left to run a
+    // JOB, and the brokers re-dispatch what they sent after our DISCONNECT
+    // once they miss us).
+    session->send_posted(now);
     session->close(kFinalFlush);
   }
   context_.close();  // waits up to kFinalFlush for queued messages
@@ -617,6 +620,8 @@ void Worker::Impl::collect_completions() {
 void Worker::Impl::grant_credit() {
   for (const auto& [broker, free] : ledger_.take_credit_grants()) {
     if (!speaks_credit(broker) || stopping_) continue;
+    // The latest grant supersedes one still waiting for the socket.
+    sessions_[broker]->discard_posted(Command::Credit);
     sessions_[broker]->post(Command::Credit,
                             protocol::encode_credit(protocol::Credit{free}));
   }

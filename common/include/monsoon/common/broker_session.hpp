@@ -62,7 +62,9 @@ struct BrokerSessionCallbacks {
   std::function<protocol::Frames()> greeting;
   // A well-formed message for the owner: anything but HEARTBEAT, WELCOME and
   // DISCONNECT, which the session handles. May throw protocol::ProtocolError
-  // for a message it finds malformed: the session counts and drops it.
+  // for a message it finds malformed: the session counts and drops it, and
+  // it does not count as hearing the broker. Runs before on_up when it is
+  // the first message heard on a socket.
   std::function<void(protocol::Command, protocol::Frames&, Clock::time_point)>
       on_message;
   // The broker was heard on a new socket (its first well-formed message
@@ -113,6 +115,12 @@ class BrokerSession {
             bool first = false);
   // Posted messages not yet handed to ZeroMQ, of one command.
   [[nodiscard]] std::size_t posted(protocol::Command command) const;
+  // Drops the posted messages of one command that are still waiting (a
+  // CREDIT superseded by a newer one).
+  void discard_posted(protocol::Command command);
+  // Hands posted messages to ZeroMQ while it takes them, receiving nothing
+  // (a stopping worker's last DONEs).
+  void send_posted(Clock::time_point now);
 
   // Stopping (a worker that said DISCONNECT): never reconnects, and ignores
   // the broker's DISCONNECT. Sessions of clients stop by being destroyed.
@@ -129,7 +137,9 @@ class BrokerSession {
   // batch limit stopped it (call again before waiting on ZMQ_FD).
   bool process(Clock::time_point now);
   // Heartbeats, the broker's liveness and reconnecting; call at next_wake()
-  // at the latest (earlier is harmless).
+  // at the latest (earlier is harmless). A socket that cannot be opened
+  // (zmq::error_t, e.g. out of file descriptors) is tried again after the
+  // back-off.
   void tick(Clock::time_point now);
   Clock::time_point next_wake() const noexcept;
 
@@ -163,7 +173,9 @@ class BrokerSession {
   const BrokerSessionConfig config_;
   const BrokerSessionCallbacks callbacks_;
   std::optional<MonitoredSocket> socket_;  // empty while backing off
-  bool connected_ = false;                 // the monitor's last word
+  bool connected_ = false;                 // posted messages may go
+  // False once the monitor's last event was a dropped connection.
+  bool monitor_connected_ = true;
   bool heard_on_socket_ = false;
   bool opened_once_ = false;
   std::uint64_t generation_ = 0;  // sockets opened, to notice a replacement

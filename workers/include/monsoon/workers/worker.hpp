@@ -7,11 +7,12 @@
 // thread, of which it holds up to `slots` jobs at once. run_worker_main runs
 // one Worker per kind a process serves.
 //
-// Threads: the thread that calls run() owns the socket and does all I/O,
+// Threads: the thread that calls run() owns the sockets and does all I/O,
 // and runs async tasks; slot threads only execute thread tasks. stop() and
-// counters() may be called from any thread. Credit-based dispatch means at most
-// `slots` jobs are ever held; a JOB beyond that (a broker bug) is answered
-// `overloaded`, never queued.
+// counters() may be called from any thread. At most `slots` jobs are ever
+// held: a JOB beyond that (several brokers' optimistic credit, or a broker
+// bug) is answered `refused` to a broker of protocol 1.2, `overloaded` to an
+// older one, never queued.
 //
 // Liveness, per broker: HEARTBEAT after `heartbeat.interval` of silence;
 // when nothing is heard for liveness x interval the worker drops that socket
@@ -20,9 +21,9 @@
 // makes it re-register there at once. Jobs running across a reconnect finish
 // and their DONEs go out on the new socket of the broker that sent them,
 // after a READY with the same name and pid (so the broker moves those jobs
-// to the new connection) whose `free` leaves out every held job and every
-// DONE still owed to that broker. DONEs that cannot be sent yet wait in a
-// queue bounded by the slots, never dropped.
+// to the new connection) whose `free` leaves out every DONE still owed to
+// that broker (its jobs still held, answers not yet handed over). DONEs that
+// cannot be sent yet wait in a queue bounded by the slots, never dropped.
 #pragma once
 
 #include <chrono>
