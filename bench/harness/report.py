@@ -69,8 +69,23 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def f_tenths(x):
+    return f"{x:.1f}"
+
+
+def f_hundredths(x):
+    return f"{x:.2f}"
+
+
 def f_count(n):
     return f"{n:,.0f}"
+
+
+def f_share(sp):
+    """The first broker's share of the completed jobs, and the second's: the medians."""
+    if sp is None:
+        return "—"
+    return f"{100 * sp['median']:.0f}% / {100 * (1 - sp['median']):.0f}%"
 
 
 def f_ratio(r):
@@ -81,9 +96,10 @@ def f_spread(sp, fmt):
     """A figure over rounds: its median, and its range when there were several rounds."""
     if sp is None:
         return "—"
-    if sp["n"] == 1:
+    low, high = fmt(sp["min"]), fmt(sp["max"])
+    if low == high:
         return fmt(sp["median"])
-    return f"{fmt(sp['median'])} ({fmt(sp['min'])}–{fmt(sp['max'])})"
+    return f"{fmt(sp['median'])} ({low}–{high})"
 
 
 def median(group, key, figure):
@@ -106,7 +122,7 @@ def ratio_verdict(sp):
         return text + ", higher in every round"
     if sp["max"] < 1:
         return text + ", lower in every round"
-    return text + ": the rounds disagree, within this run's noise"
+    return text + ": no difference beyond this run's noise (rounds on both sides of 1)"
 
 
 def target_verdict(s):
@@ -502,7 +518,6 @@ class Report:
         plan = self.plan
         credit, echo = s["credit"], s["echo"]
         rounds = plan.scale_rounds
-        noise = s.get("others_cores")
         load = s.get("loadavg")
         out = ["## f. Scale-out (Monsoon only)", "",
                f"Monsoon's topologies compared with each other, in {rounds} alternating "
@@ -516,10 +531,13 @@ class Report:
                "of the stack's processes during the measurement (from /proc) per request: "
                "it moves less with the machine's other load than throughput does. The "
                f"{self.run.machine['nproc']} cores are shared by wrk, the stack and "
-               "anything else running; during the measurements the other processes used "
-               f"{f_spread(noise, lambda x: f'{x:.2f}')} cores (from /proc/stat, less the "
-               "stack, wrk and the harness), and the load average at each round's start was "
-               f"{f_spread(load, lambda x: f'{x:.1f}')}.", ""]
+               "anything else running. Other processes used "
+               f"{f_spread(s.get('others_cores_echo'), f_hundredths)} cores during the echo "
+               f"measurements and {f_spread(s.get('others_cores_sleep'), f_hundredths)} "
+               "during the sleep ones, where the stack itself needs little CPU (from "
+               "/proc/stat, less the stack, wrk and the harness); the load average at each "
+               "round's start was "
+               f"{f_spread(load, f_tenths)}.", ""]
 
         def cfg_lines(group, labels):
             lines = []
@@ -541,10 +559,11 @@ class Report:
                                                            f_ratio),
                          f_spread(get(c, "figures", "p50"), f_ms),
                          f_spread(get(c, "figures", "p99"), f_ms),
-                         f_spread(get(c, "figures", "stack_us_per_job"), lambda x: f"{x:.0f}"),
+                         f_spread(get(c, "figures", "stack_us_per_job"), f_tenths),
                          f_spread(get(c, "figures", "refused"), f_count),
                          f_spread(get(c, "figures", "credit_updates"), f_count),
-                         f_spread(get(c, "figures", "errors"), f_count)])
+                         f_spread(get(c, "figures", "errors"), f_count),
+                         f_share(get(c, "figures", "first_broker_share"))])
         out += ["### f1. Credit across brokers: slots are the limit", "",
                 f"`POST /jobs/sleep {{\"ms\": {plan.credit_sleep_ms}}}` on "
                 f"{plan.credit_connections} connections to {plan.credit_workers} workers × "
@@ -561,10 +580,17 @@ class Report:
                 "for each stack's whole life).", "",
                 *cfg_lines("credit", [(k, credit[k]["label"]) for k in credit]), "",
                 table(["configuration", "jobs/s", "of ideal", "÷ (i)", "p50", "p99",
-                       "stack CPU µs/job", "refused", "CREDIT updates", "errors"], rows), "",
-                f"(ii) ÷ (i): {ratio_verdict(get(credit, 'via_one', 'ratios', 'jobs_per_s'))}; "
-                f"target ≥ {s['target_via_one']}×: {target_verdict(s)}. (iii) ÷ (i): "
-                f"{ratio_verdict(get(credit, 'split', 'ratios', 'jobs_per_s'))}.", ""]
+                       "stack CPU µs/job", "refused", "CREDIT updates", "errors",
+                       "jobs done by broker A / B"], rows), "",
+                f"(ii) ÷ (i): {ratio_verdict(get(credit, 'via_one', 'ratios', 'jobs_per_s'))}"
+                f"; target ≥ {s['target_via_one']}×: {target_verdict(s)}. (iii) ÷ (i): "
+                f"{ratio_verdict(get(credit, 'split', 'ratios', 'jobs_per_s'))}; the front "
+                "end sends each broker every other job, yet brokers A / B completed "
+                f"{f_share(get(credit, 'split', 'figures', 'first_broker_share'))} of the "
+                "jobs, with p99 "
+                f"{f_ms(median(credit, 'split', 'p99'))} against "
+                f"{f_ms(median(credit, 'one', 'p99'))} with one broker: a job waits longer "
+                "in the queue of the broker that gets the smaller share of the slots.", ""]
 
         # f2, f3 ----------------------------------------------------------------------
         def echo_table(keys):
@@ -580,7 +606,7 @@ class Report:
                     return value, f_spread(get(e, "ratios", fig), f_ratio)
 
                 rps, rps_r = cell("rps", f_rate)
-                cpu, cpu_r = cell("stack_us", lambda x: f"{x:.1f}")
+                cpu, cpu_r = cell("stack_us", f_tenths)
                 now, now_r = cell("now_p99", f_ms)
                 rows.append([e["label"], rps, rps_r, f_spread(get(e, "figures", "p99"), f_ms),
                              cpu, cpu_r, now, now_r,
@@ -593,8 +619,8 @@ class Report:
 
         c = plan.scale_connections
         load_text = (f"`POST /jobs/echo` at {c} connections (wrk -t1), then `GET /now` at "
-                     f"{scenarios.NOW_CONNECTIONS} connections measured while the same echo load runs "
-                     "in the background")
+                     f"{scenarios.NOW_CONNECTIONS} connections measured while the same echo "
+                     "load runs in the background")
         out += ["### f2. One broker or two", "",
                 f"{load_text}; the front end spreads jobs over two brokers "
                 "(`--broker A,B`) and the worker registers with both, against one broker. "
@@ -627,7 +653,7 @@ class Report:
                 "1" if key == "one" else f_spread(get(e, "ratios", "t2_rps"), f_ratio),
                 f_spread(get(e, "figures", "t2_p50"), f_ms),
                 f_spread(get(e, "figures", "t2_p99"), f_ms),
-                f_spread(get(e, "figures", "t2_stack_us"), lambda x: f"{x:.1f}"),
+                f_spread(get(e, "figures", "t2_stack_us"), f_tenths),
                 "1" if key == "one" else f_spread(get(e, "ratios", "t2_stack_us"), f_ratio),
                 ", ".join("/".join(str(n) for n in sp) for sp in spreads if sp) or "—"])
         out += ["### f4. One front-end process or two on one port", "",
@@ -640,7 +666,8 @@ class Report:
                 "core: this shows what it costs or gains on one small host, not how it scales "
                 "across hosts. 2 ÷ 1: "
                 f"{ratio_verdict(get(echo, 'two_frontends', 'ratios', 't2_rps'))}; stack CPU "
-                f"per request: {ratio_verdict(get(echo, 'two_frontends', 'ratios', 't2_stack_us'))}.",
+                "per request: "
+                f"{ratio_verdict(get(echo, 'two_frontends', 'ratios', 't2_stack_us'))}.",
                 "", *cfg_lines("echo", [("two_frontends", echo["two_frontends"]["label"])]), "",
                 table(["front ends", "echo req/s (wrk -t2)", "÷", "p50", "p99",
                        "stack CPU µs/request", "÷", "connections per front end"], rows), ""]

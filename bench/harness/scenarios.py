@@ -383,6 +383,12 @@ def broker_sum(stats, counter):
     return sum(s[counter] for s in stats)
 
 
+def first_broker_share(stats):
+    """The first broker's share of the jobs the brokers completed (None with one broker)."""
+    total = broker_sum(stats, "completed")
+    return stats[0]["completed"] / total if len(stats) > 1 and total else None
+
+
 def connections_per_frontend(stack, connections, bound_s=3.0):
     """Once wrk's connections are up (bounded), how many each front-end process holds."""
     deadline = time.monotonic() + bound_s
@@ -449,7 +455,8 @@ class ScaleOut:
                 "stack_us_per_job": cpu.per_request_us(w.requests),
                 "others_cores": cpu.result["others_cores"],
                 "refused": broker_sum(out["brokers"], "refused"),
-                "credit_updates": broker_sum(out["brokers"], "credit_updates")}
+                "credit_updates": broker_sum(out["brokers"], "credit_updates"),
+                "first_broker_share": first_broker_share(out["brokers"])}
         return out
 
     def echo_round(self, run, stack, r, label, topology, what):
@@ -526,16 +533,18 @@ class ScaleOut:
                     "ratios": {f: spread(ratios(rounds, base, f)) for f in names}}
             return result
 
-        others = [x["figures"].get(f) for runs in (*out["credit"].values(), *out["echo"].values())
-                  for x in runs if x.get("figures")
-                  for f in ("others_cores", "t2_others_cores")]
+        def others(groups):
+            return spread([get_figure(x, f) for runs in groups for x in runs
+                           for f in ("others_cores", "t2_others_cores")])
         return {
             "ideal_jobs_per_s": plan.credit_workers * plan.credit_slots * 1000.0
             / plan.credit_sleep_ms,
             "target_via_one": TARGET_VIA_ONE,
             "credit": group(out["credit"], [(k, lbl) for k, lbl, _ in CREDIT_CONFIGS]),
             "echo": group(out["echo"], [(k, lbl) for k, lbl, *_ in ECHO_CONFIGS]),
-            "others_cores": spread(others),
+            # The noise: cores that other processes used during the measurements.
+            "others_cores_sleep": others(out["credit"].values()),
+            "others_cores_echo": others(out["echo"].values()),
             "loadavg": spread(out["loadavg"]),
         }
 

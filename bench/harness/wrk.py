@@ -118,7 +118,8 @@ def parse(command, output):
 def command(url, connections, seconds, *, body=None, timeout_s=10, latency=True, threads=1):
     """The argv of one wrk run: `threads` threads (one unless told), keep-alive
     connections, POST when body is given."""
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", f"{int(timeout_s)}s"]
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s",
+            "--timeout", f"{int(timeout_s)}s"]
     if latency:
         argv.append("--latency")
     if body is not None:
