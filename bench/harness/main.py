@@ -116,9 +116,16 @@ class Run:
                 self._dead_reported.add((stack.name, d))
                 self.fail(stack, scen, f"process died: {d}")
 
-    def measure(self, stack, scen, argv):
+    def measure(self, stack, scen, argv, during=None):
+        """Runs wrk to completion and checks its result; during(), if given, is called
+        while wrk runs."""
         self.commands.setdefault(scen, []).append(wrk.display(argv))
-        r = wrk.run(argv, self.raw_log)
+        bg = wrk.start(argv, self.raw_log)
+        try:
+            if during is not None:
+                during()
+        finally:
+            r = bg.wait()
         self.check(stack, scen, r)
         if r.parsed and r.requests:
             self.say(f"  {r.rps:,.0f} req/s, p50 {report.f_ms(r.p50)}, p99 {report.f_ms(r.p99)}, "
@@ -142,6 +149,7 @@ class Run:
         except StackError as e:
             out["error"] = str(e)
             self.fail(stack, scen, f"could not start ({cfg}): {e}")
+            stack.stop()
             yield False
             return
         out["config"] = stack.config
@@ -204,10 +212,12 @@ def parse_args(argv):
                    help="seconds per measurement (default 6, or 5 with --quick)")
     p.add_argument("--out", help="output directory (default bench/results/<YYYY-MM-DD>, "
                                  "or a new temporary directory with --quick)")
-    p.add_argument("--scenarios", default="abcd",
-                   help="which of a,b,c,d to run (default all; e is computed from a and b)")
+    p.add_argument("--scenarios", default="abcdf",
+                   help="which of a,b,c,d,f to run (default all; e is computed from a and b)")
     p.add_argument("--ks", help="comma-separated K values for scenario b (default 100,1000,10000; "
                                 "100 with --quick)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="alternating rounds of scenario f (default 5, or 1 with --quick)")
     p.add_argument("--no-peer", action="store_true", help="measure Monsoon alone")
     p.add_argument("--no-build", action="store_true", help="use build/bin as it is")
     p.add_argument("--no-install", action="store_true",
@@ -217,7 +227,9 @@ def parse_args(argv):
         args.duration = 5 if args.quick else 6
     if args.duration < 1:
         p.error("--duration must be at least 1")
-    bad = set(args.scenarios) - set("abcde,")
+    if args.rounds is not None and args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    bad = set(args.scenarios) - set("abcdef,")
     if bad:
         p.error(f"unknown scenario(s): {''.join(sorted(bad))}")
     if args.ks and not all(k.strip().isdigit() and int(k) > 0 for k in args.ks.split(",")):
@@ -232,6 +244,8 @@ def main(argv):
     plan = scenarios.Plan(args.quick, args.duration, ["monsoon"] + (["peer"] if with_peer else []))
     if args.ks:
         plan.ks = [int(k) for k in args.ks.split(",")]
+    if args.rounds:
+        plan.scale_rounds = args.rounds
 
     if args.out:
         outdir = os.path.abspath(args.out)

@@ -8,11 +8,13 @@ PID is never hit. Nothing here looks processes up by name.
 """
 
 import os
+import resource
 import signal
 import subprocess
 import threading
 import time
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -75,10 +77,30 @@ def comm(pid):
         return "?"
 
 
+TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"  # the st column of /proc/net/tcp
+
+
+def tcp_sockets(port, state):
+    """Socket inodes of the TCP sockets in `state` whose local port is `port`, from
+    /proc/net/tcp{,6}; a reading may count a socket twice or miss one while thousands of
+    them change."""
+    inodes = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.append(fields[9])
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass
+    return inodes
+
+
 def established(port):
     """Established TCP connections whose local port is `port` (server side), from `ss`
-    (a netlink snapshot) when it is installed, else from /proc/net/tcp{,6}, whose reading
-    may count a connection twice or miss one while thousands of them change."""
+    (a netlink snapshot) when it is installed, else from /proc/net/tcp{,6}."""
     try:
         out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
                              capture_output=True, text=True, timeout=10)
@@ -86,18 +108,87 @@ def established(port):
             return sum(1 for line in out.stdout.splitlines() if line.strip())
     except (OSError, subprocess.SubprocessError):
         pass
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    return len(tcp_sockets(port, TCP_ESTABLISHED))
+
+
+def established_by_pid(port, pids):
+    """How many of the established connections on local port `port` each process holds
+    (a socket's inode among its /proc/PID/fd links): a list in the order of `pids`."""
+    inodes = {f"socket:[{i}]" for i in tcp_sockets(port, TCP_ESTABLISHED)}
+    counts = []
+    for pid in pids:
+        n = 0
         try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        count += 1
-        except (OSError, StopIteration):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    n += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+                except OSError:
+                    pass
+        except OSError:
             pass
-    return count
+        counts.append(n)
+    return counts
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process (all its threads) has used so far, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _machine_cpu():
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+class CpuMeter:
+    """Where the CPU went during a `with` block: the given processes (a stack), the
+    harness and the children it reaped meanwhile (wrk: no other child exits during a
+    measurement), and the rest of the machine (/proc/stat's busy time minus both), which
+    is the noise that other work adds. A process that exits meanwhile is left out."""
+
+    def __init__(self, pids):
+        self.pids = list(pids)
+        self.result = None
+
+    @staticmethod
+    def _harness():
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def _snapshot(self):
+        return (time.monotonic(), {p: cpu_seconds(p) for p in self.pids}, self._harness(),
+                _machine_cpu())
+
+    def __enter__(self):
+        self._before = self._snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        (t0, stack0, harness0, (busy0, steal0)) = self._before
+        (t1, stack1, harness1, (busy1, steal1)) = self._snapshot()
+        stack = sum(stack1[p] - stack0[p] for p in self.pids
+                    if stack0[p] is not None and stack1[p] is not None)
+        harness = harness1 - harness0
+        wall = max(t1 - t0, 1e-9)
+        self.result = {"wall_s": wall, "stack_s": stack, "load_generator_s": harness,
+                       "others_cores": max(0.0, busy1 - busy0 - stack - harness) / wall,
+                       "steal_cores": (steal1 - steal0) / wall}
+
+    def per_request_us(self, requests):
+        """The stack's CPU time per request in microseconds, or None without requests."""
+        if not self.result or not requests:
+            return None
+        return self.result["stack_s"] * 1e6 / requests
 
 
 class Tracked:

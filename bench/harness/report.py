@@ -3,7 +3,9 @@
 import os
 import subprocess
 
+import scenarios
 from procs import run_bounded
+from wrk import attr
 
 STACKS = (("monsoon", "Monsoon"), ("peer", "peer"))
 PCTS = ("p50", "p75", "p90", "p99")
@@ -54,10 +56,6 @@ def get(d, *keys):
     return d
 
 
-def attr(r, name):
-    return getattr(r, name) if r is not None and r.parsed else None
-
-
 def lat(r, name):
     """A latency cell: the value, or what happened when there was none."""
     if r is not None and r.parsed and r.requests == 0:
@@ -69,6 +67,74 @@ def table(header, rows):
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def f_tenths(x):
+    return f"{x:.1f}"
+
+
+def f_hundredths(x):
+    return f"{x:.2f}"
+
+
+def f_count(n):
+    return f"{n:,.0f}"
+
+
+def f_share(sp):
+    """The first broker's share of the completed jobs, and the second's: the medians."""
+    if sp is None:
+        return "—"
+    return f"{100 * sp['median']:.0f}% / {100 * (1 - sp['median']):.0f}%"
+
+
+def f_ratio(r):
+    return "—" if r is None else f"{r:.2f}×"
+
+
+def f_spread(sp, fmt):
+    """A figure over rounds: its median, and its range when there were several rounds."""
+    if sp is None:
+        return "—"
+    low, high = fmt(sp["min"]), fmt(sp["max"])
+    if low == high:
+        return fmt(sp["median"])
+    return f"{fmt(sp['median'])} ({low}–{high})"
+
+
+def median(group, key, figure):
+    return get(group, key, "figures", figure, "median")
+
+
+def ratio_median(group, key, figure):
+    return get(group, key, "ratios", figure, "median")
+
+
+def ratio_verdict(sp):
+    """What the per-round ratios say: every round on one side of 1, or not."""
+    if sp is None:
+        return "not measured"
+    text = f"{sp['median']:.2f}×"
+    if sp["n"] == 1:
+        return text + " (one round)"
+    text += f" (rounds {sp['min']:.2f}–{sp['max']:.2f})"
+    if sp["min"] > 1:
+        return text + ", higher in every round"
+    if sp["max"] < 1:
+        return text + ", lower in every round"
+    return text + ": no difference beyond this run's noise (rounds on both sides of 1)"
+
+
+def target_verdict(s):
+    sp = get(s, "credit", "via_one", "ratios", "jobs_per_s")
+    if sp is None:
+        return "not measured"
+    met = "met" if sp["median"] >= s["target_via_one"] else "**not met**"
+    if sp["n"] == 1:
+        return met + " (one round)"
+    if sp["min"] >= s["target_via_one"]:
+        return met + " in every round"
+    return met + f", lowest round {sp['min']:.2f}×"
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -110,7 +176,8 @@ class Report:
             f"{', '.join(sorted(self.res))}), "
             f"{plan.duration} s per measurement. Everything ran on this machine over loopback "
             "(127.0.0.1), wrk sharing the cores with the stacks; each scenario started fresh "
-            "processes. Ratios are **Monsoon ÷ peer** from this same run: above 1 is better "
+            "processes. Ratios are **Monsoon ÷ peer** from this same run (scenario f "
+            "compares Monsoon's topologies with each other): above 1 is better "
             "for throughput, below 1 is better for latency and memory.",
             "",
             "## Machine and versions",
@@ -124,7 +191,8 @@ class Report:
                 lines += [f"- {k}:", "", "```", v, "```", ""]
             else:
                 lines.append(f"- {k}: {v}")
-        lines += ["", "wrk runs one thread (`-t1`) with keep-alive connections; latencies "
+        lines += ["", "wrk runs one thread (`-t1`, `-t2` where scenario f says so) with "
+                  "keep-alive connections; latencies "
                   "come from its `--latency` distribution (p50/p75/p90/p99) and its max.", ""]
         problems = run.failures + run.peer_problems + run.warnings
         if problems:
@@ -135,7 +203,7 @@ class Report:
             lines.append("")
         lines += self.summary()
         lines += self.section_a() + self.section_b() + self.section_c() + self.section_d()
-        lines += self.section_e()
+        lines += self.section_e() + self.section_f()
         if plots:
             lines += ["## Plots", ""]
             lines += [f"![{title}]({name})\n" for name, title in plots]
@@ -191,9 +259,34 @@ class Report:
         bpp = get(res, "b", "monsoon", k, "frontend_bytes_per_pending")
         if bpp is not None:
             items.append(f"Monsoon front end: {bpp:,.0f} bytes per pending request at K={k:,}")
+        items += self.summary_f()
         if not items:
             return []
         return ["## Summary", ""] + [f"- {i}" for i in items] + [""]
+
+    def summary_f(self):
+        s = get(self.res, "f", "monsoon", "summary")
+        if not s:
+            return []
+        credit, echo = s["credit"], s["echo"]
+        items = [
+            f"credit across brokers (f, `sleep 100` on 4 workers × 10 slots, 400 connections, "
+            f"ideal {f_rate(s['ideal_jobs_per_s'])} jobs/s): 1 broker "
+            f"{f_rate(median(credit, 'one', 'jobs_per_s'))}, 2 brokers with all load through "
+            f"one {f_rate(median(credit, 'via_one', 'jobs_per_s'))} "
+            f"(**{f_ratio(ratio_median(credit, 'via_one', 'jobs_per_s'))}** of 1 broker; "
+            f"target ≥ {s['target_via_one']}×: {target_verdict(s)}), load split "
+            f"{f_rate(median(credit, 'split', 'jobs_per_s'))} "
+            f"({f_ratio(ratio_median(credit, 'split', 'jobs_per_s'))}) jobs/s"]
+        for key, what in (("two", "2 brokers vs 1"), ("brokerless", "brokerless vs 1 broker")):
+            items.append(
+                f"{what} (f): echo at 64 connections "
+                f"**{f_ratio(ratio_median(echo, key, 'rps'))}**, stack CPU per request "
+                f"{f_ratio(ratio_median(echo, key, 'stack_us'))}, `GET /now` p99 under the "
+                f"echo load {f_ratio(ratio_median(echo, key, 'now_p99'))}")
+        items.append(f"2 front ends vs 1 on one port (f, `--reuse-port`, wrk -t2): echo "
+                     f"**{f_ratio(ratio_median(echo, 'two_frontends', 't2_rps'))}**")
+        return items
 
     # a --------------------------------------------------------------------------------
     def section_a(self):
@@ -416,6 +509,171 @@ class Report:
         return out
 
 
+    # f --------------------------------------------------------------------------------
+    def section_f(self):
+        f = get(self.res, "f", "monsoon")
+        s = get(f, "summary")
+        if not s:
+            return []
+        plan = self.plan
+        credit, echo = s["credit"], s["echo"]
+        rounds = plan.scale_rounds
+        load = s.get("loadavg")
+        out = ["## f. Scale-out (Monsoon only)", "",
+               f"Monsoon's topologies compared with each other, in {rounds} alternating "
+               f"round(s): each round starts every configuration afresh (processes on new "
+               f"ports), in an order that rotates from round to round, and measures it for "
+               f"{plan.scale_duration} s, so that all of them share the machine's noise. A "
+               "cell shows the median over the rounds and, in brackets, the lowest and "
+               "highest round; a ratio (÷) is taken within each round, against the first row "
+               "of its table, and summarised the same way (above 1 is better for throughput, "
+               "below 1 for latency and CPU). Stack CPU is the utime + stime "
+               "of the stack's processes during the measurement (from /proc) per request: "
+               "it moves less with the machine's other load than throughput does. The "
+               f"{self.run.machine['nproc']} cores are shared by wrk, the stack and "
+               "anything else running. Other processes used "
+               f"{f_spread(s.get('others_cores_echo'), f_hundredths)} cores during the echo "
+               f"measurements and {f_spread(s.get('others_cores_sleep'), f_hundredths)} "
+               "during the sleep ones, where the stack itself needs little CPU (from "
+               "/proc/stat, less the stack, wrk and the harness); the load average at each "
+               "round's start was "
+               f"{f_spread(load, f_tenths)}.", ""]
+
+        def cfg_lines(group, labels):
+            lines = []
+            for key, label in labels:
+                first = next((x for x in get(f, group, key) or [] if x.get("config")), None)
+                if first:
+                    lines.append(f"- {label}: {first['config']}")
+            return lines
+
+        # f1 --------------------------------------------------------------------------
+        ideal = s["ideal_jobs_per_s"]
+        rows = []
+        for key in ("one", "via_one", "split"):
+            c = credit[key]
+            jobs = get(c, "figures", "jobs_per_s")
+            rows.append([c["label"], f_spread(jobs, f_rate),
+                         "—" if jobs is None else f"{100 * jobs['median'] / ideal:.0f}%",
+                         "1" if key == "one" else f_spread(get(c, "ratios", "jobs_per_s"),
+                                                           f_ratio),
+                         f_spread(get(c, "figures", "p50"), f_ms),
+                         f_spread(get(c, "figures", "p99"), f_ms),
+                         f_spread(get(c, "figures", "stack_us_per_job"), f_tenths),
+                         f_spread(get(c, "figures", "refused"), f_count),
+                         f_spread(get(c, "figures", "credit_updates"), f_count),
+                         f_spread(get(c, "figures", "errors"), f_count),
+                         f_share(get(c, "figures", "first_broker_share"))])
+        out += ["### f1. Credit across brokers: slots are the limit", "",
+                f"`POST /jobs/sleep {{\"ms\": {plan.credit_sleep_ms}}}` on "
+                f"{plan.credit_connections} connections to {plan.credit_workers} workers × "
+                f"{plan.credit_slots} async slots: the ideal is "
+                f"{f_rate(ideal)} jobs/s ({plan.credit_workers * plan.credit_slots} slots ÷ "
+                f"{plan.credit_sleep_ms / 1000:g} s), what is lost are slots left idle. "
+                "(ii) registers every worker with a second broker that gets no load: its "
+                "registrations must not keep the loaded broker from the slots (target: "
+                f"(ii) ≥ {s['target_via_one']} × (i)). (iii) splits the load over both "
+                "brokers, whose credits together exceed the slots (protocol 1.2, optimistic "
+                "credit): a job that finds every slot busy is refused and requeued, and the "
+                "worker sends CREDIT when slots free up. Refused and CREDIT counts are the "
+                "brokers' own (their final stats line on SIGTERM, summed over the brokers, "
+                "for each stack's whole life).", "",
+                *cfg_lines("credit", [(k, credit[k]["label"]) for k in credit]), "",
+                table(["configuration", "jobs/s", "of ideal", "÷ (i)", "p50", "p99",
+                       "stack CPU µs/job", "refused", "CREDIT updates", "errors",
+                       "jobs done by broker A / B"], rows), "",
+                f"(ii) ÷ (i): {ratio_verdict(get(credit, 'via_one', 'ratios', 'jobs_per_s'))}"
+                f"; target ≥ {s['target_via_one']}×: {target_verdict(s)}. (iii) ÷ (i): "
+                f"{ratio_verdict(get(credit, 'split', 'ratios', 'jobs_per_s'))}; the front "
+                "end sends each broker every other job, yet brokers A / B completed "
+                f"{f_share(get(credit, 'split', 'figures', 'first_broker_share'))} of the "
+                "jobs, with p99 "
+                f"{f_ms(median(credit, 'split', 'p99'))} against "
+                f"{f_ms(median(credit, 'one', 'p99'))} with one broker: a job waits longer "
+                "in the queue of the broker that gets the smaller share of the slots.", ""]
+
+        # f2, f3 ----------------------------------------------------------------------
+        def echo_table(keys):
+            rows = []
+            for key in keys:
+                e = echo[key]
+                first = key == keys[0]
+
+                def cell(fig, fmt):
+                    value = f_spread(get(e, "figures", fig), fmt)
+                    if first:
+                        return value, "1"
+                    return value, f_spread(get(e, "ratios", fig), f_ratio)
+
+                rps, rps_r = cell("rps", f_rate)
+                cpu, cpu_r = cell("stack_us", f_tenths)
+                now, now_r = cell("now_p99", f_ms)
+                rows.append([e["label"], rps, rps_r, f_spread(get(e, "figures", "p99"), f_ms),
+                             cpu, cpu_r, now, now_r,
+                             f_spread(get(e, "figures", "echo_under_now_rps"), f_rate),
+                             f_spread(get(e, "figures", "refused"), f_count),
+                             f_spread(get(e, "figures", "errors"), f_count)])
+            return table(["topology", "echo req/s", "÷", "echo p99", "stack CPU µs/request",
+                          "÷", "/now p99 under echo load", "÷", "echo req/s during the /now "
+                          "probe", "refused", "errors"], rows)
+
+        c = plan.scale_connections
+        load_text = (f"`POST /jobs/echo` at {c} connections (wrk -t1), then `GET /now` at "
+                     f"{scenarios.NOW_CONNECTIONS} connections measured while the same echo "
+                     "load runs in the background")
+        out += ["### f2. One broker or two", "",
+                f"{load_text}; the front end spreads jobs over two brokers "
+                "(`--broker A,B`) and the worker registers with both, against one broker. "
+                f"The worker has {plan.scale_echo_slots} async slots, more than the "
+                "connections, so slots and their sharing do not limit this load: it shows "
+                "what a second broker process costs or gives. Echo ÷ 1 broker: "
+                f"{ratio_verdict(get(echo, 'two', 'ratios', 'rps'))}; stack CPU per request: "
+                f"{ratio_verdict(get(echo, 'two', 'ratios', 'stack_us'))}; `/now` p99: "
+                f"{ratio_verdict(get(echo, 'two', 'ratios', 'now_p99'))}.", "",
+                *cfg_lines("echo", [(k, echo[k]["label"]) for k in ("one", "two")]), "",
+                echo_table(("one", "two")), "",
+                "### f3. Broker or brokerless", "",
+                f"The same loads with no broker process: the front end hosts the dispatcher "
+                "(`--worker-endpoint`) and the worker connects to it, one hop and one process "
+                "fewer. Echo ÷ 1 broker: "
+                f"{ratio_verdict(get(echo, 'brokerless', 'ratios', 'rps'))}; stack CPU per "
+                f"request: {ratio_verdict(get(echo, 'brokerless', 'ratios', 'stack_us'))}; "
+                f"`/now` p99: {ratio_verdict(get(echo, 'brokerless', 'ratios', 'now_p99'))}.",
+                "", *cfg_lines("echo", [("brokerless", echo["brokerless"]["label"])]), "",
+                echo_table(("one", "brokerless")), ""]
+
+        # f4 --------------------------------------------------------------------------
+        rows = []
+        for key in ("one", "two_frontends"):
+            e = echo[key]
+            spreads = [x.get("connections_per_frontend") for x in get(f, "echo", key) or []]
+            rows.append([
+                "1 front end" if key == "one" else "2 front ends",
+                f_spread(get(e, "figures", "t2_rps"), f_rate),
+                "1" if key == "one" else f_spread(get(e, "ratios", "t2_rps"), f_ratio),
+                f_spread(get(e, "figures", "t2_p50"), f_ms),
+                f_spread(get(e, "figures", "t2_p99"), f_ms),
+                f_spread(get(e, "figures", "t2_stack_us"), f_tenths),
+                "1" if key == "one" else f_spread(get(e, "ratios", "t2_stack_us"), f_ratio),
+                ", ".join("/".join(str(n) for n in sp) for sp in spreads if sp) or "—"])
+        out += ["### f4. One front-end process or two on one port", "",
+                f"`POST /jobs/echo` at {c} connections with wrk -t2 (two load threads) through "
+                "one broker: one front end, or two front-end processes sharing the port with "
+                "`--reuse-port` (SO_REUSEPORT: the kernel spreads connections over them; the "
+                "last column shows how, per round). With "
+                f"{self.run.machine['nproc']} cores shared by wrk's two threads, the front "
+                "ends, the broker and the worker, a second front-end process cannot add a "
+                "core: this shows what it costs or gains on one small host, not how it scales "
+                "across hosts. 2 ÷ 1: "
+                f"{ratio_verdict(get(echo, 'two_frontends', 'ratios', 't2_rps'))}; stack CPU "
+                "per request: "
+                f"{ratio_verdict(get(echo, 'two_frontends', 'ratios', 't2_stack_us'))}.",
+                "", *cfg_lines("echo", [("two_frontends", echo["two_frontends"]["label"])]), "",
+                table(["front ends", "echo req/s (wrk -t2)", "÷", "p50", "p99",
+                       "stack CPU µs/request", "÷", "connections per front end"], rows), ""]
+        return out
+
+
 # --- plots --------------------------------------------------------------------------------
 
 def terminal():
@@ -548,4 +806,25 @@ def make_plots(run, outdir):
                                            for k in plan.ks]))
     plot("now_p99_vs_k.png", "b. GET /now p99 vs K slow jobs in flight", "K (slow jobs in flight)",
          "p99 latency (ms)", s, logx=True)
+    f = get(res, "f", "monsoon")
+    if f:
+        s = []
+        for group, key, base, figure, title in SCALE_OUT_RATIOS:
+            pts = scenarios.ratios(f[group][key], f[group][base], figure)
+            s.append((f"Monsoon {title}", [(r + 1, y) for r, y in enumerate(pts)]))
+        # One point a round: the spread of the points is the run's noise.
+        plot("scale_out_ratios.png", "f. Scale-out: ratio to the baseline, per round", "round",
+             "ratio (same round)", s, logy=False)
     return made
+
+
+# (group, configuration, baseline, figure, title) of the per-round ratios plotted for f.
+SCALE_OUT_RATIOS = (
+    ("credit", "via_one", "one", "jobs_per_s", "f1 sleep jobs/s, (ii)/(i)"),
+    ("credit", "split", "one", "jobs_per_s", "f1 sleep jobs/s, (iii)/(i)"),
+    ("echo", "two", "one", "rps", "f2 echo req/s, 2 brokers/1"),
+    ("echo", "two", "one", "now_p99", "f2 /now p99, 2 brokers/1"),
+    ("echo", "brokerless", "one", "rps", "f3 echo req/s, brokerless/broker"),
+    ("echo", "brokerless", "one", "now_p99", "f3 /now p99, brokerless/broker"),
+    ("echo", "two_frontends", "one", "t2_rps", "f4 echo req/s, 2 front ends/1"),
+)

@@ -7,10 +7,13 @@ and `estimate(plan)` (seconds, for the ETA), and `run(run)`.
 """
 
 import math
+import os
+import statistics
 import time
 
 import procs
 import wrk
+from wrk import attr
 
 NOW_CONNECTIONS = 8  # the /now probe under slow load: a few clients, many samples
 
@@ -20,6 +23,7 @@ def body_sleep(ms):
 
 
 HASH_BODY = '{"rounds": 20000}'
+ECHO_BODY = '{"n": 1}'
 
 
 def start_estimate(stack_name):
@@ -52,6 +56,16 @@ class Plan:
         # echo is an async task, so its 16 slots are credit, not threads.
         self.echo_workers, self.echo_slots, self.echo_threads = 1, 16, 100
         self.warmup = 0 if quick else 1
+        # f. scale-out, Monsoon only: alternating rounds of fresh stacks, 2 s measurements
+        # in the smoke run. The credit comparison makes slots the limit (ideal: slots
+        # / sleep); the echo ones give the worker more async slots than connections, so
+        # that neither slots nor their sharing by two brokers limits them.
+        self.scale_rounds = 1 if quick else 5
+        self.scale_duration = min(duration, 2) if quick else duration
+        self.credit_workers, self.credit_slots = 4, 10
+        self.credit_connections, self.credit_sleep_ms = 400, 100
+        self.scale_echo_workers, self.scale_echo_slots = 1, 64
+        self.scale_connections = 64
 
 
 def warm_bound(k):
@@ -314,4 +328,225 @@ class WorkerScaling:
                             url, c, plan.duration, body=body))
 
 
-ALL = [EchoThroughput(), NowUnderSlowLoad(), SlowCapacity(), WorkerScaling()]
+# --- f. scale-out -------------------------------------------------------------------------
+
+# (key, label, MonsoonStack topology). The first is the baseline of the ratios.
+CREDIT_CONFIGS = (
+    ("one", "(i) 1 broker", {"brokers": 1}),
+    ("via_one", "(ii) 2 brokers, all load through one", {"brokers": 2, "frontend_brokers": 1}),
+    ("split", "(iii) 2 brokers, load split", {"brokers": 2}),
+)
+# (key, label, topology, measurements): "echo" (wrk -t1), "now" (GET /now under the echo
+# load), "echo_t2" (wrk -t2, for the front-end comparison).
+ECHO_CONFIGS = (
+    ("one", "1 broker", {"brokers": 1}, ("echo", "now", "echo_t2")),
+    ("two", "2 brokers", {"brokers": 2}, ("echo", "now")),
+    ("brokerless", "no broker", {"brokers": 0}, ("echo", "now")),
+    ("two_frontends", "2 front ends, 1 broker", {"brokers": 1, "frontends": 2}, ("echo_t2",)),
+)
+TARGET_VIA_ONE = 0.9  # (ii) / (i): a second broker must not cost the first one's throughput
+
+
+def spread(values):
+    """median, min, max and n of the values that are not None; None when there are none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def ratios(rounds, base_rounds, figure):
+    """Per round, figure / the baseline's figure in the same round (None where either is
+    missing): the ratio shares that round's noise."""
+    out = []
+    for a, b in zip(rounds, base_rounds):
+        x, y = get_figure(a, figure), get_figure(b, figure)
+        out.append(x / y if x is not None and y else None)
+    return out
+
+
+def get_figure(round_, figure):
+    return (round_.get("figures") or {}).get(figure)
+
+
+def rotated(configs, r):
+    """Round r runs the configurations starting from the r-th, so none is always first."""
+    i = r % len(configs)
+    return configs[i:] + configs[:i]
+
+
+def broker_sum(stats, counter):
+    """A counter summed over the brokers' final stats; None if any broker's is missing."""
+    if not stats or any(s is None or counter not in s for s in stats):
+        return None
+    return sum(s[counter] for s in stats)
+
+
+def first_broker_share(stats):
+    """The first broker's share of the jobs the brokers completed (None with one broker)."""
+    total = broker_sum(stats, "completed")
+    return stats[0]["completed"] / total if len(stats) > 1 and total else None
+
+
+def connections_per_frontend(stack, connections, bound_s=3.0):
+    """Once wrk's connections are up (bounded), how many each front-end process holds."""
+    deadline = time.monotonic() + bound_s
+    while True:
+        counts = procs.established_by_pid(stack.port, stack.frontend_pids())
+        if sum(counts) >= connections or time.monotonic() >= deadline:
+            return counts
+        time.sleep(0.1)
+
+
+class ScaleOut:
+    key = "f"
+    title = ("Scale-out (Monsoon only): credit across brokers, 1 vs 2 brokers, broker vs "
+             "brokerless, 1 vs 2 front ends")
+    ECHO_STEPS = sum(len(what) for *_, what in ECHO_CONFIGS)
+
+    def steps(self, plan):
+        return plan.scale_rounds * (len(CREDIT_CONFIGS) + self.ECHO_STEPS)
+
+    def estimate(self, plan):
+        d = plan.scale_duration
+        # Measured here: a stack starts and stops in about 1 s, 1.5 s with sleep jobs
+        # still queued when wrk stops.
+        return plan.scale_rounds * (
+            len(CREDIT_CONFIGS) * (1.5 + d) + len(ECHO_CONFIGS) * (1 + plan.warmup)
+            + self.ECHO_STEPS * (d + 0.3))
+
+    def run(self, run):
+        plan = run.plan
+        stack = next(s for s in run.stacks if s.name == "monsoon")
+        out = run.results.setdefault("f", {}).setdefault("monsoon", {})
+        credit = {key: [] for key, _, _ in CREDIT_CONFIGS}
+        echo = {key: [] for key, *_ in ECHO_CONFIGS}
+        out.update({"credit": credit, "echo": echo, "loadavg": []})
+        for r in range(plan.scale_rounds):
+            out["loadavg"].append(os.getloadavg()[0])
+            for key, label, topology in rotated(CREDIT_CONFIGS, r):
+                credit[key].append(self.credit_round(run, stack, r, label, topology))
+            for key, label, topology, what in rotated(ECHO_CONFIGS, r):
+                echo[key].append(self.echo_round(run, stack, r, label, topology, what))
+        out["summary"] = self.summarise(plan, out)
+
+    def credit_round(self, run, stack, r, label, topology):
+        """sleep 100 ms jobs on more connections than slots: slots are the limit."""
+        plan = run.plan
+        c = plan.credit_connections
+        cfg = {"workers": plan.credit_workers, "slots": plan.credit_slots, "threads": 1,
+               **topology}
+        out = {"round": r + 1, "label": label}
+        with run.stack_session(stack, "f", cfg, out) as ok:
+            if ok:
+                run.step(f"round {r + 1}: credit {label}: POST /jobs/sleep "
+                         f"{plan.credit_sleep_ms} ms, {c} connections")
+                with procs.CpuMeter([pid for pid, _ in stack.processes()]) as cpu:
+                    out["wrk"] = run.measure(stack, "f", wrk.command(
+                        stack.url + "/jobs/sleep", c, plan.scale_duration,
+                        body=body_sleep(plan.credit_sleep_ms)))
+                out["cpu"] = cpu.result
+        out["brokers"] = stack.broker_stats
+        w = out.get("wrk")
+        if w is not None and w.parsed:
+            out["figures"] = {
+                "jobs_per_s": w.rps, "p50": w.p50, "p99": w.p99, "errors": w.errors,
+                "stack_us_per_job": cpu.per_request_us(w.requests),
+                "others_cores": cpu.result["others_cores"],
+                "refused": broker_sum(out["brokers"], "refused"),
+                "credit_updates": broker_sum(out["brokers"], "credit_updates"),
+                "first_broker_share": first_broker_share(out["brokers"])}
+        return out
+
+    def echo_round(self, run, stack, r, label, topology, what):
+        plan = run.plan
+        c, d = plan.scale_connections, plan.scale_duration
+        cfg = {"workers": plan.scale_echo_workers, "slots": plan.scale_echo_slots,
+               "threads": 1, **topology}
+        out = {"round": r + 1, "label": label}
+        figures = {}
+        with run.stack_session(stack, "f", cfg, out) as ok:
+            if ok:
+                url = stack.url + "/jobs/echo"
+                pids = [pid for pid, _ in stack.processes()]
+                if plan.warmup:
+                    run.warm(stack, wrk.command(url, c, plan.warmup, body=ECHO_BODY,
+                                                threads=1 if "echo" in what else 2))
+                if "echo" in what:
+                    run.step(f"round {r + 1}: {label}: POST /jobs/echo, {c} connections")
+                    with procs.CpuMeter(pids) as cpu:
+                        out["echo"] = e = run.measure(stack, "f", wrk.command(
+                            url, c, d, body=ECHO_BODY))
+                    out["echo_cpu"] = cpu.result
+                    figures.update({"rps": attr(e, "rps"), "p50": attr(e, "p50"),
+                                    "p99": attr(e, "p99"), "errors": attr(e, "errors"),
+                                    "stack_us": cpu.per_request_us(attr(e, "requests")),
+                                    "others_cores": cpu.result["others_cores"]})
+                if "now" in what:
+                    run.step(f"round {r + 1}: {label}: GET /now, {NOW_CONNECTIONS} connections, "
+                             f"under POST /jobs/echo at {c} connections")
+                    load = run.start_background(stack, "f", wrk.command(
+                        url, c, d + 2, body=ECHO_BODY))
+                    try:
+                        out["now"] = n = run.measure(stack, "f", wrk.command(
+                            stack.url + "/now", NOW_CONNECTIONS, d))
+                    finally:
+                        out["echo_under_now"] = load.stop()
+                    run.check(stack, "f", out["echo_under_now"])
+                    figures.update({"now_p50": attr(n, "p50"), "now_p99": attr(n, "p99"),
+                                    "now_rps": attr(n, "rps"),
+                                    "echo_under_now_rps": attr(out["echo_under_now"], "rps")})
+                if "echo_t2" in what:
+                    run.step(f"round {r + 1}: {label}: POST /jobs/echo, {c} connections, "
+                             "wrk -t2")
+                    spread_ = []
+                    with procs.CpuMeter(pids) as cpu:
+                        out["echo_t2"] = e = run.measure(
+                            stack, "f", wrk.command(url, c, d, body=ECHO_BODY, threads=2),
+                            during=lambda: spread_.extend(connections_per_frontend(stack, c)))
+                    out["echo_t2_cpu"] = cpu.result
+                    out["connections_per_frontend"] = spread_
+                    figures.update({"t2_rps": attr(e, "rps"), "t2_p50": attr(e, "p50"),
+                                    "t2_p99": attr(e, "p99"),
+                                    "t2_stack_us": cpu.per_request_us(attr(e, "requests")),
+                                    "t2_others_cores": cpu.result["others_cores"]})
+        out["brokers"] = stack.broker_stats
+        figures.update({"refused": broker_sum(out["brokers"], "refused"),
+                        "credit_updates": broker_sum(out["brokers"], "credit_updates")})
+        out["figures"] = figures
+        return out
+
+    @staticmethod
+    def summarise(plan, out):
+        """Per configuration, each figure's median and range over the rounds, and its
+        per-round ratio to the baseline (the group's first configuration)."""
+        def group(rounds_by_key, labels):
+            base = rounds_by_key[labels[0][0]]
+            result = {}
+            for key, label in labels:
+                rounds = rounds_by_key[key]
+                names = sorted({f for x in rounds for f in (x.get("figures") or {})})
+                result[key] = {
+                    "label": label,
+                    "figures": {f: spread([get_figure(x, f) for x in rounds]) for f in names},
+                    "ratios": {f: spread(ratios(rounds, base, f)) for f in names}}
+            return result
+
+        def others(groups):
+            return spread([get_figure(x, f) for runs in groups for x in runs
+                           for f in ("others_cores", "t2_others_cores")])
+        return {
+            "ideal_jobs_per_s": plan.credit_workers * plan.credit_slots * 1000.0
+            / plan.credit_sleep_ms,
+            "target_via_one": TARGET_VIA_ONE,
+            "credit": group(out["credit"], [(k, lbl) for k, lbl, _ in CREDIT_CONFIGS]),
+            "echo": group(out["echo"], [(k, lbl) for k, lbl, *_ in ECHO_CONFIGS]),
+            # The noise: cores that other processes used during the measurements.
+            "others_cores_sleep": others(out["credit"].values()),
+            "others_cores_echo": others(out["echo"].values()),
+            "loadavg": spread(out["loadavg"]),
+        }
+
+
+ALL = [EchoThroughput(), NowUnderSlowLoad(), SlowCapacity(), WorkerScaling(), ScaleOut()]

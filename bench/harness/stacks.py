@@ -41,44 +41,80 @@ class MonsoonStack:
         self.config = None
         self.worker_processes = 0
         self.has_pending = False  # GET /healthz reports a "pending" count
-        self._frontend = None
+        self.broker_stats = []  # after stop(): each broker's final counters (None if unread)
+        self._run_dir = None
 
-    def describe(self, workers, slots, threads=None):
+    @staticmethod
+    def describe(workers, slots, threads=None, brokers=1, frontend_brokers=None, frontends=1):
         pools = (f"{slots} slots (thread and async pools alike)" if threads is None else
                  f"{slots} async slots and {threads} thread slots")
-        return f"{workers} worker process(es) x {pools}, 1 front-end I/O thread"
+        if brokers == 0:
+            route = "no broker: the front end hosts the dispatcher (--worker-endpoint)"
+        elif brokers == 1:
+            route = "1 broker"
+        else:
+            route = (f"{brokers} brokers, every worker registered with each, the front end "
+                     + ("using all of them" if frontend_brokers in (None, brokers) else
+                        f"using {frontend_brokers} of them"))
+        fronts = ("1 front end" if frontends == 1 else
+                  f"{frontends} front-end processes sharing the port (--reuse-port)")
+        return f"{workers} worker process(es) x {pools}; {route}; {fronts}, 1 I/O thread each"
 
-    def start(self, workers, slots, max_connections=20000, threads=None, **_):
+    def start(self, workers, slots, max_connections=20000, threads=None, brokers=1,
+              frontend_brokers=None, frontends=1, **_):
         """`slots` for both pools unless `threads` sizes the thread pool apart (the
-        sleep scenarios: sleep is an async task, thread slots would only cost memory)."""
-        self.config = self.describe(workers, slots, threads)
+        sleep scenarios: sleep is an async task, thread slots would only cost memory).
+        The topology: `brokers` broker processes (0: the front end hosts the dispatcher),
+        every worker registered with each, the front end using the first
+        `frontend_brokers` of them (default all); `frontends` front-end processes share
+        the port with --reuse-port.
+        REQUIRES: 1 <= frontend_brokers <= brokers; frontends == 1 when brokers == 0."""
+        frontend_brokers = brokers if frontend_brokers is None else frontend_brokers
+        if brokers == 0 and frontends != 1:
+            raise ValueError("brokerless runs one front end: it binds the workers' endpoint")
+        if brokers and not 1 <= frontend_brokers <= brokers:
+            raise ValueError(f"frontend_brokers {frontend_brokers} of {brokers} brokers")
+        self.config = self.describe(workers, slots, threads, brokers, frontend_brokers,
+                                    frontends)
         self.worker_processes = workers
+        self.broker_stats = []
         bin_dir = system.BIN_DIR
         self.port = system.free_port()
-        client = f"tcp://127.0.0.1:{system.free_port()}"
-        worker_ep = f"tcp://127.0.0.1:{system.free_port()}"
-        run_dir = os.path.join(self.workdir, f"monsoon-{self.port}")
+        self._run_dir = run_dir = os.path.join(self.workdir, f"monsoon-{self.port}")
         os.makedirs(run_dir, exist_ok=True)
-        specs = [("broker", [os.path.join(bin_dir, "monsoon-broker"),
-                             "--client-endpoint", client, "--worker-endpoint", worker_ep,
-                             "--log-level", "warn"])]
+        specs, clients, worker_eps = [], [], []
+        for i in range(1, brokers + 1):
+            clients.append(f"tcp://127.0.0.1:{system.free_port()}")
+            worker_eps.append(f"tcp://127.0.0.1:{system.free_port()}")
+            # info: its only lines are start, workers stopping and the final counters.
+            specs.append(("broker" if brokers == 1 else f"broker-{i}", [
+                os.path.join(bin_dir, "monsoon-broker"), "--client-endpoint", clients[-1],
+                "--worker-endpoint", worker_eps[-1], "--log-level", "info"]))
+        if brokers == 0:
+            worker_eps.append(f"tcp://127.0.0.1:{system.free_port()}")
+            upstream = ["--worker-endpoint", worker_eps[0]]
+        else:
+            upstream = ["--broker", ",".join(clients[:frontend_brokers])]
         names = []
         for i in range(1, workers + 1):
             name = f"bench-w{i}"
             names.append(name)
             specs.append((f"worker-{i}", [
-                os.path.join(bin_dir, "monsoon-worker"), "--broker", worker_ep,
+                os.path.join(bin_dir, "monsoon-worker"),
+                *(arg for ep in worker_eps for arg in ("--broker", ep)),
                 "--concurrency", str(slots if threads is None else threads),
                 "--async-concurrency", str(slots),
                 "--name", name,
                 "--db-path", os.path.join(run_dir, "demo.sqlite3"),
                 "--drain-timeout-ms", "1000", "--cancel-grace-ms", "500",
                 "--log-level", "warn"]))
-        specs.append(("frontend", [
-            os.path.join(bin_dir, "monsoon-frontend"), "--host", "127.0.0.1",
-            "--port", str(self.port), "--broker", client,
-            "--max-connections", str(max_connections), "--drain-timeout-ms", "1000",
-            "--log-level", "warn"]))
+        for i in range(1, frontends + 1):
+            specs.append(("frontend" if frontends == 1 else f"frontend-{i}", [
+                os.path.join(bin_dir, "monsoon-frontend"), "--host", "127.0.0.1",
+                "--port", str(self.port), *upstream,
+                *(["--reuse-port"] if frontends > 1 else []),
+                "--max-connections", str(max_connections), "--drain-timeout-ms", "1000",
+                "--log-level", "warn"]))
         self.url = f"http://127.0.0.1:{self.port}"
         for role, argv in specs:
             self.commands.append(_shown(argv) + " &")
@@ -89,17 +125,14 @@ class MonsoonStack:
                                          start_new_session=True)
             finally:
                 log.close()
-            t = Tracked(popen.pid, role, popen)
-            self.tracked.append(t)
-            if role == "frontend":
-                self._frontend = t
-        self._wait_ready(set(names), run_dir)
+            self.tracked.append(Tracked(popen.pid, role, popen))
+        self._wait_ready(set(names), frontends, run_dir)
         self.has_pending = self.pending() is not None
 
-    def _wait_ready(self, names, run_dir):
-        """Every worker registered: sequential echo jobs go to the least recently used
-        worker, so once all are registered, consecutive replies name each of them
-        (echo is an async task: its pool registers as "<name>/async")."""
+    def _wait_ready(self, names, frontends, run_dir):
+        """Every front end listening, and every worker registered: sequential echo jobs go
+        to the least recently used worker, so once all are registered, consecutive replies
+        name each of them (echo is an async task: its pool registers as "<name>/async")."""
         seen = set()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -107,6 +140,9 @@ class MonsoonStack:
             if dead:
                 raise StackError(f"Monsoon process(es) exited during start-up: {dead}; "
                                  f"logs in {run_dir}")
+            if len(procs.tcp_sockets(self.port, procs.TCP_LISTEN)) < frontends:
+                time.sleep(0.05)
+                continue
             status, headers, _ = system.http("POST", self.url + "/jobs/echo", "1")
             if status == 200:
                 seen.add(headers.get("X-Monsoon-Worker", "").removesuffix("/async"))
@@ -120,8 +156,12 @@ class MonsoonStack:
     def processes(self):
         return [(t.pid, t.role) for t in self.tracked]
 
+    def frontend_pids(self):
+        return [t.pid for t in self.tracked if t.role.startswith("frontend")]
+
     def frontend_pid(self):
-        return self._frontend.pid if self._frontend else None
+        """The front end's PID (the first one's when there are several), or None."""
+        return next(iter(self.frontend_pids()), None)
 
     def dead(self):
         return [f"{t.role} (pid {t.pid})" for t in self.tracked if not t.alive()]
@@ -130,9 +170,28 @@ class MonsoonStack:
         return system.pending(self.url)
 
     def stop(self):
+        """Stops every process; then reads each broker's final counters (broker_stats)."""
+        if not self.tracked:
+            return
+        brokers = [t.role for t in self.tracked if t.role.startswith("broker")]
         procs.stop_all(self.tracked)
         self.tracked = []
-        self._frontend = None
+        self.broker_stats = [broker_final_stats(os.path.join(self._run_dir, f"{role}.log"))
+                             for role in brokers]
+
+
+def broker_final_stats(log_path):
+    """The counters of the broker's last words, `broker stopped: submitted=N ... refused=N
+    credit_updates=N ...` (logged at info on SIGTERM), as a dict; None when absent."""
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = [line for line in f if "broker stopped:" in line]
+    except OSError:
+        return None
+    if not lines:
+        return None
+    tail = lines[-1].split("broker stopped:", 1)[1]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", tail)}
 
 
 def _ppid(pid):

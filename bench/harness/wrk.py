@@ -74,6 +74,11 @@ class WrkResult:
         return ", ".join(parts) or "none"
 
 
+def attr(r, name):
+    """A figure of a WrkResult (rps, p99, requests...), or None when there is no parsed one."""
+    return getattr(r, name) if r is not None and r.parsed else None
+
+
 def _ms(number, unit):
     return float(number) * _TIME_UNITS[unit]
 
@@ -110,9 +115,11 @@ def parse(command, output):
     return result
 
 
-def command(url, connections, seconds, *, body=None, timeout_s=10, latency=True):
-    """The argv of one wrk run: one thread, keep-alive connections, POST when body is given."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", f"{int(timeout_s)}s"]
+def command(url, connections, seconds, *, body=None, timeout_s=10, latency=True, threads=1):
+    """The argv of one wrk run: `threads` threads (one unless told), keep-alive
+    connections, POST when body is given."""
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s",
+            "--timeout", f"{int(timeout_s)}s"]
     if latency:
         argv.append("--latency")
     if body is not None:
