@@ -279,6 +279,7 @@ class Worker::Impl final : public AsyncJob::Host {
       result_limits_;
   bool stopping_ = false;
   Clock::time_point drain_deadline_{};
+  std::size_t turn_ = 0;  // which session serve() handles first
 
   std::atomic<std::uint64_t> jobs_received_{0};
   std::atomic<std::uint64_t> jobs_succeeded_{0};
@@ -421,7 +422,14 @@ void Worker::Impl::serve() {
     }
     now = Clock::now();
     if (items[0].revents & ZMQ_POLLIN) wakeup_.drain();
-    for (std::size_t i = 0; i < sessions_.size(); ++i) {
+    // Each turn starts with the next broker: JOBs that arrived together
+    // from several brokers compete for the free slots, and the first one
+    // read wins (the others are refused), so a fixed order would give the
+    // first broker in the list more than its share.
+    const std::size_t count = sessions_.size();
+    ++turn_;
+    for (std::size_t k = 0; k < count; ++k) {
+      const std::size_t i = (turn_ + k) % count;
       const std::size_t first = first_item[i];
       if (first == SIZE_MAX) continue;
       if ((items[first].revents | items[first + 1].revents) != 0) {
@@ -430,7 +438,9 @@ void Worker::Impl::serve() {
     }
     run_due_timers(now);
     collect_completions();  // also what async jobs just finished
-    for (auto& session : sessions_) session->process(now);  // hand them over
+    for (std::size_t k = 0; k < count; ++k) {
+      sessions_[(turn_ + k) % count]->process(now);  // hand them over
+    }
   }
 }
 
