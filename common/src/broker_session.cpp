@@ -155,6 +155,22 @@ bool BrokerSession::process(Clock::time_point now) {
 
 void BrokerSession::send_posted(Clock::time_point now) { flush(now); }
 
+std::vector<int> BrokerSession::event_fds() {
+  if (!socket_) return {};
+  return {socket_->socket().get(zmq::sockopt::fd),
+          socket_->events().get(zmq::sockopt::fd)};
+}
+
+bool BrokerSession::work_pending() {
+  if (!socket_) return false;
+  const int events = socket_->socket().get(zmq::sockopt::events);
+  if ((events & ZMQ_POLLIN) != 0) return true;
+  if ((events & ZMQ_POLLOUT) != 0 && connected_ && !posted_.empty()) {
+    return true;
+  }
+  return (socket_->events().get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+}
+
 void BrokerSession::discard_posted(Command command) {
   std::erase_if(posted_,
                 [command](const Posted& p) { return p.command == command; });

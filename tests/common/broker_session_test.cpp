@@ -2,6 +2,9 @@
 // standing in for the broker.
 #include "monsoon/common/broker_session.hpp"
 
+#include <poll.h>
+
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <iterator>
@@ -208,4 +211,58 @@ TEST_CASE(
   }));
   CHECK(session.posted(protocol::Command::Hello) <= 1);
   CHECK(session.posted(protocol::Command::Heartbeat) <= 1);
+}
+
+// The session as an event loop drives it (the front end's HTTP I/O threads,
+// later): waiting on its ZMQ_FDs with poll(2), then processing until it
+// reports no work left (ZMQ_FD is edge-triggered). Every RESULT arrives, more
+// than one batch of them, with no zmq::poll anywhere.
+TEST_CASE("BrokerSession: driven through ZMQ_FD like an event loop") {
+  zmq::context_t context;
+  zmq::socket_t router(context, zmq::socket_type::router);
+  router.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+  Seen seen;
+  BrokerSession session(context, client_config(endpoint),
+                        client_callbacks(seen));
+
+  auto run_loop_once = [&session](std::chrono::milliseconds wait) {
+    std::vector<pollfd> fds;
+    for (const int fd : session.event_fds()) fds.push_back({fd, POLLIN, 0});
+    if (!fds.empty()) {
+      ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
+    }
+    while (session.process(Clock::now()) || session.work_pending()) {
+    }
+    session.tick(Clock::now());
+  };
+
+  std::string identity;
+  REQUIRE(monsoon::test::eventually([&] {
+    run_loop_once(5ms);
+    zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+    while (zmq::poll(&item, 1, 0ms) == 1) {
+      std::vector<zmq::message_t> frames;
+      (void)zmq::recv_multipart(router, std::back_inserter(frames));
+      identity = frames.at(0).to_string();
+    }
+    return !identity.empty();
+  }));
+  send_to(router, identity,
+          protocol::encode_control(protocol::Command::Heartbeat));
+  constexpr int kResults = 200;  // more than one receive batch
+  for (int i = 0; i < kResults; ++i) {
+    send_to(router, identity,
+            protocol::encode_outcome(
+                protocol::Command::Result, "echo",
+                protocol::OutcomeMeta::success(static_cast<std::uint64_t>(i)),
+                protocol::nil_payload()));
+  }
+  REQUIRE(monsoon::test::eventually([&] {
+    run_loop_once(50ms);
+    return std::count(seen.events.begin(), seen.events.end(), "message") ==
+           kResults;
+  }));
+  CHECK(session.up());
+  CHECK(seen.ups == 1);
 }

@@ -136,6 +136,17 @@ class BrokerSession {
   // batch of messages, then posted messages that can go. Returns true if the
   // batch limit stopped it (call again before waiting on ZMQ_FD).
   bool process(Clock::time_point now);
+  // For an event loop (e.g. Asio) instead of zmq::poll: the descriptors to
+  // wait on for readability, the socket's and its monitor's ZMQ_FD (none
+  // while backing off; they change when the socket is replaced, so ask
+  // again after process and tick). They are edge-triggered: after a wake-up
+  // call process until work_pending() is false before waiting again
+  // (../shared/platform-notes.md). The session owns them: never close them.
+  [[nodiscard]] std::vector<int> event_fds();
+  // Whether process has something to do now (ZMQ_EVENTS of the socket and
+  // its monitor): a message to read, or posted messages that can go.
+  [[nodiscard]] bool work_pending();
+
   // Heartbeats, the broker's liveness and reconnecting; call at next_wake()
   // at the latest (earlier is harmless). A socket that cannot be opened
   // (zmq::error_t, e.g. out of file descriptors) is tried again after the
