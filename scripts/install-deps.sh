@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake make pkg-config curl
+  systemd  # systemd-analyze: the test of docs/deployment.md's unit files
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libsqlite3-dev libssl-dev libcpp-httplib-dev catch2

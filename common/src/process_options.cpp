@@ -71,6 +71,19 @@ class EnvironmentFirstConfig : public CLI::ConfigTOML {
   const CLI::App& app_;
 };
 
+// `option`'s default as a TOML value. CLI11 keeps the default of a list
+// option as one string, "[a,b]", which would be written as that string
+// rather than as an array.
+std::string default_value(const CLI::Option& option) {
+  const std::string text = option.get_default_str();
+  if (option.get_items_expected_max() > 1 && text.size() >= 2 &&
+      text.front() == '[' && text.back() == ']') {
+    return CLI::detail::ini_join(
+        CLI::detail::split(text.substr(1, text.size() - 2), ','));
+  }
+  return CLI::detail::convert_arg_for_ini(text);
+}
+
 // What --print-config writes: every option `key = value`, after its
 // description as a comment; an option with neither a value nor a default
 // (its description says what it then means) commented out, as CLI11 2.1's
@@ -91,9 +104,7 @@ std::string effective_config(const CLI::App& app) {
     if (!values.empty()) {
       out << key << " = " << CLI::detail::ini_join(values) << '\n';
     } else if (!option->get_default_str().empty()) {
-      out << key << " = "
-          << CLI::detail::convert_arg_for_ini(option->get_default_str())
-          << '\n';
+      out << key << " = " << default_value(*option) << '\n';
     } else {
       out << "# " << key << " =\n";
     }

@@ -264,3 +264,15 @@ TEST_CASE("print-config writes a file that reads back the same") {
   CHECK(test.process.liveness == 6);
   CHECK(test.endpoint == "tcp://default");
 }
+
+TEST_CASE("print-config writes a list option's default as an array") {
+  CLI::App app{"list app"};
+  std::vector<std::string> brokers = {"tcp://a:1", "tcp://b:2"};
+  app.add_option("--broker", brokers)->delimiter(',')->capture_default_str();
+  monsoon::add_config_sources(app);
+  const Capture out(std::cout);
+  const char* argv[] = {"test", "--print-config"};
+  REQUIRE(monsoon::parse_options(app, 2, argv) == 0);
+  CHECK(out.text().find("\nbroker = [\"tcp://a:1\", \"tcp://b:2\"]\n") !=
+        std::string::npos);
+}

@@ -1,7 +1,9 @@
 // Configuration files and MONSOON_* variables, with the real binaries: a file
 // alone configures a working stack, the environment overrides the file and
 // the command line the environment, a bad file stops a process at start,
-// and the example files of config/ parse.
+// --print-config's output reads back, and the example files of config/ and
+// the config files and systemd units the docs show (README.md,
+// docs/deployment.md) are what the binaries and systemd accept.
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -9,6 +11,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -70,6 +74,96 @@ bool serves(std::uint16_t port) {
 const std::vector<std::string> kEveryProgram = {
     MONSOON_BROKER_BIN, MONSOON_FRONTEND_BIN, MONSOON_WORKER_BIN,
     MONSOON_TEST_WORKER_BIN};
+
+std::string source_file(const std::string& relative) {
+  return (std::filesystem::path(MONSOON_SOURCE_DIR) / relative).string();
+}
+
+// A TOML line as a setting: without its comment (from a '#' outside a
+// string) and trailing blanks; empty for a comment or blank line.
+std::string setting_of(const std::string& line) {
+  bool in_string = false;
+  std::size_t end = line.size();
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    if (line[i] == '"') in_string = !in_string;
+    if (line[i] == '#' && !in_string) {
+      end = i;
+      break;
+    }
+  }
+  while (end > 0 && (line[end - 1] == ' ' || line[end - 1] == '\t')) --end;
+  return line.substr(0, end);
+}
+
+// Runs `program --config file --print-config`, its output to the new file
+// `log`: it must exit 0, and each setting of the file come back unchanged
+// (--print-config writes `key = value` as the files do). Returns how many
+// settings the file has.
+int check_settings_take_effect(const std::string& program,
+                               const std::string& file,
+                               const std::string& log) {
+  const Exit exit = run_to_exit(
+      ChildProcess(program, {"--config", file, "--print-config"}, log));
+  INFO(program << " --config " << file << ":\n" << exit.output);
+  REQUIRE(exit.code == 0);
+  std::ifstream input(file);
+  int settings = 0;
+  for (std::string line; std::getline(input, line);) {
+    const std::string setting = setting_of(line);
+    if (setting.empty()) continue;
+    ++settings;
+    INFO(line);
+    CHECK(exit.output.find('\n' + setting + '\n') != std::string::npos);
+  }
+  return settings;
+}
+
+// A fenced code block of a Markdown file: its tag (what follows the
+// language in the opening fence: "```toml monsoon-worker" has the tag
+// "monsoon-worker"), its text, and the line of its opening fence.
+struct FencedBlock {
+  std::string tag;
+  std::string text;
+  int line = 0;
+};
+
+// The fenced blocks of the Markdown file `path` written in `language`, in
+// order; a fence may be indented (in a list item), and so is its text.
+std::vector<FencedBlock> fenced_blocks(const std::string& path,
+                                       const std::string& language) {
+  std::ifstream input(path);
+  std::vector<FencedBlock> blocks;
+  std::optional<FencedBlock> open;
+  std::size_t indent = 0;
+  int number = 0;
+  for (std::string line; std::getline(input, line);) {
+    ++number;
+    const std::size_t start = line.find_first_not_of(' ');
+    const std::string content =
+        start == std::string::npos ? "" : line.substr(start);
+    if (open) {
+      if (content == "```") {
+        blocks.push_back(std::move(*open));
+        open.reset();
+      } else {
+        // A blank line may lack the indentation.
+        open->text += (start == std::string::npos
+                           ? ""
+                           : line.substr(std::min(indent, start))) +
+                      '\n';
+      }
+      continue;
+    }
+    const std::string fence = "```" + language;
+    if (content.rfind(fence, 0) != 0) continue;
+    const std::string rest = content.substr(fence.size());
+    if (!rest.empty() && rest.front() != ' ') continue;  // ```tomlx
+    open = FencedBlock{
+        .tag = rest.empty() ? "" : rest.substr(1), .text = {}, .line = number};
+    indent = start;
+  }
+  return blocks;
+}
 
 }  // namespace
 
@@ -199,23 +293,137 @@ TEST_CASE("the example config files of config/ parse, every key taking effect",
       {"frontend.toml", MONSOON_FRONTEND_BIN},
       {"worker.toml", MONSOON_WORKER_BIN}};
   for (const auto& [name, program] : examples) {
-    const std::string example =
-        (std::filesystem::path(MONSOON_SOURCE_DIR) / "config" / name).string();
-    const Exit exit = run_to_exit(ChildProcess(
-        program, {"--config", example, "--print-config"}, dir.file("out.log")));
-    INFO(name << ":\n" << exit.output);
-    REQUIRE(exit.code == 0);
-    // --print-config writes `key = value` as the examples do: each of their
-    // settings must come back unchanged.
-    std::ifstream input(example);
-    int settings = 0;
-    for (std::string line; std::getline(input, line);) {
-      if (line.empty() || line.front() == '#') continue;
-      ++settings;
-      INFO(line);
-      CHECK(exit.output.find('\n' + line + '\n') != std::string::npos);
+    INFO(name);
+    CHECK(check_settings_take_effect(program, source_file("config/" + name),
+                                     dir.file(name + ".log")) >= 10);
+  }
+}
+
+TEST_CASE("the config files the docs show parse, every key taking effect",
+          "[integration][config]") {
+  // Every ```toml block of these documents is a config file; the fence
+  // names the program that reads it: ```toml monsoon-worker.
+  const std::map<std::string, std::string> programs = {
+      {"monsoon-broker", MONSOON_BROKER_BIN},
+      {"monsoon-frontend", MONSOON_FRONTEND_BIN},
+      {"monsoon-worker", MONSOON_WORKER_BIN}};
+  // At least: README's worker.toml; the deployment's two broker files, a
+  // front end and a worker file for each topology.
+  const std::vector<std::pair<std::string, std::size_t>> documents = {
+      {"README.md", 1}, {"docs/deployment.md", 6}};
+  const TempDir dir;
+  for (const auto& [document, least] : documents) {
+    const std::vector<FencedBlock> blocks =
+        fenced_blocks(source_file(document), "toml");
+    CHECK(blocks.size() >= least);
+    for (const FencedBlock& block : blocks) {
+      INFO(document << ":" << block.line << ": ```toml " << block.tag);
+      const auto program = programs.find(block.tag);
+      REQUIRE(program != programs.end());
+      // Named for its place, so that each block has files of its own.
+      const std::string name = std::filesystem::path(document).stem().string() +
+                               "-" + std::to_string(block.line);
+      const std::string file = dir.write(name + ".toml", block.text);
+      CHECK(check_settings_take_effect(program->second, file,
+                                       dir.file(name + ".log")) >= 2);
     }
-    CHECK(settings >= 10);
+  }
+}
+
+TEST_CASE("the systemd units of docs/deployment.md pass systemd-analyze verify",
+          "[integration][config]") {
+  // systemd-analyze comes with the systemd package (scripts/install-deps.sh).
+  const std::string analyze = "/usr/bin/systemd-analyze";
+  REQUIRE(std::filesystem::exists(analyze));
+  const std::vector<FencedBlock> blocks =
+      fenced_blocks(source_file("docs/deployment.md"), "ini");
+  // The broker, worker and front end units, and the front end's template.
+  CHECK(blocks.size() >= 4);
+
+  // A root directory for systemd-analyze: the system's own units (for the
+  // targets the doc's units name), the doc's units where an administrator
+  // puts them, and the three programs where the doc installs them (verify
+  // checks that ExecStart names an executable file; any other program is an
+  // error).
+  const TempDir root;
+  const std::filesystem::path units = root.path() / "etc/systemd/system";
+  const std::filesystem::path bin = root.path() / "usr/local/bin";
+  std::filesystem::create_directories(units);
+  std::filesystem::create_directories(bin);
+  std::filesystem::create_directories(root.path() / "usr/lib/systemd");
+  std::filesystem::copy("/usr/lib/systemd/system",
+                        root.path() / "usr/lib/systemd/system",
+                        std::filesystem::copy_options::recursive |
+                            std::filesystem::copy_options::copy_symlinks);
+  for (const char* program :
+       {"monsoon-broker", "monsoon-frontend", "monsoon-worker"}) {
+    std::ofstream(bin / program).put('\n');
+    std::filesystem::permissions(bin / program,
+                                 std::filesystem::perms::owner_all |
+                                     std::filesystem::perms::group_exec |
+                                     std::filesystem::perms::others_exec);
+  }
+
+  const TempDir dir;
+  for (const FencedBlock& block : blocks) {
+    INFO("docs/deployment.md:" << block.line << ": ```ini " << block.tag);
+    const std::string suffix = ".service";
+    REQUIRE(block.tag.size() > suffix.size());
+    REQUIRE(block.tag.ends_with(suffix));
+    std::ofstream(units / block.tag) << block.text;
+    // A template is verified through an instance of it.
+    std::string unit = block.tag;
+    if (unit.ends_with("@" + suffix)) {
+      unit.insert(unit.size() - suffix.size(), "1");
+    }
+    // verify exits 0 even for unknown keys and values it ignores: it only
+    // prints them. A unit passes when nothing is printed.
+    const Exit exit = run_to_exit(ChildProcess(
+        analyze, {"--root=" + root.path().string(), "verify", unit},
+        dir.file(unit + ".log")));
+    INFO(exit.output);
+    CHECK(exit.code == 0);
+    CHECK(exit.output.empty());
+  }
+}
+
+TEST_CASE("every program's print-config reads back, in both topologies",
+          "[integration][config]") {
+  // Each program, with its defaults and with lists set; the front end in
+  // both topologies, whose options exclude each other's (broker,
+  // worker-endpoint) or need them (the dispatcher's limits).
+  const std::vector<std::pair<std::string, std::vector<std::string>>> runs = {
+      {MONSOON_BROKER_BIN, {}},
+      {MONSOON_WORKER_BIN, {}},
+      {MONSOON_WORKER_BIN,
+       {"--broker", "tcp://10.0.0.1:5556,tcp://10.0.0.2:5556", "--tasks",
+        "echo,sleep"}},
+      {MONSOON_TEST_WORKER_BIN, {}},
+      {MONSOON_FRONTEND_BIN, {}},
+      {MONSOON_FRONTEND_BIN,
+       {"--broker", "tcp://10.0.0.1:5555,tcp://10.0.0.2:5555", "--reuse-port"}},
+      {MONSOON_FRONTEND_BIN,
+       {"--worker-endpoint", "tcp://10.0.0.1:5556", "--max-queue", "500"}}};
+  const TempDir dir;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const auto& [program, args] = runs[i];
+    const std::string run = "run-" + std::to_string(i);
+    std::vector<std::string> first_args = args;
+    first_args.push_back("--print-config");
+    const Exit first = run_to_exit(
+        ChildProcess(program, first_args, dir.file(run + "-first.log")));
+    const std::string file = dir.write(run + ".toml", first.output);
+    const Exit second =
+        run_to_exit(ChildProcess(program, {"--config", file, "--print-config"},
+                                 dir.file(run + "-second.log")));
+    std::string command = program;
+    for (const std::string& arg : args) command += " " + arg;
+    INFO(command << " --print-config:\n"
+                 << first.output << "\nread back:\n"
+                 << second.output);
+    REQUIRE(first.code == 0);
+    CHECK(second.code == 0);
+    CHECK(second.output == first.output);
   }
 }
 
