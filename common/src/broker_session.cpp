@@ -108,12 +108,24 @@ std::size_t BrokerSession::posted(Command command) const {
 }
 
 std::size_t BrokerSession::poll_items(std::vector<zmq::pollitem_t>& items) {
+  polled_at_ = SIZE_MAX;
   if (!socket_) return 0;
+  polled_at_ = items.size();
+  polled_generation_ = generation_;
   short events = ZMQ_POLLIN;
   if (connected_ && !posted_.empty()) events |= ZMQ_POLLOUT;
   items.push_back({socket_->socket().handle(), 0, events, 0});
   items.push_back({socket_->events().handle(), 0, ZMQ_POLLIN, 0});
   return 2;
+}
+
+bool BrokerSession::polled_ready(
+    const std::vector<zmq::pollitem_t>& items) const {
+  if (polled_at_ == SIZE_MAX || polled_at_ + 1 >= items.size()) {
+    return socket_.has_value();  // opened since: look at it
+  }
+  if (polled_generation_ != generation_) return true;
+  return (items[polled_at_].revents | items[polled_at_ + 1].revents) != 0;
 }
 
 bool BrokerSession::process(Clock::time_point now) {

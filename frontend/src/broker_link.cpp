@@ -302,10 +302,9 @@ class BrokerLink::Impl {
   void run() noexcept {
     try {
       std::vector<zmq::pollitem_t> items;
-      std::vector<std::size_t> first_item;  // per session, into items
       while (!stop_requested_.load()) {
         try {
-          poll_once(items, first_item);
+          poll_once(items);
         } catch (const zmq::error_t& e) {
           if (e.num() == EINTR) continue;
           // A socket error that the session did not handle: fatal, since
@@ -330,17 +329,12 @@ class BrokerLink::Impl {
     std::abort();
   }
 
-  void poll_once(std::vector<zmq::pollitem_t>& items,
-                 std::vector<std::size_t>& first_item) {
+  void poll_once(std::vector<zmq::pollitem_t>& items) {
     auto now = Clock::now();
     auto wait = std::chrono::ceil<milliseconds>(next_wake() - now);
     items.clear();
-    first_item.clear();
     items.push_back({nullptr, wakeup_.fd(), ZMQ_POLLIN, 0});
-    for (auto& session : sessions_) {
-      first_item.push_back(items.size());
-      if (session->poll_items(items) == 0) first_item.back() = SIZE_MAX;
-    }
+    for (auto& session : sessions_) (void)session->poll_items(items);
     zmq::poll(items, std::max(wait, milliseconds{0}));
 
     now = Clock::now();
@@ -348,12 +342,8 @@ class BrokerLink::Impl {
       wakeup_.drain();
       take_submissions(now);
     }
-    for (std::size_t i = 0; i < sessions_.size(); ++i) {
-      const std::size_t first = first_item[i];
-      if (first == SIZE_MAX) continue;
-      if ((items[first].revents | items[first + 1].revents) != 0) {
-        sessions_[i]->process(now);
-      }
+    for (auto& session : sessions_) {
+      if (session->polled_ready(items)) session->process(now);
     }
     expire(now);
     for (auto& session : sessions_) session->tick(now);

@@ -400,7 +400,6 @@ void Worker::Impl::serve() {
   if (stop_requested_.load()) return;
   open_sessions();
   std::vector<zmq::pollitem_t> items;
-  std::vector<std::size_t> first_item;
   for (;;) {
     auto now = Clock::now();
     if (stop_requested_.load() && !stopping_) begin_stop(now);
@@ -408,12 +407,8 @@ void Worker::Impl::serve() {
     for (auto& session : sessions_) session->tick(now);
 
     items.clear();
-    first_item.clear();
     items.push_back({nullptr, wakeup_.fd(), ZMQ_POLLIN, 0});
-    for (auto& session : sessions_) {
-      first_item.push_back(items.size());
-      if (session->poll_items(items) == 0) first_item.back() = SIZE_MAX;
-    }
+    for (auto& session : sessions_) (void)session->poll_items(items);
     try {
       zmq::poll(items, poll_timeout(now));
     } catch (const zmq::error_t& e) {
@@ -429,12 +424,8 @@ void Worker::Impl::serve() {
     const std::size_t count = sessions_.size();
     ++turn_;
     for (std::size_t k = 0; k < count; ++k) {
-      const std::size_t i = (turn_ + k) % count;
-      const std::size_t first = first_item[i];
-      if (first == SIZE_MAX) continue;
-      if ((items[first].revents | items[first + 1].revents) != 0) {
-        sessions_[i]->process(now);
-      }
+      BrokerSession& session = *sessions_[(turn_ + k) % count];
+      if (session.polled_ready(items)) session.process(now);
     }
     run_due_timers(now);
     collect_completions();  // also what async jobs just finished

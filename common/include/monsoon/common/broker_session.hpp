@@ -130,8 +130,14 @@ class BrokerSession {
   bool has_socket() const noexcept { return socket_.has_value(); }
 
   // Appends the items to poll for (the socket and its monitor); none while
-  // backing off. Returns how many it appended.
+  // backing off. Returns how many it appended, and remembers where, for
+  // polled_ready.
   std::size_t poll_items(std::vector<zmq::pollitem_t>& items);
+  // After zmq::poll on `items` (filled by poll_items, among the owner's
+  // own): whether process has anything to do. True also when the socket
+  // was replaced since poll_items.
+  [[nodiscard]] bool polled_ready(
+      const std::vector<zmq::pollitem_t>& items) const;
   // Handles whatever the socket and monitor hold: monitor events, up to a
   // batch of messages, then posted messages that can go. Returns true if the
   // batch limit stopped it (call again before waiting on ZMQ_FD).
@@ -190,6 +196,9 @@ class BrokerSession {
   bool heard_on_socket_ = false;
   bool opened_once_ = false;
   std::uint64_t generation_ = 0;  // sockets opened, to notice a replacement
+  // Where poll_items put this session's items, and for which socket.
+  std::size_t polled_at_ = SIZE_MAX;
+  std::uint64_t polled_generation_ = 0;
   bool stopping_ = false;
   std::optional<protocol::Welcome> welcome_;
   std::deque<Posted> posted_;  // in sending order; see post
