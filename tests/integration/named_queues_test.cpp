@@ -39,8 +39,8 @@ std::vector<HttpRequest> echo_requests(int count) {
 void check_echoes(const HttpBatch& batch) {
   for (std::size_t i = 0; i < batch.responses().size(); ++i) {
     const HttpResponse& response = batch.responses()[i];
-    INFO("echo " << i << ": " << response.status << " " << response.error
-                 << " " << response.body);
+    INFO("echo " << i << ": " << response.status << " " << response.error << " "
+                 << response.body);
     REQUIRE(response.status == 200);
     CHECK(Json::parse(response.body) == Json{{"request", i}});
   }
