@@ -1263,4 +1263,54 @@ std::string to_string(const DispatcherStats& s) {
          " free_credit=" + std::to_string(s.free_credit);
 }
 
+std::vector<std::string> queue_report(const std::vector<QueueStats>& before,
+                                      const std::vector<QueueStats>& after,
+                                      double seconds, std::size_t max_lines) {
+  std::vector<std::string> lines;
+  std::size_t unreported = 0;
+  auto previous = before.begin();
+  for (const QueueStats& queue : after) {
+    while (previous != before.end() && previous->name < queue.name) {
+      ++previous;
+    }
+    const bool known = previous != before.end() && previous->name == queue.name;
+    if (known && *previous == queue) continue;
+    if (lines.size() == max_lines) {
+      ++unreported;
+      continue;
+    }
+    // A queue new since `before`, or back with fresh counters, counts
+    // from 0.
+    const std::uint64_t completed_before =
+        known && previous->completed <= queue.completed ? previous->completed
+                                                        : 0;
+    const double rate =
+        static_cast<double>(queue.completed - completed_before) / seconds;
+    lines.push_back(fmt::format(
+        "queue {}: {} queued, {} in flight, {} workers, {} slots, {} credit, "
+        "{} submitted, {} completed ({:.1f}/s)",
+        queue.name, queue.queued, queue.in_flight, queue.workers, queue.slots,
+        queue.credit, queue.submitted, queue.completed, rate));
+  }
+  // Queues gone since `before` (no jobs, no workers left).
+  for (const QueueStats& old : before) {
+    const bool present =
+        std::binary_search(after.begin(), after.end(), old,
+                           [](const QueueStats& a, const QueueStats& b) {
+                             return a.name < b.name;
+                           });
+    if (present) continue;
+    if (lines.size() == max_lines) {
+      ++unreported;
+      continue;
+    }
+    lines.push_back("queue " + old.name + ": gone (no jobs, no workers)");
+  }
+  if (unreported > 0) {
+    lines.push_back(std::to_string(unreported) +
+                    " more queue(s) changed, not shown");
+  }
+  return lines;
+}
+
 }  // namespace monsoon::broker

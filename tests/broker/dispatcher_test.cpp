@@ -1798,3 +1798,27 @@ TEST_CASE("per-queue stats: depth, flight, workers, slots, credit, counts") {
   h.dispatcher.on_worker_unreachable("A", h.now, h.out);
   CHECK_FALSE(queue_stats(h, "echo"));
 }
+
+TEST_CASE("the queue report lists the queues that changed, with their rate") {
+  const std::vector<QueueStats> before = {{"fast", 0, 2, 1, 4, 2, 100, 90},
+                                          {"gone", 0, 0, 1, 1, 1, 0, 0},
+                                          {"idle", 0, 0, 1, 2, 2, 5, 5}};
+  const std::vector<QueueStats> after = {{"fast", 3, 4, 1, 4, 0, 150, 140},
+                                         {"idle", 0, 0, 1, 2, 2, 5, 5},
+                                         {"new", 1, 0, 0, 0, 0, 1, 0}};
+  const std::vector<std::string> lines = queue_report(before, after, 10, 32);
+  CHECK(lines == std::vector<std::string>{
+                     "queue fast: 3 queued, 4 in flight, 1 workers, 4 slots, "
+                     "0 credit, 150 submitted, 140 completed (5.0/s)",
+                     "queue new: 1 queued, 0 in flight, 0 workers, 0 slots, 0 "
+                     "credit, 1 submitted, 0 completed (0.0/s)",
+                     "queue gone: gone (no jobs, no workers)"});
+  CHECK(queue_report(after, after, 10, 32).empty());
+
+  // Bounded: the rest is counted on one more line.
+  const std::vector<std::string> short_report =
+      queue_report(before, after, 10, 1);
+  REQUIRE(short_report.size() == 2);
+  CHECK_THAT(short_report[0], Catch::StartsWith("queue fast:"));
+  CHECK(short_report[1] == "2 more queue(s) changed, not shown");
+}

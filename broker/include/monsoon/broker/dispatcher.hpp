@@ -171,6 +171,15 @@ struct DispatcherStats {
 // One line, key=value pairs, for logs (without the per-queue entries).
 std::string to_string(const DispatcherStats& stats);
 
+// Log lines for the queues whose entries differ between two samples
+// (DispatcherStats::queues, `seconds` apart), one per queue in name order
+// with its figures and its completion rate per second over the interval;
+// beyond `max_lines`, one more line counts the rest. Empty when nothing
+// changed. REQUIRES: seconds > 0.
+std::vector<std::string> queue_report(const std::vector<QueueStats>& before,
+                                      const std::vector<QueueStats>& after,
+                                      double seconds, std::size_t max_lines);
+
 class Dispatcher {
  public:
   // Throws std::invalid_argument for a non-positive heartbeat interval or
