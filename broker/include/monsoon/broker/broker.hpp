@@ -33,7 +33,10 @@ struct BrokerConfig {
   std::size_t drain_batch = 64;   // messages per socket per wake-up
   // How long closing the sockets may wait to deliver the final DISCONNECTs.
   std::chrono::milliseconds shutdown_linger{250};
-  std::chrono::milliseconds stats_interval{10'000};  // debug-level stats line
+  // How often the broker logs its counters (debug level) and the figures
+  // of the queues that changed since (info level, with their completion
+  // rate per second).
+  std::chrono::milliseconds stats_interval{10'000};
 };
 
 class Broker {
