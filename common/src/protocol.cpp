@@ -49,7 +49,8 @@ void check_keys(const msgpack::object& map, std::string_view what) {
   keys.reserve(map.via.map.size);
   for (const auto& kv : std::span(map.via.map.ptr, map.via.map.size)) {
     if (kv.key.type != msgpack::type::STR) {
-      throw ProtocolError(std::string(what) + " has a key that is not a string");
+      throw ProtocolError(std::string(what) +
+                          " has a key that is not a string");
     }
     keys.emplace_back(kv.key.via.str.ptr, kv.key.via.str.size);
   }

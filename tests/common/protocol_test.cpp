@@ -548,7 +548,8 @@ TEST_CASE("nesting depth counts containers, not scalars") {
   CHECK_THROWS_AS(decode_job(Command::Submit, too_deep), ProtocolError);
 }
 
-TEST_CASE("1.3 additions round-trip: READY's pools, JOB's queue, CREDIT's pool") {
+TEST_CASE(
+    "1.3 additions round-trip: READY's pools, JOB's queue, CREDIT's pool") {
   WorkerInfo info;
   info.tasks = {"echo", "sleep", "cpu.fib"};
   info.pools = {Pool{{"fast"}, 16, 15}, Pool{{"slow", "cpu.fib"}, 2, {}}};
@@ -610,8 +611,9 @@ TEST_CASE("READY with inconsistent or invalid pools is rejected") {
       p.pack(slots);
     };
   };
-  CHECK(decode_ready(ready_with_pools(4, one_pool({"a", "b"}, 4)))
-            .pools.size() == 1);
+  CHECK(
+      decode_ready(ready_with_pools(4, one_pool({"a", "b"}, 4))).pools.size() ==
+      1);
   // `slots` must be the sum of the pools' slots.
   CHECK_THROWS_AS(decode_ready(ready_with_pools(5, one_pool({"a"}, 4))),
                   ProtocolError);
@@ -622,36 +624,34 @@ TEST_CASE("READY with inconsistent or invalid pools is rejected") {
   CHECK_THROWS_AS(decode_ready(ready_with_pools(0, one_pool({"a"}, 0))),
                   ProtocolError);
   // A queue in two pools.
-  CHECK_THROWS_AS(decode_ready(ready_with_pools(2,
-                                                [](Packer& p) {
-                                                  p.pack_array(2);
-                                                  for (int i = 0; i < 2; ++i) {
-                                                    p.pack_map(2);
-                                                    p.pack("queues");
-                                                    p.pack(std::vector<
-                                                           std::string>{"a"});
-                                                    p.pack("slots");
-                                                    p.pack(1);
-                                                  }
-                                                })),
-                  ProtocolError);
-  CHECK_THROWS_AS(decode_ready(ready_with_pools(1,
-                                                [](Packer& p) {
-                                                  p.pack_array(0);
-                                                })),
-                  ProtocolError);
+  CHECK_THROWS_AS(
+      decode_ready(ready_with_pools(2,
+                                    [](Packer& p) {
+                                      p.pack_array(2);
+                                      for (int i = 0; i < 2; ++i) {
+                                        p.pack_map(2);
+                                        p.pack("queues");
+                                        p.pack(std::vector<std::string>{"a"});
+                                        p.pack("slots");
+                                        p.pack(1);
+                                      }
+                                    })),
+      ProtocolError);
+  CHECK_THROWS_AS(
+      decode_ready(ready_with_pools(1, [](Packer& p) { p.pack_array(0); })),
+      ProtocolError);
   // A pool with a duplicate key.
-  CHECK_THROWS_AS(decode_ready(ready_with_pools(1,
-                                                [](Packer& p) {
-                                                  p.pack_array(1);
-                                                  p.pack_map(3);
-                                                  p.pack("queues");
-                                                  p.pack(std::vector<
-                                                         std::string>{"a"});
-                                                  p.pack("slots");
-                                                  p.pack(1);
-                                                  p.pack("slots");
-                                                  p.pack(1);
-                                                })),
-                  ProtocolError);
+  CHECK_THROWS_AS(
+      decode_ready(ready_with_pools(1,
+                                    [](Packer& p) {
+                                      p.pack_array(1);
+                                      p.pack_map(3);
+                                      p.pack("queues");
+                                      p.pack(std::vector<std::string>{"a"});
+                                      p.pack("slots");
+                                      p.pack(1);
+                                      p.pack("slots");
+                                      p.pack(1);
+                                    })),
+      ProtocolError);
 }
