@@ -135,10 +135,6 @@ struct Worker {
   // no job.
   bool draining = false;
   std::unordered_set<JobId> held;
-  // Jobs that expired while it held them, by id, with their queue's name:
-  // their late DONEs return a credit to that queue's pool. At most `slots`
-  // (the oldest forgotten first).
-  std::map<JobId, std::string> expired;
   // Tasks whose jobs fail rather than move on if this worker dies (READY's
   // no_retry).
   std::set<std::string, std::less<>> no_retry;
@@ -394,17 +390,16 @@ struct Dispatcher::State {
     worker.pool_of.clear();
   }
 
-  // The pool a DONE (or a refusal) of job `id` from `worker` concerns: that
-  // of the job's queue when the job is known (`job`); for a job that expired
-  // while the worker held it, that of its queue; else the worker's only
-  // pool. Null when none.
-  PoolState* pool_answered(Worker& worker, JobId id, const Job* job) {
+  // The pool whose credit a DONE returns: the pool of the worker's current
+  // registration listing the job's queue when the job is known (`job`);
+  // else the pool the DONE names (`pool`, since 1.3: a job that expired in
+  // flight, or from before a restart); else the worker's only pool. Null
+  // when none.
+  PoolState* pool_answered(Worker& worker, const Job* job,
+                           std::optional<std::uint32_t> pool) {
     if (job != nullptr) return pool_for(worker, job->queue);
-    auto expired = worker.expired.find(id);
-    if (expired != worker.expired.end()) {
-      auto queue = queues.find(expired->second);
-      worker.expired.erase(expired);
-      return queue == queues.end() ? nullptr : pool_for(worker, &queue->second);
+    if (pool) {
+      return *pool < worker.pools.size() ? &worker.pools[*pool] : nullptr;
     }
     return worker.pools.size() == 1 ? &worker.pools.front() : nullptr;
   }
@@ -695,11 +690,12 @@ struct Dispatcher::State {
   // DONE or a CREDIT for it; the job, which never ran, goes back to the
   // front of its queue with its attempt unchanged, and to another pool with
   // credit.
-  void take_refusal(Worker& worker, JobId id, Clock::time_point now,
-                    Outbox& out) {
+  void take_refusal(Worker& worker, JobId id,
+                    std::optional<std::uint32_t> named_pool,
+                    Clock::time_point now, Outbox& out) {
     auto it = jobs.find(id);
     Job* job = it == jobs.end() ? nullptr : &it->second;
-    if (PoolState* pool = pool_answered(worker, id, job)) {
+    if (PoolState* pool = pool_answered(worker, job, named_pool)) {
       change_credit(*pool, 0);
     }
     if (job == nullptr || job->worker == nullptr) {
@@ -788,21 +784,11 @@ struct Dispatcher::State {
       jobs.at(id).worker = &worker;
       worker.held.insert(id);
     }
-    worker.expired.merge(old.expired);
     spdlog::info("worker {} reconnected: it still holds {} job(s)",
                  display_name(worker), old.held.size());
     old.held.clear();
     forget_worker(old);
     ++counters.workers_reconnected;
-  }
-
-  // A job expired while the worker held it: its late DONE is to return the
-  // credit of the pool it was charged to.
-  static void remember_expired(Worker& worker, const Job& job) {
-    worker.expired.emplace(job.id, job.queue->name);
-    while (worker.expired.size() > worker.slots) {
-      worker.expired.erase(worker.expired.begin());
-    }
   }
 
   // Stops dispatching to the worker; it keeps its jobs until it answers
@@ -1025,13 +1011,13 @@ void Dispatcher::on_done(std::string_view identity,
   Worker* worker = s.heard_from(identity, now, out);
   if (worker == nullptr) return;
   if (!done.meta.ok && done.meta.code == error_code::kRefused) {
-    s.take_refusal(*worker, done.meta.id, now, out);
+    s.take_refusal(*worker, done.meta.id, done.meta.pool, now, out);
     s.erase_unused();
     return;
   }
   auto it = s.jobs.find(done.meta.id);
   Job* job = it == s.jobs.end() ? nullptr : &it->second;
-  PoolState* pool = s.pool_answered(*worker, done.meta.id, job);
+  PoolState* pool = s.pool_answered(*worker, job, done.meta.pool);
   if (job == nullptr || job->worker == nullptr) {
     ++s.counters.late_done_dropped;
   } else if (job->worker != worker) {
@@ -1138,7 +1124,6 @@ void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
       ++s.counters.expired_in_flight;
       Worker& holder = *job.worker;
       s.release(job);
-      if (!holder.draining) State::remember_expired(holder, job);
       std::string message = "job ran on worker " + display_name(holder) +
                             " for " +
                             std::to_string(elapsed_ms(job.submitted_at, now)) +

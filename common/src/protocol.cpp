@@ -296,6 +296,10 @@ OutcomeMessage decode_outcome(Command expected,
   outcome.meta.id = get_uint(meta, "id", 0, UINT64_MAX);
   read_status(meta, outcome.meta);
   outcome.meta.worker = get_string(meta, "worker", false);
+  if (expected == Command::Done && find_key(meta, "pool") != nullptr) {
+    outcome.meta.pool =
+        static_cast<std::uint32_t>(get_uint(meta, "pool", 0, kMaxPools - 1));
+  }
   outcome.result = std::move(frames[4]);
   return outcome;
 }
@@ -489,13 +493,19 @@ Frames encode_outcome(Command command, std::string_view task,
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
   const bool with_worker = !meta.worker.empty();
-  packer.pack_map(1 + status_keys(meta) + (with_worker ? 1 : 0));
+  const bool with_pool = command == Command::Done && meta.pool.has_value();
+  packer.pack_map(1 + status_keys(meta) + (with_worker ? 1 : 0) +
+                  (with_pool ? 1 : 0));
   packer.pack("id");
   packer.pack(meta.id);
   pack_status(packer, meta);
   if (with_worker) {
     packer.pack("worker");
     packer.pack(meta.worker);
+  }
+  if (with_pool) {
+    packer.pack("pool");
+    packer.pack(*meta.pool);
   }
   Frames frames = header(command, 3);
   frames.emplace_back(task.data(), task.size());

@@ -107,6 +107,14 @@ struct Harness {
         out);
   }
 
+  // A DONE naming the pool whose slot the job took (since 1.3).
+  void done_in_pool(const std::string& worker, std::uint64_t broker_id,
+                    std::uint32_t pool) {
+    auto meta = protocol::OutcomeMeta::success(broker_id);
+    meta.pool = pool;
+    dispatcher.on_done(worker, {"echo", meta, bytes("result")}, now, out);
+  }
+
   // DONE `refused`: the worker's slots were all held (several brokers).
   void refuse(const std::string& worker, std::uint64_t broker_id) {
     dispatcher.on_done(
@@ -1727,7 +1735,7 @@ TEST_CASE("a re-registration charges held jobs to the pool of their queue") {
   CHECK(queue_stats(h, "slow")->in_flight == 2);
 }
 
-TEST_CASE("a late DONE after an in-flight expiry returns its pool's credit") {
+TEST_CASE("a late DONE returns the credit of the pool it names") {
   Harness h;  // grace 1000 ms
   ready_pools(h, "A", {"a", "b"}, {pool({"a"}, 1), pool({"b"}, 1)});
   h.take();
@@ -1740,14 +1748,30 @@ TEST_CASE("a late DONE after an in-flight expiry returns its pool's credit") {
   h.submit("a", 2);
   CHECK(h.take().jobs.empty());  // the worker may still be running job 1
 
-  h.done("A", running.job.meta.id);
+  h.done_in_pool("A", running.job.meta.id, 0);
   SentJob next = h.take_job();
   CHECK(text(next.job.args) == args_of(2));
   CHECK(h.dispatcher.stats().late_done_dropped == 1);
   CHECK(queue_stats(h, "b")->credit == 1);
-  // An unknown id names no pool of a worker with several: nothing changes.
-  h.done("A", 999'999);
-  CHECK(queue_stats(h, "a")->credit == 0);
+  // A DONE from before a restart: the job was never known here.
+  h.done_in_pool("A", 999'998, 1);
+  CHECK(queue_stats(h, "b")->credit == 1);  // capped at the pool's slots
+  h.done("A", next.job.meta.id);
+  CHECK(h.take_result().result.meta.id == 2);
+  CHECK(queue_stats(h, "a")->credit == 1);
+  h.submit("b", 3);
+  SentJob third = h.take_job();
+  CHECK(queue_stats(h, "b")->credit == 0);
+  h.done_in_pool("A", 999'999, 1);  // unknown id, pool b
+  CHECK(queue_stats(h, "b")->credit == 1);
+  CHECK(queue_stats(h, "a")->credit == 1);
+  // An unknown id naming no pool, of a worker with several: nothing changes;
+  // one naming a pool it does not have, neither.
+  h.done_in_pool("A", third.job.meta.id, 1);
+  CHECK(queue_stats(h, "b")->credit == 1);
+  h.done("A", 1'000'000);
+  h.done_in_pool("A", 1'000'001, 7);
+  CHECK(queue_stats(h, "a")->credit == 1);
   CHECK(queue_stats(h, "b")->credit == 1);
 }
 

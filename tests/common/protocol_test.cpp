@@ -655,3 +655,18 @@ TEST_CASE("READY with inconsistent or invalid pools is rejected") {
                                     })),
       ProtocolError);
 }
+
+TEST_CASE("1.3: DONE names its pool; RESULT never does") {
+  auto meta = OutcomeMeta::success(9);
+  meta.pool = 3;
+  auto done = encode_outcome(Command::Done, "echo", meta, nil_payload());
+  CHECK(decode_outcome(Command::Done, done).meta.pool == 3u);
+  auto result = encode_outcome(Command::Result, "echo", meta, nil_payload());
+  CHECK_FALSE(decode_outcome(Command::Result, result).meta.pool.has_value());
+  meta.pool.reset();
+  auto plain = encode_outcome(Command::Done, "echo", meta, nil_payload());
+  CHECK_FALSE(decode_outcome(Command::Done, plain).meta.pool.has_value());
+  meta.pool = static_cast<std::uint32_t>(kMaxPools);  // out of range
+  auto bad = encode_outcome(Command::Done, "echo", meta, nil_payload());
+  CHECK_THROWS_AS(decode_outcome(Command::Done, bad), ProtocolError);
+}

@@ -57,9 +57,9 @@ TEST_CASE("slow jobs queued on a worker do not hold up its fast queue",
   options.broker_args = {"--route", "sleep=slow", "--route", "echo=fast"};
   Stack stack(options);
 
-  // Four sleeps of 2.5 s: one runs, three wait in "slow" for its only slot.
+  // Four sleeps of 1.5 s: one runs, three wait in "slow" for its only slot.
   constexpr int kSleeps = 4;
-  constexpr int kSleepMs = 2500;
+  constexpr int kSleepMs = 1500;
   HttpBatch sleeps(stack.http_port(),
                    monsoon::test::sleep_requests(kSleeps, kSleepMs, 60s));
   REQUIRE(sleeps.send_all(10s));
@@ -67,7 +67,7 @@ TEST_CASE("slow jobs queued on a worker do not hold up its fast queue",
 
   // Fast jobs have slots of their own on the same worker: all of them are
   // answered while the sleeps still wait (in one pool of one slot they
-  // would queue behind 10 s of sleeping, and no sleep would be pending).
+  // would queue behind 6 s of sleeping, and no sleep would be pending).
   HttpBatch echoes(stack.http_port(), echo_requests(50));
   REQUIRE(echoes.receive_all(60s));
   check_echoes(echoes);

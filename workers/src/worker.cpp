@@ -335,7 +335,7 @@ class Worker::Impl final : public AsyncJob::Host {
   void reject(std::size_t broker, std::size_t pool, const std::string& task,
               std::uint64_t id, std::string_view code, std::string message);
   void queue_done(std::size_t broker, std::size_t pool, const std::string& task,
-                  const protocol::OutcomeMeta& meta, zmq::message_t result);
+                  protocol::OutcomeMeta meta, zmq::message_t result);
   void collect_completions();
   void grant_credit();
   void post_credit(std::size_t broker, protocol::Credit credit);
@@ -723,10 +723,13 @@ void Worker::Impl::reject(std::size_t broker, std::size_t pool,
 // `pool`: the pool the job belongs to, whose credit its DONE returns.
 void Worker::Impl::queue_done(std::size_t broker, std::size_t pool,
                               const std::string& task,
-                              const protocol::OutcomeMeta& meta,
+                              protocol::OutcomeMeta meta,
                               zmq::message_t result) {
   auto& counter = meta.ok ? jobs_succeeded_ : jobs_failed_;
   counter.fetch_add(1, std::memory_order_relaxed);
+  // Names the pool for a broker that no longer knows the job; with one pool
+  // there is nothing to tell apart.
+  if (pools_.size() > 1) meta.pool = static_cast<std::uint32_t>(pool);
   BrokerSession& session = *sessions_[broker];
   session.post(
       Command::Done,

@@ -29,10 +29,11 @@
 //
 // A DONE returns one credit to the pool the job was charged to: the pool of
 // its holder's current registration that lists the job's queue (none after
-// a re-registration without it: the DONE returns nothing). A late DONE
-// returns one to the pool of a job that expired in flight, else to the
-// worker's only pool (to none when it has several). Credit never exceeds a
-// pool's slots.
+// a re-registration without it: the DONE returns nothing). A DONE for a
+// job this broker no longer knows (it expired in flight, or it is from
+// before a restart) returns one to the pool the DONE names (its `pool`,
+// since 1.3), else to the worker's only pool (to none when it has several
+// and the DONE names none). Credit never exceeds a pool's slots.
 //
 // Several brokers may share a worker's slots (docs/protocol.md, "Several
 // brokers: shared slots"): the credit kept here is optimistic, counting only

@@ -99,6 +99,11 @@ struct OutcomeMeta {
   std::string message;               // empty when ok
   std::uint32_t retry_after_ms = 0;  // 0 = absent
   std::string worker;  // RESULT only: name of the worker that ran the job
+  // DONE only (since 1.3): the index in READY's `pools` of the pool whose
+  // slot the job took, so that a broker that no longer knows the job (it
+  // restarted, or the job expired) returns that pool's credit. Absent when
+  // unset.
+  std::optional<std::uint32_t> pool{};
 
   static OutcomeMeta success(std::uint64_t id) {
     return {id, true, {}, {}, 0, {}};
