@@ -122,17 +122,23 @@ struct Broker::Impl {
     };
     auto last_stats = Clock::now();
     auto next_stats = last_stats + config.stats_interval;
+    auto next_queue_sample = last_stats;
     while (!stopping.load(std::memory_order_acquire)) {
       auto now = Clock::now();
       dispatcher.on_tick(now, outbox);
       flush(now);
+      if (now >= next_queue_sample || now >= next_stats) {
+        sample_queues();
+        next_queue_sample = now + config.queue_stats_interval;
+      }
       const DispatcherStats& stats = publish_stats();
       if (now >= next_stats) {
         report(stats, std::chrono::duration<double>(now - last_stats).count());
         last_stats = now;
         next_stats = now + config.stats_interval;
       }
-      auto wake_at = std::min(dispatcher.next_deadline(), next_stats);
+      auto wake_at =
+          std::min({dispatcher.next_deadline(), next_stats, next_queue_sample});
       auto timeout = std::chrono::ceil<milliseconds>(wake_at - now);
       poll(items, std::max(timeout, milliseconds(0)));
       if (items[2].revents & ZMQ_POLLIN) wakeup.drain();
@@ -147,12 +153,20 @@ struct Broker::Impl {
     shut_down();
   }
 
-  // Returns the stats published, which only this thread changes.
+  // Returns the stats published, which only this thread changes; their
+  // queues are those of the latest sample_queues().
   const DispatcherStats& publish_stats() {
     DispatcherStats stats = dispatcher.stats();
     std::lock_guard lock(stats_mutex);
+    stats.queues = std::move(published_stats.queues);
     published_stats = std::move(stats);
     return published_stats;
+  }
+
+  void sample_queues() {
+    std::vector<QueueStats> queues = dispatcher.queue_stats();
+    std::lock_guard lock(stats_mutex);
+    published_stats.queues = std::move(queues);
   }
 
   // The periodic report: the counters at debug level, and the queues that

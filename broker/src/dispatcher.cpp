@@ -1206,16 +1206,31 @@ DispatcherStats Dispatcher::stats() const {
   stats.in_flight = s.jobs.size() - s.queued - s.retries.size();
   stats.workers = s.workers.size();
   stats.free_credit = s.free_credit;
-  stats.queues.reserve(s.queues.size());
-  for (const auto& [name, queue] : s.queues) {
-    stats.queues.push_back({name, queue.waiting.size() + queue.delayed,
-                            queue.in_flight, queue.pools.size(), queue.slots,
-                            queue.credit, queue.submitted, queue.completed});
-  }
-  std::sort(
-      stats.queues.begin(), stats.queues.end(),
-      [](const QueueStats& a, const QueueStats& b) { return a.name < b.name; });
+  stats.queues_total = s.queues.size();
   return stats;
+}
+
+std::vector<QueueStats> Dispatcher::queue_stats() const {
+  const State& s = *state_;
+  // The first kMaxQueueStats names, without sorting the whole map.
+  std::vector<const std::string*> names;
+  names.reserve(s.queues.size());
+  for (const auto& entry : s.queues) names.push_back(&entry.first);
+  const auto by_name = [](const std::string* a, const std::string* b) {
+    return *a < *b;
+  };
+  const auto listed = names.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                          names.size(), kMaxQueueStats));
+  std::partial_sort(names.begin(), listed, names.end(), by_name);
+  std::vector<QueueStats> queues;
+  queues.reserve(static_cast<std::size_t>(listed - names.begin()));
+  for (auto name = names.begin(); name != listed; ++name) {
+    const auto& queue = s.queues.find(**name)->second;
+    queues.push_back({**name, queue.waiting.size() + queue.delayed,
+                      queue.in_flight, queue.pools.size(), queue.slots,
+                      queue.credit, queue.submitted, queue.completed});
+  }
+  return queues;
 }
 
 std::string to_string(const DispatcherStats& s) {

@@ -224,6 +224,11 @@ std::string metrics_text(
     out.metric("broker_workers_lost_total", "counter",
                "Workers declared dead (silent, unreachable or gone).",
                dispatcher->workers_lost);
+    static_assert(broker::kMaxQueueStats == 1000, "the help text says 1000");
+    out.metric("broker_queues", "gauge",
+               "Queues with jobs or workers; the monsoon_queue_* series list "
+               "the first 1000 by name.",
+               dispatcher->queues_total);
   }
 
   out.metric("limit_max_connections", "gauge",

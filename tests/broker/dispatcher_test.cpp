@@ -1522,7 +1522,7 @@ void credit_pool(Harness& h, const std::string& worker, std::uint32_t free,
 // The stats entry of queue `name`, if it has one.
 std::optional<QueueStats> queue_stats(const Harness& h,
                                       const std::string& name) {
-  for (const QueueStats& queue : h.dispatcher.stats().queues) {
+  for (const QueueStats& queue : h.dispatcher.queue_stats()) {
     if (queue.name == name) return queue;
   }
   return std::nullopt;
@@ -1784,10 +1784,10 @@ TEST_CASE("per-queue stats: depth, flight, workers, slots, credit, counts") {
               {pool({"images"}, 2), pool({"echo"}, 1)});
   ready_pools(h, "B", {"img.a"}, {pool({"images"}, 3)});
   h.take();
-  REQUIRE(h.dispatcher.stats().queues.size() == 2);
-  CHECK(h.dispatcher.stats().queues[0] ==
+  REQUIRE(h.dispatcher.queue_stats().size() == 2);
+  CHECK(h.dispatcher.queue_stats()[0] ==
         QueueStats{"echo", 0, 0, 1, 1, 1, 0, 0});
-  CHECK(h.dispatcher.stats().queues[1] ==
+  CHECK(h.dispatcher.queue_stats()[1] ==
         QueueStats{"images", 0, 0, 2, 5, 5, 0, 0});
 
   for (std::uint64_t id = 1; id <= 6; ++id) h.submit("img.a", id);
@@ -1845,4 +1845,40 @@ TEST_CASE("the queue report lists the queues that changed, with their rate") {
   REQUIRE(short_report.size() == 2);
   CHECK_THAT(short_report[0], Catch::StartsWith("queue fast:"));
   CHECK(short_report[1] == "2 more queue(s) changed, not shown");
+}
+
+TEST_CASE("the per-queue report lists at most kMaxQueueStats queues") {
+  Harness h;
+  const std::size_t queues = kMaxQueueStats + 5;
+  for (std::size_t i = 0; i < queues; ++i) {
+    // Names that sort as they are numbered: q0000, q0001, ...
+    std::string name = std::to_string(i);
+    h.submit("q" + std::string(4 - name.size(), '0') + name, i + 1);
+  }
+  CHECK(h.dispatcher.stats().queues_total == queues);
+  CHECK(h.dispatcher.stats().queues.empty());  // stats() stays cheap
+  const auto listed = h.dispatcher.queue_stats();
+  REQUIRE(listed.size() == kMaxQueueStats);
+  CHECK(listed.front().name == "q0000");
+  CHECK(listed.back().name == "q0999");
+  CHECK(std::is_sorted(listed.begin(), listed.end(),
+                       [](const QueueStats& a, const QueueStats& b) {
+                         return a.name < b.name;
+                       }));
+}
+
+TEST_CASE(
+    "a refusal for a job the broker does not know zeroes the pool it "
+    "names") {
+  Harness h;
+  ready_pools(h, "A", {"a", "b"}, {pool({"a"}, 2), pool({"b"}, 2)});
+  h.take();
+  auto refused = protocol::OutcomeMeta::failure(
+      424242, protocol::error_code::kRefused, "all slots held");
+  refused.pool = 1;
+  h.dispatcher.on_done("A", {"b", refused, protocol::nil_payload()}, h.now,
+                       h.out);
+  CHECK(queue_stats(h, "a")->credit == 2);
+  CHECK(queue_stats(h, "b")->credit == 0);
+  CHECK(h.dispatcher.stats().late_done_dropped == 1);
 }

@@ -784,16 +784,23 @@ void Worker::Impl::collect_completions() {
 // After the DONEs: CREDIT to each broker that was refused by a pool since
 // it last had some for that pool (that pool's SlotLedger says which), so
 // that the freed slots are not stranded: with the pool's index to a broker
-// of 1.3 or later; without it to one of 1.2, which knows one pool; never to
-// an older one.
+// of 1.3 or later; never to one older than 1.2. A broker of 1.2 keeps one
+// credit for all pools (docs/protocol.md, "Named queues"): it is told the
+// slots free in all of them, so that a refusal by one pool does not leave
+// the others idle for it; the pools' own refusals still bound each pool.
 void Worker::Impl::grant_credit() {
+  std::uint32_t all_free = 0;
+  for (const auto& pool : pools_) all_free += pool->ledger.free();
   for (std::size_t pool = 0; pool < pools_.size(); ++pool) {
     for (const auto& [broker, free] :
          pools_[pool]->ledger.take_credit_grants()) {
       if (!speaks_credit(broker) || stopping_) continue;
-      const bool pools_known = sessions_[broker]->welcome()->minor >= 3;
-      post_credit(broker, protocol::Credit{free, static_cast<std::uint32_t>(
-                                                     pools_known ? pool : 0)});
+      if (sessions_[broker]->welcome()->minor >= 3) {
+        post_credit(broker,
+                    protocol::Credit{free, static_cast<std::uint32_t>(pool)});
+      } else {
+        post_credit(broker, protocol::Credit{all_free, 0});
+      }
     }
   }
 }

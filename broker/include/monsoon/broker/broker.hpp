@@ -37,6 +37,9 @@ struct BrokerConfig {
   // of the queues that changed since (info level, with their completion
   // rate per second).
   std::chrono::milliseconds stats_interval{10'000};
+  // How often the per-queue figures given by stats() are sampled: they cost
+  // time per queue, the other stats nothing.
+  std::chrono::milliseconds queue_stats_interval{1'000};
 };
 
 class Broker {
@@ -63,7 +66,8 @@ class Broker {
 
   // Any thread: the dispatcher's stats as of the last time run()'s loop
   // began to wait for messages (before run(): the initial ones; after it
-  // returned: the final ones).
+  // returned: the final ones); their `queues` as of the latest sample (at
+  // most queue_stats_interval old).
   DispatcherStats stats() const;
 
  private:

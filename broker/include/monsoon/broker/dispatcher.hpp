@@ -117,6 +117,10 @@ using Outbox = std::vector<Outgoing>;
 // One queue's figures (DispatcherStats::queues). An entry exists while its
 // queue has jobs (waiting, delayed or in flight) or a worker serving it; its
 // counters start again from 0 when it comes back.
+// The most queues a report lists (DispatcherStats::queues); the others are
+// counted in queues_total only.
+inline constexpr std::size_t kMaxQueueStats = 1000;
+
 struct QueueStats {
   std::string name;
   std::size_t queued = 0;  // waiting, retries waiting out their back-off too
@@ -166,7 +170,11 @@ struct DispatcherStats {
   std::size_t in_flight = 0;
   std::size_t workers = 0;
   std::size_t free_credit = 0;
-  std::vector<QueueStats> queues;  // by name
+  std::size_t queues_total = 0;  // queues that exist (see QueueStats)
+  // By name, at most kMaxQueueStats: Dispatcher::stats() leaves it empty
+  // (queue_stats() gives it); Broker::stats() fills it as of its latest
+  // sample of the queues (at most Broker's queue_stats_interval old).
+  std::vector<QueueStats> queues;
 };
 
 // One line, key=value pairs, for logs (without the per-queue entries).
@@ -247,7 +255,10 @@ class Dispatcher {
 
   void note_malformed();
   void note_result_unroutable();
+  // Cheap (no per-queue figures): callable on every loop pass.
   DispatcherStats stats() const;
+  // The first kMaxQueueStats queues by name; O(queues), for reports.
+  std::vector<QueueStats> queue_stats() const;
 
  private:
   struct State;
