@@ -1882,3 +1882,42 @@ TEST_CASE(
   CHECK(queue_stats(h, "b")->credit == 0);
   CHECK(h.dispatcher.stats().late_done_dropped == 1);
 }
+
+TEST_CASE("a worker back on a new socket keeps its held jobs in their pools") {
+  Harness h;
+  auto ready_as = [&](const std::string& identity,
+                      std::vector<protocol::Pool> pools) {
+    protocol::WorkerInfo info;
+    info.tasks = {"fast", "slow"};
+    info.name = "w1";
+    info.pid = 77;
+    for (const protocol::Pool& p : pools) info.slots += p.slots;
+    info.pools = std::move(pools);
+    h.dispatcher.on_ready(identity, info, h.now, h.out);
+  };
+  ready_as("A", {pool({"fast"}, 2), pool({"slow"}, 1)});
+  h.take();
+  h.submit("slow", 1);
+  SentJob held = h.take_job();
+
+  // The same process (name and pid) on a new socket: job 1 moves with it,
+  // and its READY leaves that DONE out of the slow pool's `free`.
+  ready_as("A2", {pool({"fast"}, 2, 2), pool({"slow"}, 1, 0)});
+  h.take();
+  CHECK(h.dispatcher.stats().workers_reconnected == 1);
+  CHECK(queue_stats(h, "slow")->workers == 1);
+  CHECK(queue_stats(h, "slow")->credit == 0);
+  CHECK(queue_stats(h, "slow")->in_flight == 1);
+  CHECK(queue_stats(h, "fast")->credit == 2);
+  h.submit("slow", 2);
+  CHECK(h.take().jobs.empty());  // the slow pool is still full
+
+  h.done("A2", held.job.meta.id);
+  Sent sent = h.take();
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].result.meta.id == 1);
+  REQUIRE(sent.jobs.size() == 1);  // its slot went to the waiting job
+  CHECK(sent.jobs[0].worker == "A2");
+  CHECK(text(sent.jobs[0].job.args) == args_of(2));
+  CHECK(queue_stats(h, "fast")->credit == 2);
+}
