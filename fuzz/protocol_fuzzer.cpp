@@ -65,6 +65,7 @@ void round_trip_job(Command command, Frames& frames) {
   check(decoded.meta.timeout_ms == job->meta.timeout_ms);
   check(decoded.meta.attempt == job->meta.attempt);
   check(decoded.meta.max_result_bytes == job->meta.max_result_bytes);
+  check(decoded.meta.queue == job->meta.queue);
   check(decoded.args == job->args);
 }
 
@@ -81,6 +82,7 @@ void round_trip_outcome(Command command, Frames& frames) {
   check(decoded.meta.message == outcome->meta.message);
   check(decoded.meta.retry_after_ms == outcome->meta.retry_after_ms);
   check(decoded.meta.worker == outcome->meta.worker);
+  check(decoded.meta.pool == outcome->meta.pool);
   check(decoded.result == outcome->result);
 }
 
@@ -100,6 +102,7 @@ void round_trip_ready(const Frames& frames) {
   check(decoded.heartbeat_ms == info->heartbeat_ms);
   check(decoded.no_retry == info->no_retry);
   check(decoded.max_message_bytes == info->max_message_bytes);
+  check(decoded.pools == info->pools);
 }
 
 void round_trip_welcome(const Frames& frames) {
@@ -125,7 +128,9 @@ void round_trip_hello(const Frames& frames) {
 void round_trip_credit(const Frames& frames) {
   auto credit = decoded([&] { return decode_credit(frames); });
   if (!credit) return;
-  check(decode_credit(encode_credit(*credit)).free == credit->free);
+  const Credit decoded = decode_credit(encode_credit(*credit));
+  check(decoded.free == credit->free);
+  check(decoded.pool == credit->pool);
 }
 
 }  // namespace

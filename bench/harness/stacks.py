@@ -132,7 +132,7 @@ class MonsoonStack:
     def _wait_ready(self, names, frontends, run_dir):
         """Every front end listening, and every worker registered: sequential echo jobs go
         to the least recently used worker, so once all are registered, consecutive replies
-        name each of them (echo is an async task: its pool registers as "<name>/async")."""
+        name each of them."""
         seen = set()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -145,7 +145,7 @@ class MonsoonStack:
                 continue
             status, headers, _ = system.http("POST", self.url + "/jobs/echo", "1")
             if status == 200:
-                seen.add(headers.get("X-Monsoon-Worker", "").removesuffix("/async"))
+                seen.add(headers.get("X-Monsoon-Worker", ""))
                 if names <= seen:
                     return
             else:

@@ -25,6 +25,9 @@ using std::chrono::milliseconds;
 // while the frames kept stay bounded.
 constexpr std::size_t kMaxKeptFrames = 1 + 5 + 1;
 
+// Queues logged per stats interval, at most; one more line counts the rest.
+constexpr std::size_t kMaxQueueReportLines = 32;
+
 zmq::socket_t bind_router(zmq::context_t& context, const BrokerConfig& config,
                           const std::string& endpoint, std::string_view role) {
   zmq::socket_t socket(context, zmq::socket_type::router);
@@ -104,6 +107,8 @@ struct Broker::Impl {
   // other threads.
   mutable std::mutex stats_mutex;
   DispatcherStats published_stats;  // guarded by stats_mutex
+  // The queues as of the last report (run()'s thread only).
+  std::vector<QueueStats> reported_queues;
 
   void run() {
     if (ran) throw std::logic_error("Broker::run() called twice");
@@ -115,17 +120,25 @@ struct Broker::Impl {
         {clients.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, wakeup.fd(), ZMQ_POLLIN, 0},
     };
-    auto next_stats = Clock::now() + config.stats_interval;
+    auto last_stats = Clock::now();
+    auto next_stats = last_stats + config.stats_interval;
+    auto next_queue_sample = last_stats;
     while (!stopping.load(std::memory_order_acquire)) {
       auto now = Clock::now();
       dispatcher.on_tick(now, outbox);
       flush(now);
-      publish_stats();
+      if (now >= next_queue_sample || now >= next_stats) {
+        sample_queues();
+        next_queue_sample = now + config.queue_stats_interval;
+      }
+      const DispatcherStats& stats = publish_stats();
       if (now >= next_stats) {
-        spdlog::debug("stats: {}", to_string(dispatcher.stats()));
+        report(stats, std::chrono::duration<double>(now - last_stats).count());
+        last_stats = now;
         next_stats = now + config.stats_interval;
       }
-      auto wake_at = std::min(dispatcher.next_deadline(), next_stats);
+      auto wake_at =
+          std::min({dispatcher.next_deadline(), next_stats, next_queue_sample});
       auto timeout = std::chrono::ceil<milliseconds>(wake_at - now);
       poll(items, std::max(timeout, milliseconds(0)));
       if (items[2].revents & ZMQ_POLLIN) wakeup.drain();
@@ -140,10 +153,32 @@ struct Broker::Impl {
     shut_down();
   }
 
-  void publish_stats() {
+  // Returns the stats published, which only this thread changes; their
+  // queues are those of the latest sample_queues().
+  const DispatcherStats& publish_stats() {
     DispatcherStats stats = dispatcher.stats();
     std::lock_guard lock(stats_mutex);
-    published_stats = stats;
+    stats.queues = std::move(published_stats.queues);
+    published_stats = std::move(stats);
+    return published_stats;
+  }
+
+  void sample_queues() {
+    std::vector<QueueStats> queues = dispatcher.queue_stats();
+    std::lock_guard lock(stats_mutex);
+    published_stats.queues = std::move(queues);
+  }
+
+  // The periodic report: the counters at debug level, and the queues that
+  // changed since the last report at info level.
+  void report(const DispatcherStats& stats, double seconds) {
+    spdlog::debug("stats: {}", to_string(stats));
+    for (const std::string& line :
+         queue_report(reported_queues, stats.queues, std::max(seconds, 1e-3),
+                      kMaxQueueReportLines)) {
+      spdlog::info("{}", line);
+    }
+    reported_queues = stats.queues;
   }
 
   DispatcherStats stats() const {

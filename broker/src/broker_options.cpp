@@ -3,7 +3,9 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace monsoon::broker {
 namespace {
@@ -26,13 +28,28 @@ CLI::Option* add_milliseconds(CLI::App& app, const std::string& name,
 std::vector<CLI::Option*> add_broker_options(CLI::App& app,
                                              DispatcherConfig& config) {
   return {
-      app.add_option("--max-queue", config.max_queue_per_task,
-                     "Most jobs waiting per task; more are rejected "
+      app.add_option("--max-queue", config.max_queued_per_queue,
+                     "Most jobs waiting per queue; more are rejected "
                      "'overloaded'")
           ->capture_default_str(),
       app.add_option("--max-queued", config.max_queued_total,
-                     "Most jobs waiting over all tasks")
+                     "Most jobs waiting over all queues")
           ->capture_default_str(),
+      app.add_option_function<std::vector<std::string>>(
+             "--route",
+             [&config](const std::vector<std::string>& rules) {
+               try {
+                 config.routes = RoutingTable(rules);
+               } catch (const std::invalid_argument& e) {
+                 throw CLI::ValidationError("--route", e.what());
+               }
+             },
+             "Jobs of the tasks PATTERN matches (a task name, or a prefix "
+             "ending in '*': 'images.*', '*' for all) wait in QUEUE; "
+             "repeatable, the first match wins, a task no rule matches waits "
+             "in the queue of its own name (at most " +
+                 std::to_string(RoutingTable::kMaxRules) + " rules)")
+          ->type_name("PATTERN=QUEUE"),
       app.add_option("--max-attempts", config.max_attempts,
                      "Dispatches of one job before a worker death or a "
                      "'retry' answer fails it")

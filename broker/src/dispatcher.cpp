@@ -25,16 +25,17 @@ using std::chrono::milliseconds;
 
 struct Worker;
 struct Job;
+struct PoolState;
 
-// A ready worker's place in a task's ready set. Least loaded first (busy
-// slots relative to its slots), so an idle worker always wins over a busy
-// one; among equally loaded workers, the one whose credit changed longest ago
+// A pool's place in a queue's ready set. Least loaded first (busy slots
+// relative to the pool's slots), so an idle pool always wins over a busy
+// one; among equally loaded pools, the one whose credit changed longest ago
 // (least recently used). Stamps are unique, so the order is total.
 struct ReadyKey {
   std::uint64_t busy;
   std::uint64_t slots;
   std::uint64_t stamp;
-  Worker* worker;
+  PoolState* pool;
 };
 
 struct ReadyOrder {
@@ -49,17 +50,33 @@ struct ReadyOrder {
 
 using ReadySet = std::set<ReadyKey, ReadyOrder>;
 
-struct TaskState {
-  explicit TaskState(std::string task_name) : name(std::move(task_name)) {}
+// A named queue. It exists while it has jobs (waiting, delayed or in flight;
+// their Job::queue points here) or pools listing it; State::erase_unused
+// forgets it after the operation that left it without either.
+struct QueueState {
+  explicit QueueState(std::string queue_name) : name(std::move(queue_name)) {}
 
   std::string name;
   // Waiting jobs, oldest first; jobs requeued after a worker death go first.
-  std::list<Job*> queue;
-  // Workers that serve this task and have credit. Invariant: when `ready` is
-  // not empty, `queue` holds only jobs whose args exceed the frame limit of
-  // every ready worker (they wait for a busy one that can take them).
+  std::list<Job*> waiting;
+  // Pools listing this queue that have credit (their workers not stopping).
+  // Invariant: when `ready` is not empty, `waiting` holds only jobs that no
+  // ready pool's worker takes (it does not serve their task, or their args
+  // exceed its frame limit): they wait for a busy one.
   ReadySet ready;
-  std::size_t workers = 0;  // live workers serving this task
+  // The pools of live registrations, not stopping, that list this queue (a
+  // registration lists a queue in one pool at most); their slots and credit.
+  std::unordered_set<PoolState*> pools;
+  std::uint64_t slots = 0;
+  std::uint64_t credit = 0;
+  std::size_t delayed = 0;    // its jobs waiting out a retry back-off
+  std::size_t in_flight = 0;  // its jobs held by a worker
+  std::uint64_t submitted = 0;
+  std::uint64_t completed = 0;
+
+  bool unused() const {
+    return waiting.empty() && delayed == 0 && in_flight == 0 && pools.empty();
+  }
 };
 
 struct Job {
@@ -67,7 +84,8 @@ struct Job {
   std::string client;
   std::uint64_t client_id = 0;
   std::string task;
-  zmq::message_t args;  // kept for re-dispatch; shared with JOB frames
+  QueueState* queue = nullptr;  // where it waits; never null
+  zmq::message_t args;          // kept for re-dispatch; shared with JOB frames
   // The client's limit on the result frame; 0 = none announced.
   std::uint64_t max_result_bytes = 0;
   Clock::time_point submitted_at;
@@ -75,14 +93,27 @@ struct Job {
   std::uint32_t attempt = 1;
   Worker* worker = nullptr;  // the holder while in flight, null otherwise
   bool delayed = false;      // waiting in `retries` for its next attempt
-  std::list<Job*>::iterator queue_pos;  // valid while queued
+  std::list<Job*>::iterator queue_pos;  // valid while waiting
 };
 
-// A task a worker serves. TaskState outlives it: a served task is never
-// erased.
+// A queue a pool lists, while the pool is attached (its worker registered
+// and not stopping); the queue outlives it.
 struct Membership {
-  TaskState* task;
-  ReadySet::iterator pos;  // valid while the worker is listed
+  QueueState* queue;
+  ReadySet::iterator pos;  // valid while the pool is listed
+};
+
+// One pool of a worker's registration (READY's `pools`): slots of its own
+// for the queues it lists, and this broker's credit for them.
+struct PoolState {
+  Worker* worker = nullptr;
+  std::uint32_t slots = 0;
+  std::uint32_t credit = 0;
+  std::uint32_t held = 0;  // jobs charged to it
+  std::uint64_t stamp = 0;
+  // In the ready sets of its queues (iff credit > 0 and attached).
+  bool listed = false;
+  std::vector<Membership> queues;  // empty once detached
 };
 
 struct Worker {
@@ -92,13 +123,14 @@ struct Worker {
   std::string identity;
   std::string name;
   std::uint32_t pid = 0;
-  std::vector<Membership> tasks;
-  std::uint32_t slots = 0;
-  std::uint32_t credit = 0;
+  std::unordered_set<std::string> tasks;  // READY's
+  // READY's pools, by index (protocol::effective_pools). Built once per
+  // registration: ReadyKey, QueueState::pools and pool_of point into it.
+  std::vector<PoolState> pools;
+  // The pool listing each queue; empty while the worker stops.
+  std::unordered_map<const QueueState*, PoolState*> pool_of;
+  std::uint32_t slots = 0;              // of all its pools
   std::uint64_t max_message_bytes = 0;  // READY's; 0 = none announced
-  std::uint64_t stamp = 0;
-  // In the ready sets of its tasks (iff credit > 0 and not draining).
-  bool listed = false;
   // It said DISCONNECT: it gets no new JOB and is forgotten once it holds
   // no job.
   bool draining = false;
@@ -177,11 +209,11 @@ std::uint64_t random_first_job_id() {
 
 struct Dispatcher::State {
   explicit State(DispatcherConfig cfg)
-      : config(cfg),
-        scan_period(std::max<Clock::duration>(cfg.heartbeat.interval / 4,
+      : config(std::move(cfg)),
+        scan_period(std::max<Clock::duration>(config.heartbeat.interval / 4,
                                               milliseconds(1))),
-        next_job_id(std::max<JobId>(cfg.first_job_id, 1)),
-        jitter(cfg.first_job_id) {}  // random in a broker, fixed in tests
+        next_job_id(std::max<JobId>(config.first_job_id, 1)),
+        jitter(config.first_job_id) {}  // random in a broker, fixed in tests
 
   DispatcherConfig config;
   // How often workers' liveness is checked, at most: a quarter of the
@@ -190,8 +222,10 @@ struct Dispatcher::State {
   JobId next_job_id;
   StringMap<Worker> workers;
   std::map<NameAndPid, Worker*> workers_by_name;  // named workers only
-  StringMap<TaskState> tasks;
-  std::unordered_map<JobId, Job> jobs;  // queued and in flight
+  StringMap<QueueState> queues;
+  // Queues that may have become unused during the current operation.
+  std::vector<QueueState*> maybe_unused;
+  std::unordered_map<JobId, Job> jobs;  // waiting, delayed and in flight
   std::vector<Deadline> heap;           // lazy: may hold finished jobs
   std::vector<Deadline> retries;        // delayed jobs by retry time (heap)
   std::mt19937_64 jitter;               // for retry back-offs
@@ -225,7 +259,8 @@ struct Dispatcher::State {
                                             std::move(result))});
   }
 
-  // Answers the job's client with an error and forgets the job.
+  // Answers the job's client with an error and forgets the job, which must
+  // be neither waiting, delayed nor held any more.
   void fail_job(Job& job, std::string_view code, std::string message,
                 Outbox& out) {
     OutcomeMeta meta =
@@ -237,38 +272,136 @@ struct Dispatcher::State {
     jobs.erase(id);
   }
 
-  // --- ready sets and credit ---
+  // --- queues ---
 
-  void unlist(Worker& worker) {
-    if (!worker.listed) return;
-    for (Membership& m : worker.tasks) m.task->ready.erase(m.pos);
-    worker.listed = false;
+  QueueState& queue_state(std::string_view name) {
+    auto it = queues.find(name);
+    if (it != queues.end()) return it->second;
+    std::string key(name);
+    return queues.try_emplace(key, key).first->second;
   }
 
-  void list(Worker& worker) {
-    if (worker.credit == 0 || worker.draining) return;
-    ReadyKey key{worker.slots - worker.credit, worker.slots, worker.stamp,
-                 &worker};
-    for (Membership& m : worker.tasks) m.pos = m.task->ready.insert(key).first;
-    worker.listed = true;
+  void note_maybe_unused(QueueState& queue) {
+    if (queue.unused()) maybe_unused.push_back(&queue);
   }
 
-  // Applies a credit change, moving the worker to the back among equals.
-  void change_credit(Worker& worker, std::uint32_t credit) {
-    unlist(worker);
-    free_credit = free_credit - worker.credit + credit;
-    worker.credit = credit;
-    worker.stamp = next_stamp++;
-    list(worker);
+  // Forgets the queues left without jobs and pools. Called at the end of
+  // every operation, so that no Job::queue or reference held meanwhile
+  // dangles.
+  void erase_unused() {
+    if (maybe_unused.empty()) return;
+    std::sort(maybe_unused.begin(), maybe_unused.end());
+    maybe_unused.erase(std::unique(maybe_unused.begin(), maybe_unused.end()),
+                       maybe_unused.end());
+    for (QueueState* queue : maybe_unused) {
+      if (queue->unused()) queues.erase(queues.find(queue->name));
+    }
+    maybe_unused.clear();
   }
 
-  // The credit of a worker that says `free` of its slots are free: jobs it
+  // --- pools, ready sets and credit ---
+
+  void unlist(PoolState& pool) {
+    if (!pool.listed) return;
+    for (Membership& m : pool.queues) m.queue->ready.erase(m.pos);
+    pool.listed = false;
+  }
+
+  void list(PoolState& pool) {
+    if (pool.credit == 0 || pool.worker->draining || pool.queues.empty()) {
+      return;
+    }
+    ReadyKey key{pool.slots - pool.credit, pool.slots, pool.stamp, &pool};
+    for (Membership& m : pool.queues) {
+      m.pos = m.queue->ready.insert(key).first;
+    }
+    pool.listed = true;
+  }
+
+  // Applies a credit change, moving the pool to the back among equals.
+  void change_credit(PoolState& pool, std::uint32_t credit) {
+    unlist(pool);
+    free_credit = free_credit - pool.credit + credit;
+    for (Membership& m : pool.queues) {
+      m.queue->credit = m.queue->credit - pool.credit + credit;
+    }
+    pool.credit = credit;
+    pool.stamp = next_stamp++;
+    list(pool);
+  }
+
+  // The credit of a pool that says `free` of its slots are free: jobs it
   // holds answer with DONEs that each return a credit, so they must not be
   // counted as free twice.
-  static std::uint32_t credit_for(const Worker& worker, std::uint32_t free) {
-    const auto holding = static_cast<std::uint32_t>(
-        std::min<std::size_t>(worker.held.size(), worker.slots));
-    return std::min(free, worker.slots - holding);
+  static std::uint32_t credit_for(const PoolState& pool, std::uint32_t free) {
+    return std::min(free, pool.slots - std::min(pool.held, pool.slots));
+  }
+
+  static PoolState* pool_for(const Worker& worker, const QueueState* queue) {
+    auto it = worker.pool_of.find(queue);
+    return it == worker.pool_of.end() ? nullptr : it->second;
+  }
+
+  // Registers the worker's pools (its registration has none attached):
+  // each joins the queues it lists, jobs the worker holds are charged to the
+  // pool listing their queue, and each pool's credit is set from its `free`.
+  void attach_pools(Worker& worker, const std::vector<protocol::Pool>& pools) {
+    worker.pools.clear();
+    worker.pools.resize(pools.size());
+    worker.slots = 0;
+    for (std::size_t i = 0; i < pools.size(); ++i) {
+      PoolState& pool = worker.pools[i];
+      pool.worker = &worker;
+      pool.slots = pools[i].slots;
+      worker.slots += pool.slots;
+      for (const std::string& name : pools[i].queues) {
+        QueueState& queue = queue_state(name);
+        // A queue named again (READY's tasks may repeat) stays in its first
+        // pool.
+        if (!worker.pool_of.emplace(&queue, &pool).second) continue;
+        pool.queues.push_back({&queue, {}});
+        queue.pools.insert(&pool);
+        queue.slots += pool.slots;
+      }
+    }
+    for (JobId id : worker.held) {
+      if (PoolState* pool = pool_for(worker, jobs.at(id).queue)) ++pool->held;
+    }
+    for (std::size_t i = 0; i < pools.size(); ++i) {
+      PoolState& pool = worker.pools[i];
+      change_credit(pool,
+                    credit_for(pool, pools[i].free.value_or(pools[i].slots)));
+    }
+  }
+
+  // Takes the worker's pools out of their queues, with no credit. They keep
+  // their slots (CREDIT's pool index is checked against them).
+  void detach_pools(Worker& worker) {
+    for (PoolState& pool : worker.pools) {
+      change_credit(pool, 0);
+      for (Membership& m : pool.queues) {
+        m.queue->pools.erase(&pool);
+        m.queue->slots -= pool.slots;
+        note_maybe_unused(*m.queue);
+      }
+      pool.queues.clear();
+      pool.held = 0;
+    }
+    worker.pool_of.clear();
+  }
+
+  // The pool whose credit a DONE returns: the pool of the worker's current
+  // registration listing the job's queue when the job is known (`job`);
+  // else the pool the DONE names (`pool`, since 1.3: a job that expired in
+  // flight, or from before a restart); else the worker's only pool. Null
+  // when none.
+  PoolState* pool_answered(Worker& worker, const Job* job,
+                           std::optional<std::uint32_t> pool) {
+    if (job != nullptr) return pool_for(worker, job->queue);
+    if (pool) {
+      return *pool < worker.pools.size() ? &worker.pools[*pool] : nullptr;
+    }
+    return worker.pools.size() == 1 ? &worker.pools.front() : nullptr;
   }
 
   // --- jobs and queues ---
@@ -290,41 +423,47 @@ struct Dispatcher::State {
     std::make_heap(heap.begin(), heap.end(), LaterFirst{});
   }
 
+  // REQUIRES: the job is then queued, delayed or dispatched at once.
   Job& create_job(std::string_view client, protocol::JobMessage& submit,
-                  Clock::time_point now) {
+                  QueueState& queue, Clock::time_point now) {
     JobId id = next_job_id++;
     Job& job = jobs[id];
     job.id = id;
     job.client = client;
     job.client_id = submit.meta.id;
     job.task = std::move(submit.task);
+    job.queue = &queue;
     job.args = std::move(submit.args);
     job.max_result_bytes = submit.meta.max_result_bytes;
     job.submitted_at = now;
     job.deadline = now + milliseconds(submit.meta.timeout_ms);
     push_deadline(job.deadline, id, now);
+    ++queue.submitted;
     return job;
   }
 
-  void enqueue(TaskState& task, Job& job, bool at_front) {
-    job.queue_pos = task.queue.insert(
-        at_front ? task.queue.begin() : task.queue.end(), &job);
+  void enqueue(Job& job, bool at_front) {
+    std::list<Job*>& waiting = job.queue->waiting;
+    job.queue_pos =
+        waiting.insert(at_front ? waiting.begin() : waiting.end(), &job);
     ++queued;
   }
 
-  void dequeue(TaskState& task, Job& job) {
-    task.queue.erase(job.queue_pos);
+  void dequeue(Job& job) {
+    job.queue->waiting.erase(job.queue_pos);
     --queued;
+    note_maybe_unused(*job.queue);
   }
 
-  TaskState& task_state(const std::string& name) {
-    return tasks.try_emplace(name, name).first->second;
-  }
-
-  // Forgets a task nobody waits for and nobody serves.
-  void maybe_erase_task(TaskState& task) {
-    if (!task.queue.empty() || task.workers > 0) return;
-    tasks.erase(tasks.find(task.name));
+  // Takes an in-flight job back from its holder (its DONE came, it was
+  // refused or it expired, or the holder died). job.worker still names the
+  // holder; the caller clears it or forgets the job.
+  void release(Job& job) {
+    Worker& holder = *job.worker;
+    holder.held.erase(job.id);
+    if (PoolState* pool = pool_for(holder, job.queue)) --pool->held;
+    --job.queue->in_flight;
+    note_maybe_unused(*job.queue);
   }
 
   // --- frame limits (protocol section 7) ---
@@ -334,129 +473,147 @@ struct Dispatcher::State {
            args_bytes <= worker.max_message_bytes;
   }
 
-  // The best ready worker of `task` (ready sets are ordered best first)
-  // whose frame limit takes args of `args_bytes`; null if none.
-  static Worker* ready_worker_for(const TaskState& task,
-                                  std::size_t args_bytes) {
-    for (const ReadyKey& key : task.ready) {
-      if (fits(*key.worker, args_bytes)) return key.worker;
+  static bool takes(const Worker& worker, const std::string& task,
+                    std::size_t args_bytes) {
+    return worker.tasks.contains(task) && fits(worker, args_bytes);
+  }
+
+  // The best ready pool of `queue` (ready sets are ordered best first) whose
+  // worker serves `task` and whose frame limit takes args of `args_bytes`;
+  // null if none.
+  static PoolState* ready_pool_for(const QueueState& queue,
+                                   const std::string& task,
+                                   std::size_t args_bytes) {
+    for (const ReadyKey& key : queue.ready) {
+      if (takes(*key.pool->worker, task, args_bytes)) return key.pool;
     }
     return nullptr;
   }
 
-  // Whether a live, not draining worker serving `task`, busy or not, takes
-  // args of `args_bytes`. Only asked when a job fits no ready worker.
-  bool some_worker_fits(const TaskState& task, std::size_t args_bytes) const {
-    for (const auto& [identity, worker] : workers) {
-      if (worker.draining || !fits(worker, args_bytes)) continue;
-      for (const Membership& m : worker.tasks) {
-        if (m.task == &task) return true;
-      }
+  // The workers, busy or not, that could run a job of `task` waiting in
+  // `queue`: how many serve it, whether one takes args of `args_bytes`, and
+  // the largest frame limit among them.
+  struct Reach {
+    std::size_t serving = 0;
+    bool fits = false;
+    std::uint64_t largest = 0;
+  };
+
+  static Reach reach(const QueueState& queue, const std::string& task,
+                     std::size_t args_bytes) {
+    Reach reach;
+    for (const PoolState* pool : queue.pools) {
+      const Worker& worker = *pool->worker;
+      if (!worker.tasks.contains(task)) continue;
+      ++reach.serving;
+      reach.fits = reach.fits || fits(worker, args_bytes);
+      reach.largest = std::max(reach.largest, worker.max_message_bytes);
     }
-    return false;
+    return reach;
   }
 
-  // REQUIRES: !some_worker_fits(task, args_bytes).
-  std::string too_large_message(const TaskState& task,
-                                std::size_t args_bytes) const {
-    std::uint64_t largest = 0;
-    for (const auto& [identity, worker] : workers) {
-      for (const Membership& m : worker.tasks) {
-        if (m.task == &task) {
-          largest = std::max(largest, worker.max_message_bytes);
-        }
-      }
-    }
+  static std::string too_large_message(const std::string& task,
+                                       std::size_t args_bytes,
+                                       const Reach& reach) {
     return "args of " + std::to_string(args_bytes) +
            " bytes exceed the frame limit of every worker serving task '" +
-           task.name + "' (the largest takes " + std::to_string(largest) +
+           task + "' (the largest takes " + std::to_string(reach.largest) +
            " bytes)";
   }
 
-  // REQUIRES: fits(worker, job.args.size()).
-  void dispatch(Job& job, Worker& worker, Clock::time_point now, Outbox& out) {
-    change_credit(worker, worker.credit - 1);
+  // REQUIRES: takes(*pool.worker, job.task, job.args.size()), credit > 0.
+  void dispatch(Job& job, PoolState& pool, Clock::time_point now, Outbox& out) {
+    change_credit(pool, pool.credit - 1);
+    ++pool.held;
+    Worker& worker = *pool.worker;
     job.worker = &worker;
     worker.held.insert(job.id);
+    ++job.queue->in_flight;
     zmq::message_t args;
     args.copy(job.args);  // shares the buffer (reference count), no copy
+    protocol::JobMeta meta;
+    meta.id = job.id;
+    meta.timeout_ms = remaining_ms(job.deadline, now);
+    meta.attempt = job.attempt;
     // The result must fit both the client's limit and ours.
-    const std::uint64_t max_result_bytes =
+    meta.max_result_bytes =
         job.max_result_bytes > 0
             ? std::min(job.max_result_bytes, config.max_message_bytes)
             : config.max_message_bytes;
+    meta.queue = job.queue->name;
     send_to_worker(
         worker, Command::Job,
-        protocol::encode_job(Command::Job, job.task,
-                             {job.id, remaining_ms(job.deadline, now),
-                              job.attempt, max_result_bytes},
-                             std::move(args)),
+        protocol::encode_job(Command::Job, job.task, meta, std::move(args)),
         now, out);
     ++counters.dispatched;
   }
 
-  void fail_queued(Job& job, const TaskState& task, Clock::time_point now,
-                   Outbox& out) {
+  // A job that waited past its deadline (no longer waiting).
+  void fail_queued(Job& job, Clock::time_point now, Outbox& out) {
     ++counters.expired_in_queue;
-    if (task.workers == 0) {
+    const QueueState& queue = *job.queue;
+    const Reach reach = State::reach(queue, job.task, job.args.size());
+    if (reach.serving == 0) {
       fail_job(job, error_code::kNoWorker,
-               "no worker serves task '" + task.name + "'", out);
+               "no worker serves task '" + job.task + "'" +
+                   (queue.name == job.task ? std::string()
+                                           : " in queue '" + queue.name + "'"),
+               out);
       return;
     }
-    if (!some_worker_fits(task, job.args.size())) {
+    if (!reach.fits) {
       ++counters.rejected_too_large;
       fail_job(job, error_code::kTooLarge,
-               too_large_message(task, job.args.size()), out);
+               too_large_message(job.task, job.args.size(), reach), out);
       return;
     }
     fail_job(job, error_code::kDeadlineExceeded,
              "job waited " + std::to_string(elapsed_ms(job.submitted_at, now)) +
-                 " ms in queue '" + task.name + "' (" +
-                 std::to_string(task.workers) + " workers serve it, all busy)",
+                 " ms in queue '" + queue.name + "' (" +
+                 std::to_string(reach.serving) + " workers serve it, all busy)",
              out);
   }
 
-  // Gives the worker, while it has credit, the oldest waiting jobs (global
-  // arrival order) among the queues of the tasks it serves that its frame
-  // limit takes (only workers with a smaller limit than others skip any).
-  void feed(Worker& worker, Clock::time_point now, Outbox& out) {
-    while (worker.credit > 0) {
+  // Gives the pool, while it has credit, the oldest waiting jobs (global
+  // arrival order) among its queues that its worker serves and whose args
+  // its frame limit takes.
+  void feed(PoolState& pool, Clock::time_point now, Outbox& out) {
+    const Worker& worker = *pool.worker;
+    while (pool.credit > 0) {
       Job* oldest = nullptr;
-      TaskState* from = nullptr;
-      for (Membership& m : worker.tasks) {
-        for (Job* job : m.task->queue) {
+      for (Membership& m : pool.queues) {
+        for (Job* job : m.queue->waiting) {
           if (oldest != nullptr && job->id > oldest->id) break;
-          if (!fits(worker, job->args.size())) continue;
+          if (!takes(worker, job->task, job->args.size())) continue;
           oldest = job;
-          from = m.task;
           break;
         }
       }
       if (oldest == nullptr) return;
-      dequeue(*from, *oldest);
+      dequeue(*oldest);
       if (now >= oldest->deadline) {
-        fail_queued(*oldest, *from, now, out);
+        fail_queued(*oldest, now, out);
       } else {
-        dispatch(*oldest, worker, now, out);
+        dispatch(*oldest, pool, now, out);
       }
     }
   }
 
-  // Hands a task's waiting jobs to its ready workers (after a requeue), each
-  // to the best one whose frame limit takes it.
-  void drain_task(TaskState& task, Clock::time_point now, Outbox& out) {
-    for (auto next = task.queue.begin();
-         next != task.queue.end() && !task.ready.empty();) {
+  // Hands a queue's waiting jobs to its ready pools (after a requeue), each
+  // to the best one whose worker takes it.
+  void drain_queue(QueueState& queue, Clock::time_point now, Outbox& out) {
+    for (auto next = queue.waiting.begin();
+         next != queue.waiting.end() && !queue.ready.empty();) {
       Job& job = **next++;  // dequeue() invalidates only this position
       if (now >= job.deadline) {
-        dequeue(task, job);
-        fail_queued(job, task, now, out);
+        dequeue(job);
+        fail_queued(job, now, out);
         continue;
       }
-      Worker* worker = ready_worker_for(task, job.args.size());
-      if (worker == nullptr) continue;  // waits for a busy one that fits
-      dequeue(task, job);
-      dispatch(job, *worker, now, out);
+      PoolState* pool = ready_pool_for(queue, job.task, job.args.size());
+      if (pool == nullptr) continue;  // waits for a busy one that takes it
+      dequeue(job);
+      dispatch(job, *pool, now, out);
     }
   }
 
@@ -473,7 +630,7 @@ struct Dispatcher::State {
   }
 
   // A DONE said `retry`: the job waits out a back-off, or fails when out of
-  // attempts or time. Its holder has been cleared already.
+  // attempts or time. It has been released already.
   void retry_later(Job& job, const OutcomeMeta& done, Clock::time_point now,
                    Outbox& out) {
     const std::string why = done.message.empty() ? "the task asked to be "
@@ -499,8 +656,16 @@ struct Dispatcher::State {
     ++counters.retries;
     ++job.attempt;
     job.delayed = true;
+    ++job.queue->delayed;
     retries.push_back({at, job.id});
     std::push_heap(retries.begin(), retries.end(), LaterFirst{});
+  }
+
+  // Ends a job's wait for its retry time.
+  void undelay(Job& job) {
+    job.delayed = false;
+    --job.queue->delayed;
+    note_maybe_unused(*job.queue);
   }
 
   // Queues the delayed jobs whose time has come, behind the waiting ones.
@@ -512,36 +677,37 @@ struct Dispatcher::State {
       auto it = jobs.find(id);
       if (it == jobs.end() || !it->second.delayed) continue;
       Job& job = it->second;
-      job.delayed = false;
-      TaskState& task = task_state(job.task);
-      enqueue(task, job, /*at_front=*/false);
-      drain_task(task, now, out);
+      undelay(job);
+      enqueue(job, /*at_front=*/false);
+      drain_queue(*job.queue, now, out);
     }
   }
 
   // --- refusals (several brokers) ---
 
-  // A DONE `refused` (section 4, "Several brokers"): every slot of the worker
-  // was held, by jobs from any broker. Its credit drops to 0 until a DONE or
-  // a CREDIT from it; the job, which never ran, goes back to the front of its
-  // queue with its attempt unchanged, and to another worker with credit.
-  void take_refusal(Worker& worker, JobId id, Clock::time_point now,
-                    Outbox& out) {
-    change_credit(worker, 0);
+  // A DONE `refused` (section 4, "Several brokers"): every slot of the pool
+  // was held, by jobs from any broker. The pool's credit drops to 0 until a
+  // DONE or a CREDIT for it; the job, which never ran, goes back to the
+  // front of its queue with its attempt unchanged, and to another pool with
+  // credit.
+  void take_refusal(Worker& worker, JobId id,
+                    std::optional<std::uint32_t> named_pool,
+                    Clock::time_point now, Outbox& out) {
     auto it = jobs.find(id);
-    if (it == jobs.end() || it->second.worker == nullptr) {
+    Job* job = it == jobs.end() ? nullptr : &it->second;
+    if (PoolState* pool = pool_answered(worker, job, named_pool)) {
+      change_credit(*pool, 0);
+    }
+    if (job == nullptr || job->worker == nullptr) {
       ++counters.late_done_dropped;
-    } else if (it->second.worker != &worker) {
+    } else if (job->worker != &worker) {
       ++counters.misrouted_done_dropped;
     } else {
-      Job& job = it->second;
-      worker.held.erase(id);
-      job.worker = nullptr;
+      release(*job);
+      job->worker = nullptr;
       ++counters.refused;
-      TaskState& task = task_state(job.task);
-      enqueue(task, job, /*at_front=*/true);
-      drain_task(task, now, out);
-      maybe_erase_task(task);
+      enqueue(*job, /*at_front=*/true);
+      drain_queue(*job->queue, now, out);
     }
     forget_if_drained(worker);
   }
@@ -579,23 +745,6 @@ struct Dispatcher::State {
     return worker;
   }
 
-  // Points the worker at exactly `names`, keeping task counts right.
-  void set_tasks(Worker& worker, std::vector<std::string> names) {
-    std::sort(names.begin(), names.end());
-    names.erase(std::unique(names.begin(), names.end()), names.end());
-    std::vector<Membership> old = std::move(worker.tasks);
-    worker.tasks.clear();
-    for (const std::string& name : names) {
-      TaskState& task = task_state(name);
-      ++task.workers;
-      worker.tasks.push_back({&task, {}});
-    }
-    for (Membership& m : old) {
-      --m.task->workers;
-      maybe_erase_task(*m.task);
-    }
-  }
-
   // Records the worker's name and pid, under which a reconnect finds it.
   void index_by_name(Worker& worker, const std::string& name,
                      std::uint32_t pid) {
@@ -622,15 +771,14 @@ struct Dispatcher::State {
   // Drops the worker's registration. Its jobs must have been moved,
   // requeued or failed already.
   void forget_worker(Worker& worker) {
-    unlist(worker);
-    free_credit -= worker.credit;
+    detach_pools(worker);
     unindex_by_name(worker);
-    set_tasks(worker, {});
     workers.erase(workers.find(worker.identity));
   }
 
   // Moves the jobs of `old` (the same worker process under its previous
   // routing identity) to `worker` and forgets `old`; nothing is requeued.
+  // The caller charges them to `worker`'s pools.
   void take_over(Worker& worker, Worker& old) {
     for (JobId id : old.held) {
       jobs.at(id).worker = &worker;
@@ -647,7 +795,7 @@ struct Dispatcher::State {
   // them (section 5: DISCONNECT from a worker).
   void start_draining(Worker& worker) {
     worker.draining = true;
-    change_credit(worker, 0);
+    detach_pools(worker);
     spdlog::info("worker {} stopping: waiting for its {} job(s)",
                  display_name(worker), worker.held.size());
   }
@@ -665,7 +813,9 @@ struct Dispatcher::State {
   // would burn one more attempt).
   void lose_workers(const std::vector<Worker*>& dead, std::string_view reason,
                     Clock::time_point now, Outbox& out) {
-    for (Worker* worker : dead) change_credit(*worker, 0);
+    for (Worker* worker : dead) {
+      for (PoolState& pool : worker->pools) change_credit(pool, 0);
+    }
     struct Tally {
       std::size_t requeued = 0;
       std::size_t failed = 0;
@@ -678,9 +828,10 @@ struct Dispatcher::State {
     // Requeue newest first so that the oldest ends up at the very front.
     std::sort(held.begin(), held.end(),
               [](const Job* a, const Job* b) { return a->id > b->id; });
-    std::vector<TaskState*> requeued_to;
+    std::vector<QueueState*> requeued_to;
     for (Job* job : held) {
       Tally& tally = tallies[job->worker];
+      release(*job);
       if (now >= job->deadline) {
         ++tally.failed;
         fail_job(*job, error_code::kDeadlineExceeded,
@@ -703,9 +854,8 @@ struct Dispatcher::State {
         ++tally.requeued;
         job->worker = nullptr;
         ++job->attempt;
-        TaskState& task = task_state(job->task);
-        enqueue(task, *job, /*at_front=*/true);
-        requeued_to.push_back(&task);
+        enqueue(*job, /*at_front=*/true);
+        requeued_to.push_back(job->queue);
       }
     }
     for (Worker* worker : dead) {
@@ -715,16 +865,12 @@ struct Dispatcher::State {
       ++counters.workers_lost;
       spdlog::warn("worker {} lost ({}): {} jobs requeued, {} failed",
                    display_name(*worker), reason, tally.requeued, tally.failed);
-      worker->held.clear();
       forget_worker(*worker);
     }
     std::sort(requeued_to.begin(), requeued_to.end());
     requeued_to.erase(std::unique(requeued_to.begin(), requeued_to.end()),
                       requeued_to.end());
-    for (TaskState* task : requeued_to) {
-      drain_task(*task, now, out);
-      maybe_erase_task(*task);
-    }
+    for (QueueState* queue : requeued_to) drain_queue(*queue, now, out);
   }
 };
 
@@ -737,7 +883,7 @@ Dispatcher::Dispatcher(DispatcherConfig config) {
   if (config.max_attempts < 1) {
     throw std::invalid_argument("max_attempts must be at least 1");
   }
-  state_ = std::make_unique<State>(config);
+  state_ = std::make_unique<State>(std::move(config));
 }
 
 Dispatcher::~Dispatcher() = default;
@@ -746,33 +892,40 @@ void Dispatcher::on_submit(std::string_view client, protocol::JobMessage submit,
                            Clock::time_point now, Outbox& out) {
   State& s = *state_;
   ++s.counters.submitted;
-  auto it = s.tasks.find(submit.task);
-  TaskState* task = it == s.tasks.end() ? nullptr : &it->second;
+  // A view of the routing table's or of submit.task: used before the task
+  // moves into the job.
+  const std::string_view queue_name = s.config.routes.queue_for(submit.task);
+  auto it = s.queues.find(queue_name);
+  QueueState* queue = it == s.queues.end() ? nullptr : &it->second;
   const std::size_t args_bytes = submit.args.size();
-  if (task != nullptr) {
-    if (Worker* worker = State::ready_worker_for(*task, args_bytes)) {
-      s.dispatch(s.create_job(client, submit, now), *worker, now, out);
+  if (queue != nullptr) {
+    if (PoolState* pool =
+            State::ready_pool_for(*queue, submit.task, args_bytes)) {
+      s.dispatch(s.create_job(client, submit, *queue, now), *pool, now, out);
       return;
     }
-    // Waiting would not help when no worker serving the task takes it; with
+    // Waiting would not help when no worker serving the job takes it; with
     // none at all, one may still come.
-    if (task->workers > 0 && !s.some_worker_fits(*task, args_bytes)) {
+    const State::Reach reach = State::reach(*queue, submit.task, args_bytes);
+    if (reach.serving > 0 && !reach.fits) {
       ++s.counters.rejected_too_large;
       State::send_result(
           std::string(client), submit.task,
-          OutcomeMeta::failure(submit.meta.id, error_code::kTooLarge,
-                               s.too_large_message(*task, args_bytes)),
+          OutcomeMeta::failure(
+              submit.meta.id, error_code::kTooLarge,
+              State::too_large_message(submit.task, args_bytes, reach)),
           protocol::nil_payload(), out);
       return;
     }
   }
-  std::size_t waiting = task == nullptr ? 0 : task->queue.size();
-  if (waiting >= s.config.max_queue_per_task ||
+  std::size_t waiting = queue == nullptr ? 0 : queue->waiting.size();
+  if (waiting >= s.config.max_queued_per_queue ||
       s.queued >= s.config.max_queued_total) {
     ++s.counters.rejected_overloaded;
-    std::string why = waiting >= s.config.max_queue_per_task
-                          ? "queue '" + submit.task + "' is full (" +
-                                std::to_string(waiting) + " jobs waiting)"
+    std::string why = waiting >= s.config.max_queued_per_queue
+                          ? "queue '" + std::string(queue_name) +
+                                "' is full (" + std::to_string(waiting) +
+                                " jobs waiting)"
                           : "broker is full (" + std::to_string(s.queued) +
                                 " jobs waiting in all queues)";
     auto retry = static_cast<std::uint32_t>(s.config.retry_after.count());
@@ -783,8 +936,8 @@ void Dispatcher::on_submit(std::string_view client, protocol::JobMessage submit,
         protocol::nil_payload(), out);
     return;
   }
-  if (task == nullptr) task = &s.task_state(submit.task);
-  s.enqueue(*task, s.create_job(client, submit, now), /*at_front=*/false);
+  if (queue == nullptr) queue = &s.queue_state(queue_name);
+  s.enqueue(s.create_job(client, submit, *queue, now), /*at_front=*/false);
 }
 
 void Dispatcher::on_ready(std::string_view identity,
@@ -822,7 +975,7 @@ void Dispatcher::on_ready(std::string_view identity,
                                s.config.heartbeat, now)
                   .first->second;
   }
-  s.unlist(*worker);
+  s.detach_pools(*worker);
   // Absent: the worker is taken to use the broker's interval.
   worker->liveness.set_peer_interval(
       info.heartbeat_ms == 0
@@ -831,23 +984,24 @@ void Dispatcher::on_ready(std::string_view identity,
                        kMaxWorkerHeartbeat));
   s.next_scan = std::min(s.next_scan, now + s.scan_period_for(*worker));
   s.index_by_name(*worker, info.name, info.pid);
-  worker->slots = info.slots;
   worker->max_message_bytes = info.max_message_bytes;
   worker->draining = false;
   worker->liveness.heard(now);
-  s.set_tasks(*worker, info.tasks);
+  worker->tasks = {info.tasks.begin(), info.tasks.end()};
   worker->no_retry = {info.no_retry.begin(), info.no_retry.end()};
   if (previous != nullptr) s.take_over(*worker, *previous);
-  s.change_credit(*worker,
-                  State::credit_for(*worker, info.free.value_or(info.slots)));
+  s.attach_pools(*worker, protocol::effective_pools(info));
+  std::uint64_t credit = 0;
+  for (const PoolState& pool : worker->pools) credit += pool.credit;
   // Re-registrations are routine (and peer-controlled): keep them quiet.
   spdlog::log(known ? spdlog::level::debug : spdlog::level::info,
-              "worker {} ready: {} slots ({} free), {} tasks",
-              display_name(*worker), worker->slots, worker->credit,
-              worker->tasks.size());
+              "worker {} ready: {} slots ({} free) in {} pool(s), {} tasks",
+              display_name(*worker), worker->slots, credit,
+              worker->pools.size(), worker->tasks.size());
   s.send_to_worker(*worker, Command::Welcome,
                    protocol::encode_welcome(welcome()), now, out);
-  s.feed(*worker, now, out);
+  for (PoolState& pool : worker->pools) s.feed(pool, now, out);
+  s.erase_unused();
 }
 
 void Dispatcher::on_done(std::string_view identity,
@@ -857,48 +1011,50 @@ void Dispatcher::on_done(std::string_view identity,
   Worker* worker = s.heard_from(identity, now, out);
   if (worker == nullptr) return;
   if (!done.meta.ok && done.meta.code == error_code::kRefused) {
-    s.take_refusal(*worker, done.meta.id, now, out);
+    s.take_refusal(*worker, done.meta.id, done.meta.pool, now, out);
+    s.erase_unused();
     return;
   }
   auto it = s.jobs.find(done.meta.id);
-  if (it == s.jobs.end() || it->second.worker == nullptr) {
+  Job* job = it == s.jobs.end() ? nullptr : &it->second;
+  PoolState* pool = s.pool_answered(*worker, job, done.meta.pool);
+  if (job == nullptr || job->worker == nullptr) {
     ++s.counters.late_done_dropped;
-  } else if (it->second.worker != worker) {
+  } else if (job->worker != worker) {
     ++s.counters.misrouted_done_dropped;
   } else {
-    Job& job = it->second;
-    worker->held.erase(job.id);
-    job.worker = nullptr;
+    s.release(*job);
+    job->worker = nullptr;
     if (!done.meta.ok && done.meta.code == error_code::kRetry) {
-      s.retry_later(job, done.meta, now, out);
-    } else if (job.max_result_bytes > 0 &&
-               done.result.size() > job.max_result_bytes) {
+      s.retry_later(*job, done.meta, now, out);
+    } else if (job->max_result_bytes > 0 &&
+               done.result.size() > job->max_result_bytes) {
       // A worker that ignored the JOB's max_result_bytes: the client's
       // socket would drop the connection over this frame.
       ++s.counters.rejected_too_large;
-      job.worker = worker;  // named in the RESULT
-      s.fail_job(job, error_code::kTooLarge,
+      job->worker = worker;  // named in the RESULT
+      s.fail_job(*job, error_code::kTooLarge,
                  "result of " + std::to_string(done.result.size()) +
                      " bytes exceeds the client's limit of " +
-                     std::to_string(job.max_result_bytes),
+                     std::to_string(job->max_result_bytes),
                  out);
     } else {
-      done.meta.id = job.client_id;
+      done.meta.id = job->client_id;
       done.meta.worker = worker->name;
-      State::send_result(std::move(job.client), job.task, done.meta,
+      State::send_result(std::move(job->client), job->task, done.meta,
                          std::move(done.result), out);
+      ++job->queue->completed;
       s.jobs.erase(it);
       ++s.counters.completed;
     }
   }
   if (worker->draining) {
     s.forget_if_drained(*worker);
-    return;
+  } else if (pool != nullptr) {
+    if (pool->credit < pool->slots) s.change_credit(*pool, pool->credit + 1);
+    s.feed(*pool, now, out);
   }
-  if (worker->credit < worker->slots) {
-    s.change_credit(*worker, worker->credit + 1);
-  }
-  s.feed(*worker, now, out);
+  s.erase_unused();
 }
 
 void Dispatcher::on_credit(std::string_view identity,
@@ -909,9 +1065,15 @@ void Dispatcher::on_credit(std::string_view identity,
   if (worker == nullptr) return;
   // It gets no new JOB; its DONEs say when it is done.
   if (worker->draining) return;
+  if (credit.pool >= worker->pools.size()) {
+    ++s.counters.malformed_dropped;
+    return;
+  }
   ++s.counters.credit_updates;
-  s.change_credit(*worker, State::credit_for(*worker, credit.free));
-  s.feed(*worker, now, out);
+  PoolState& pool = worker->pools[credit.pool];
+  s.change_credit(pool, State::credit_for(pool, credit.free));
+  s.feed(pool, now, out);
+  s.erase_unused();
 }
 
 void Dispatcher::on_heartbeat(std::string_view identity, Clock::time_point now,
@@ -927,12 +1089,14 @@ void Dispatcher::on_disconnect(std::string_view identity, Clock::time_point now,
   worker->liveness.heard(now);
   if (!worker->draining) state_->start_draining(*worker);
   state_->forget_if_drained(*worker);
+  state_->erase_unused();
 }
 
 void Dispatcher::on_worker_unreachable(std::string_view identity,
                                        Clock::time_point now, Outbox& out) {
   if (Worker* worker = state_->find_worker(identity)) {
     state_->lose_workers({worker}, "unreachable", now, out);
+    state_->erase_unused();
   }
 }
 
@@ -948,19 +1112,18 @@ void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
     if (it == s.jobs.end()) continue;  // finished: a stale entry
     Job& job = it->second;
     if (job.delayed) {  // defensive: retries are queued before deadlines
+      s.undelay(job);
       s.fail_job(job, error_code::kDeadlineExceeded,
                  "deadline passed while waiting to be retried", out);
     } else if (job.worker == nullptr) {
-      TaskState& task = s.tasks.find(job.task)->second;
-      s.dequeue(task, job);
-      s.fail_queued(job, task, now, out);
-      s.maybe_erase_task(task);
+      s.dequeue(job);
+      s.fail_queued(job, now, out);
     } else if (now >= job.deadline + s.config.in_flight_grace) {
       // The worker keeps its slot busy until it answers; its late DONE
       // returns the credit.
       ++s.counters.expired_in_flight;
       Worker& holder = *job.worker;
-      holder.held.erase(id);
+      s.release(job);
       std::string message = "job ran on worker " + display_name(holder) +
                             " for " +
                             std::to_string(elapsed_ms(job.submitted_at, now)) +
@@ -972,22 +1135,25 @@ void Dispatcher::on_tick(Clock::time_point now, Outbox& out) {
     }
   }
 
-  if (now < s.next_scan) return;
-  std::vector<Worker*> dead;
-  Clock::duration period = s.scan_period;
-  for (auto& [identity, worker] : s.workers) {
-    if (worker.liveness.peer_dead(now)) {
-      dead.push_back(&worker);
-      continue;
+  if (now >= s.next_scan) {
+    std::vector<Worker*> dead;
+    Clock::duration period = s.scan_period;
+    for (auto& [identity, worker] : s.workers) {
+      if (worker.liveness.peer_dead(now)) {
+        dead.push_back(&worker);
+        continue;
+      }
+      if (worker.liveness.heartbeat_due(now)) {
+        s.send_to_worker(worker, Command::Heartbeat,
+                         protocol::encode_control(Command::Heartbeat), now,
+                         out);
+      }
+      period = std::min(period, s.scan_period_for(worker));
     }
-    if (worker.liveness.heartbeat_due(now)) {
-      s.send_to_worker(worker, Command::Heartbeat,
-                       protocol::encode_control(Command::Heartbeat), now, out);
-    }
-    period = std::min(period, s.scan_period_for(worker));
+    if (!dead.empty()) s.lose_workers(dead, "silent for too long", now, out);
+    s.next_scan = s.workers.empty() ? Clock::time_point::max() : now + period;
   }
-  if (!dead.empty()) s.lose_workers(dead, "silent for too long", now, out);
-  s.next_scan = s.workers.empty() ? Clock::time_point::max() : now + period;
+  s.erase_unused();
 }
 
 void Dispatcher::on_shutdown(Outbox& out) {
@@ -1040,7 +1206,31 @@ DispatcherStats Dispatcher::stats() const {
   stats.in_flight = s.jobs.size() - s.queued - s.retries.size();
   stats.workers = s.workers.size();
   stats.free_credit = s.free_credit;
+  stats.queues_total = s.queues.size();
   return stats;
+}
+
+std::vector<QueueStats> Dispatcher::queue_stats() const {
+  const State& s = *state_;
+  // The first kMaxQueueStats names, without sorting the whole map.
+  std::vector<const std::string*> names;
+  names.reserve(s.queues.size());
+  for (const auto& entry : s.queues) names.push_back(&entry.first);
+  const auto by_name = [](const std::string* a, const std::string* b) {
+    return *a < *b;
+  };
+  const auto listed = names.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                          names.size(), kMaxQueueStats));
+  std::partial_sort(names.begin(), listed, names.end(), by_name);
+  std::vector<QueueStats> queues;
+  queues.reserve(static_cast<std::size_t>(listed - names.begin()));
+  for (auto name = names.begin(); name != listed; ++name) {
+    const auto& queue = s.queues.find(**name)->second;
+    queues.push_back({**name, queue.waiting.size() + queue.delayed,
+                      queue.in_flight, queue.pools.size(), queue.slots,
+                      queue.credit, queue.submitted, queue.completed});
+  }
+  return queues;
 }
 
 std::string to_string(const DispatcherStats& s) {
@@ -1071,6 +1261,56 @@ std::string to_string(const DispatcherStats& s) {
          " in_flight=" + std::to_string(s.in_flight) +
          " workers=" + std::to_string(s.workers) +
          " free_credit=" + std::to_string(s.free_credit);
+}
+
+std::vector<std::string> queue_report(const std::vector<QueueStats>& before,
+                                      const std::vector<QueueStats>& after,
+                                      double seconds, std::size_t max_lines) {
+  std::vector<std::string> lines;
+  std::size_t unreported = 0;
+  auto previous = before.begin();
+  for (const QueueStats& queue : after) {
+    while (previous != before.end() && previous->name < queue.name) {
+      ++previous;
+    }
+    const bool known = previous != before.end() && previous->name == queue.name;
+    if (known && *previous == queue) continue;
+    if (lines.size() == max_lines) {
+      ++unreported;
+      continue;
+    }
+    // A queue new since `before`, or back with fresh counters, counts
+    // from 0.
+    const std::uint64_t completed_before =
+        known && previous->completed <= queue.completed ? previous->completed
+                                                        : 0;
+    const double rate =
+        static_cast<double>(queue.completed - completed_before) / seconds;
+    lines.push_back(fmt::format(
+        "queue {}: {} queued, {} in flight, {} workers, {} slots, {} credit, "
+        "{} submitted, {} completed ({:.1f}/s)",
+        queue.name, queue.queued, queue.in_flight, queue.workers, queue.slots,
+        queue.credit, queue.submitted, queue.completed, rate));
+  }
+  // Queues gone since `before` (no jobs, no workers left).
+  for (const QueueStats& old : before) {
+    const bool present =
+        std::binary_search(after.begin(), after.end(), old,
+                           [](const QueueStats& a, const QueueStats& b) {
+                             return a.name < b.name;
+                           });
+    if (present) continue;
+    if (lines.size() == max_lines) {
+      ++unreported;
+      continue;
+    }
+    lines.push_back("queue " + old.name + ": gone (no jobs, no workers)");
+  }
+  if (unreported > 0) {
+    lines.push_back(std::to_string(unreported) +
+                    " more queue(s) changed, not shown");
+  }
+  return lines;
 }
 
 }  // namespace monsoon::broker

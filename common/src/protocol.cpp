@@ -41,6 +41,25 @@ void expect_command(Command expected, std::span<const zmq::message_t> frames) {
   }
 }
 
+// Keys are strings, each at most once: with a duplicate, which value counts
+// would depend on the decoder (docs/protocol.md section 2). `what` names
+// the map in the error.
+void check_keys(const msgpack::object& map, std::string_view what) {
+  std::vector<std::string_view> keys;
+  keys.reserve(map.via.map.size);
+  for (const auto& kv : std::span(map.via.map.ptr, map.via.map.size)) {
+    if (kv.key.type != msgpack::type::STR) {
+      throw ProtocolError(std::string(what) +
+                          " has a key that is not a string");
+    }
+    keys.emplace_back(kv.key.via.str.ptr, kv.key.via.str.size);
+  }
+  std::sort(keys.begin(), keys.end());
+  if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) {
+    throw ProtocolError(std::string(what) + " has a duplicate key");
+  }
+}
+
 // Decodes a meta/info frame into a map whose keys are strings, each at most
 // once; the handle owns the memory.
 msgpack::object_handle unpack_map(const zmq::message_t& frame) {
@@ -65,20 +84,7 @@ msgpack::object_handle unpack_map(const zmq::message_t& frame) {
   }
   const msgpack::object& map = handle.get();
   if (map.type != msgpack::type::MAP) throw ProtocolError("meta is not a map");
-  // Keys are strings, each at most once: with a duplicate, which value
-  // counts would depend on the decoder (docs/protocol.md section 2).
-  std::vector<std::string_view> keys;
-  keys.reserve(map.via.map.size);
-  for (const auto& kv : std::span(map.via.map.ptr, map.via.map.size)) {
-    if (kv.key.type != msgpack::type::STR) {
-      throw ProtocolError("meta has a key that is not a string");
-    }
-    keys.emplace_back(kv.key.via.str.ptr, kv.key.via.str.size);
-  }
-  std::sort(keys.begin(), keys.end());
-  if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) {
-    throw ProtocolError("meta has a duplicate key");
-  }
+  check_keys(map, "meta");
   return handle;
 }
 
@@ -266,6 +272,13 @@ JobMessage decode_job(Command expected, std::span<zmq::message_t> frames) {
                                            : std::nullopt));
   job.meta.max_result_bytes =
       get_uint(meta, "max_result_bytes", 1, UINT64_MAX, 0);
+  if (expected == Command::Job) {
+    job.meta.queue = get_string(meta, "queue", false);
+    if (find_key(meta, "queue") != nullptr &&
+        !is_valid_task_name(job.meta.queue)) {
+      throw ProtocolError("invalid queue name");
+    }
+  }
   job.args = std::move(frames[4]);
   return job;
 }
@@ -283,6 +296,10 @@ OutcomeMessage decode_outcome(Command expected,
   outcome.meta.id = get_uint(meta, "id", 0, UINT64_MAX);
   read_status(meta, outcome.meta);
   outcome.meta.worker = get_string(meta, "worker", false);
+  if (expected == Command::Done && find_key(meta, "pool") != nullptr) {
+    outcome.meta.pool =
+        static_cast<std::uint32_t>(get_uint(meta, "pool", 0, kMaxPools - 1));
+  }
   outcome.result = std::move(frames[4]);
   return outcome;
 }
@@ -312,7 +329,47 @@ std::vector<std::string> task_names(const msgpack::object& array,
   return names;
 }
 
+// READY's `pools` (since 1.3): 1 to kMaxPools maps, each queue in one pool.
+std::vector<Pool> decode_pools(const msgpack::object& array) {
+  if (array.type != msgpack::type::ARRAY || array.via.array.size < 1 ||
+      array.via.array.size > kMaxPools) {
+    throw ProtocolError("'pools' is not an array of 1 to " +
+                        std::to_string(kMaxPools) + " maps");
+  }
+  std::vector<Pool> pools;
+  std::vector<std::string_view> queues;
+  for (const auto& entry :
+       std::span(array.via.array.ptr, array.via.array.size)) {
+    if (entry.type != msgpack::type::MAP) {
+      throw ProtocolError("'pools' holds a value that is not a map");
+    }
+    check_keys(entry, "a pool");
+    Pool pool;
+    const msgpack::object* names = find_key(entry, "queues");
+    if (names == nullptr) throw ProtocolError("a pool has no 'queues'");
+    pool.queues = task_names(*names, "queues", 1);
+    pool.slots =
+        static_cast<std::uint32_t>(get_uint(entry, "slots", 1, kMaxSlots));
+    if (find_key(entry, "free") != nullptr) {
+      pool.free =
+          static_cast<std::uint32_t>(get_uint(entry, "free", 0, pool.slots));
+    }
+    queues.insert(queues.end(), pool.queues.begin(), pool.queues.end());
+    pools.push_back(std::move(pool));
+  }
+  std::sort(queues.begin(), queues.end());
+  if (std::adjacent_find(queues.begin(), queues.end()) != queues.end()) {
+    throw ProtocolError("a queue is named twice in 'pools'");
+  }
+  return pools;
+}
+
 }  // namespace
+
+std::vector<Pool> effective_pools(const WorkerInfo& info) {
+  if (!info.pools.empty()) return info.pools;
+  return {Pool{info.tasks, info.slots, info.free}};
+}
 
 WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
   expect_command(Command::Ready, frames);
@@ -347,6 +404,21 @@ WorkerInfo decode_ready(std::span<const zmq::message_t> frames) {
       get_uint(info, "heartbeat_ms", 0, UINT32_MAX, 0));
   worker.max_message_bytes =
       get_uint(info, "max_message_bytes", 1, UINT64_MAX, 0);
+  if (const msgpack::object* pools = find_key(info, "pools")) {
+    worker.pools = decode_pools(*pools);
+    std::uint64_t slots = 0;
+    std::uint64_t free = 0;
+    for (const auto& pool : worker.pools) {
+      slots += pool.slots;
+      free += pool.free.value_or(pool.slots);
+    }
+    if (slots != worker.slots) {
+      throw ProtocolError("'slots' is not the sum of the pools' slots");
+    }
+    if (worker.free && *worker.free != free) {
+      throw ProtocolError("'free' is not the sum of the pools' free slots");
+    }
+  }
   return worker;
 }
 
@@ -380,6 +452,8 @@ Credit decode_credit(std::span<const zmq::message_t> frames) {
   Credit credit;
   credit.free =
       static_cast<std::uint32_t>(get_uint(handle.get(), "free", 0, kMaxSlots));
+  credit.pool = static_cast<std::uint32_t>(
+      get_uint(handle.get(), "pool", 0, kMaxPools - 1, 0));
   return credit;
 }
 
@@ -390,7 +464,9 @@ Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
   }
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  packer.pack_map(3 + (meta.max_result_bytes > 0 ? 1 : 0));
+  const bool with_queue = command == Command::Job && !meta.queue.empty();
+  packer.pack_map(3 + (meta.max_result_bytes > 0 ? 1 : 0) +
+                  (with_queue ? 1 : 0));
   packer.pack("id");
   packer.pack(meta.id);
   packer.pack("timeout_ms");
@@ -398,6 +474,10 @@ Frames encode_job(Command command, std::string_view task, const JobMeta& meta,
   packer.pack("attempt");
   packer.pack(meta.attempt);
   pack_if_set(packer, "max_result_bytes", meta.max_result_bytes);
+  if (with_queue) {
+    packer.pack("queue");
+    packer.pack(meta.queue);
+  }
   Frames frames = header(command, 3);
   frames.emplace_back(task.data(), task.size());
   frames.push_back(to_message(buffer));
@@ -413,13 +493,19 @@ Frames encode_outcome(Command command, std::string_view task,
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
   const bool with_worker = !meta.worker.empty();
-  packer.pack_map(1 + status_keys(meta) + (with_worker ? 1 : 0));
+  const bool with_pool = command == Command::Done && meta.pool.has_value();
+  packer.pack_map(1 + status_keys(meta) + (with_worker ? 1 : 0) +
+                  (with_pool ? 1 : 0));
   packer.pack("id");
   packer.pack(meta.id);
   pack_status(packer, meta);
   if (with_worker) {
     packer.pack("worker");
     packer.pack(meta.worker);
+  }
+  if (with_pool) {
+    packer.pack("pool");
+    packer.pack(*meta.pool);
   }
   Frames frames = header(command, 3);
   frames.emplace_back(task.data(), task.size());
@@ -432,7 +518,8 @@ Frames encode_ready(const WorkerInfo& info) {
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
   packer.pack_map(5 + (info.free ? 1 : 0) + (info.no_retry.empty() ? 0 : 1) +
-                  (info.max_message_bytes > 0 ? 1 : 0));
+                  (info.max_message_bytes > 0 ? 1 : 0) +
+                  (info.pools.empty() ? 0 : 1));
   packer.pack("tasks");
   packer.pack(info.tasks);
   packer.pack("slots");
@@ -452,6 +539,21 @@ Frames encode_ready(const WorkerInfo& info) {
     packer.pack(info.no_retry);
   }
   pack_if_set(packer, "max_message_bytes", info.max_message_bytes);
+  if (!info.pools.empty()) {
+    packer.pack("pools");
+    packer.pack_array(static_cast<std::uint32_t>(info.pools.size()));
+    for (const auto& pool : info.pools) {
+      packer.pack_map(2 + (pool.free ? 1 : 0));
+      packer.pack("queues");
+      packer.pack(pool.queues);
+      packer.pack("slots");
+      packer.pack(pool.slots);
+      if (pool.free) {
+        packer.pack("free");
+        packer.pack(*pool.free);
+      }
+    }
+  }
   return info_message(Command::Ready, buffer);
 }
 
@@ -479,9 +581,10 @@ Frames encode_hello(const Hello& hello) {
 Frames encode_credit(const Credit& credit) {
   msgpack::sbuffer buffer;
   msgpack::packer packer(buffer);
-  packer.pack_map(1);
+  packer.pack_map(1 + (credit.pool > 0 ? 1 : 0));
   packer.pack("free");
   packer.pack(credit.free);
+  pack_if_set(packer, "pool", credit.pool);
   return info_message(Command::Credit, buffer);
 }
 

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <string_view>
+#include <vector>
 
 #include "monsoon/common/value.hpp"
 
@@ -50,8 +52,12 @@ std::string healthz_body(
 
 namespace {
 
+// Prometheus text: each metric's HELP and TYPE lines, then its samples,
+// named `prefix` + name.
 class MetricsWriter {
  public:
+  explicit MetricsWriter(std::string_view prefix) : prefix_(prefix) {}
+
   void metric(std::string_view name, std::string_view type,
               std::string_view help, std::uint64_t value) {
     header(name, type, help);
@@ -59,11 +65,13 @@ class MetricsWriter {
   }
   void header(std::string_view name, std::string_view type,
               std::string_view help) {
-    text_ += "# HELP monsoon_frontend_";
+    text_ += "# HELP ";
+    text_ += prefix_;
     text_ += name;
     text_ += ' ';
     text_ += help;
-    text_ += "\n# TYPE monsoon_frontend_";
+    text_ += "\n# TYPE ";
+    text_ += prefix_;
     text_ += name;
     text_ += ' ';
     text_ += type;
@@ -71,7 +79,7 @@ class MetricsWriter {
   }
   void sample(std::string_view name, std::string_view labels,
               std::uint64_t value) {
-    text_ += "monsoon_frontend_";
+    text_ += prefix_;
     text_ += name;
     text_ += labels;
     text_ += ' ';
@@ -81,8 +89,53 @@ class MetricsWriter {
   std::string take() { return std::move(text_); }
 
  private:
+  std::string_view prefix_;
   std::string text_;
 };
+
+// The per-queue series of a hosted dispatcher, monsoon_queue_*{queue="..."}
+// (queue names need no escaping: [A-Za-z0-9._:-] only).
+std::string queue_metrics(const std::vector<broker::QueueStats>& queues) {
+  using broker::QueueStats;
+  struct Series {
+    std::string_view name;
+    std::string_view type;
+    std::string_view help;
+    std::uint64_t (*value)(const QueueStats&);
+  };
+  static constexpr Series kSeries[] = {
+      {"queued", "gauge",
+       "Jobs waiting in the queue, retries waiting out their back-off "
+       "included.",
+       [](const QueueStats& q) -> std::uint64_t { return q.queued; }},
+      {"in_flight", "gauge", "Jobs of the queue given to a worker, not done.",
+       [](const QueueStats& q) -> std::uint64_t { return q.in_flight; }},
+      {"workers", "gauge",
+       "Registered workers, not stopping, with a pool serving the queue.",
+       [](const QueueStats& q) -> std::uint64_t { return q.workers; }},
+      {"slots", "gauge", "Slots of the pools serving the queue.",
+       [](const QueueStats& q) { return q.slots; }},
+      {"credit", "gauge",
+       "Free slots the dispatcher counts in the pools serving the queue.",
+       [](const QueueStats& q) { return q.credit; }},
+      {"submitted_total", "counter",
+       "Jobs that entered the queue (from 0 again when the queue comes "
+       "back after it had neither jobs nor workers).",
+       [](const QueueStats& q) { return q.submitted; }},
+      {"completed_total", "counter",
+       "Jobs of the queue whose worker's answer was relayed to the client.",
+       [](const QueueStats& q) { return q.completed; }},
+  };
+  MetricsWriter out("monsoon_queue_");
+  for (const Series& series : kSeries) {
+    out.header(series.name, series.type, series.help);
+    for (const QueueStats& queue : queues) {
+      out.sample(series.name, "{queue=\"" + queue.name + "\"}",
+                 series.value(queue));
+    }
+  }
+  return out.take();
+}
 
 }  // namespace
 
@@ -90,7 +143,7 @@ std::string metrics_text(
     const ServerStats& server, const BrokerLinkStats& link,
     const ServerLimits& limits,
     const std::optional<broker::DispatcherStats>& dispatcher) {
-  MetricsWriter out;
+  MetricsWriter out("monsoon_frontend_");
   out.header("http_responses_total", "counter",
              "HTTP responses sent, by status class.");
   for (int status_class = 1; status_class <= 5; ++status_class) {
@@ -171,6 +224,11 @@ std::string metrics_text(
     out.metric("broker_workers_lost_total", "counter",
                "Workers declared dead (silent, unreachable or gone).",
                dispatcher->workers_lost);
+    static_assert(broker::kMaxQueueStats == 1000, "the help text says 1000");
+    out.metric("broker_queues", "gauge",
+               "Queues with jobs or workers; the monsoon_queue_* series list "
+               "the first 1000 by name.",
+               dispatcher->queues_total);
   }
 
   out.metric("limit_max_connections", "gauge",
@@ -187,6 +245,7 @@ std::string metrics_text(
              limits.default_timeout_ms);
   out.metric("limit_max_timeout_ms", "gauge",
              "Largest job timeout a request may set.", limits.max_timeout_ms);
+  if (dispatcher) return out.take() + queue_metrics(dispatcher->queues);
   return out.take();
 }
 

@@ -107,6 +107,14 @@ struct Harness {
         out);
   }
 
+  // A DONE naming the pool whose slot the job took (since 1.3).
+  void done_in_pool(const std::string& worker, std::uint64_t broker_id,
+                    std::uint32_t pool) {
+    auto meta = protocol::OutcomeMeta::success(broker_id);
+    meta.pool = pool;
+    dispatcher.on_done(worker, {"echo", meta, bytes("result")}, now, out);
+  }
+
   // DONE `refused`: the worker's slots were all held (several brokers).
   void refuse(const std::string& worker, std::uint64_t broker_id) {
     dispatcher.on_done(
@@ -314,7 +322,7 @@ TEST_CASE("a worker serving several tasks takes the oldest waiting job") {
 
 TEST_CASE("queues are bounded per task and in total") {
   DispatcherConfig config;
-  config.max_queue_per_task = 2;
+  config.max_queued_per_queue = 2;
   config.max_queued_total = 3;
   config.retry_after = milliseconds(250);
   Harness h(config);
@@ -944,7 +952,7 @@ TEST_CASE("a READY is welcomed, before any JOB, with the broker's limits") {
   CHECK(sent.welcomes[0].welcome.max_message_bytes == 4096);
   CHECK(sent.welcomes[0].welcome.heartbeat_ms == 1000);
   CHECK(sent.welcomes[0].welcome.minor == protocol::kProtocolMinor);
-  CHECK(h.dispatcher.welcome().minor == 2);
+  CHECK(h.dispatcher.welcome().minor == 3);
 }
 
 TEST_CASE("args over a worker's frame limit fail alone with too_large") {
@@ -1483,4 +1491,433 @@ TEST_CASE("a late refused DONE is dropped and counted, and zeroes credit") {
   CHECK(h.take_job().worker == "B");
   h.done("A", job.job.meta.id);  // A's job still completes normally
   CHECK(h.take_result().result.meta.id == 1);
+}
+
+// --- Named queues (protocol 1.3) ---
+
+namespace {
+
+protocol::Pool pool(std::vector<std::string> queues, std::uint32_t slots,
+                    std::optional<std::uint32_t> free = std::nullopt) {
+  return {std::move(queues), slots, free};
+}
+
+// READY of `worker` serving `tasks` with `pools`; slots are their sum.
+void ready_pools(Harness& h, const std::string& worker,
+                 std::vector<std::string> tasks,
+                 std::vector<protocol::Pool> pools) {
+  protocol::WorkerInfo info;
+  info.tasks = std::move(tasks);
+  info.name = worker;
+  for (const protocol::Pool& p : pools) info.slots += p.slots;
+  info.pools = std::move(pools);
+  h.dispatcher.on_ready(worker, info, h.now, h.out);
+}
+
+void credit_pool(Harness& h, const std::string& worker, std::uint32_t free,
+                 std::uint32_t pool_index) {
+  h.dispatcher.on_credit(worker, {free, pool_index}, h.now, h.out);
+}
+
+// The stats entry of queue `name`, if it has one.
+std::optional<QueueStats> queue_stats(const Harness& h,
+                                      const std::string& name) {
+  for (const QueueStats& queue : h.dispatcher.queue_stats()) {
+    if (queue.name == name) return queue;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("the routing table chooses each job's queue, and JOB names it") {
+  DispatcherConfig config;
+  config.routes = RoutingTable(
+      {"images.thumb=fast", "images.*=slow", "echo=fast", "echo=never"});
+  Harness h(config);
+  ready_pools(h, "A", {"images.thumb", "images.resize", "echo", "sleep"},
+              {pool({"fast"}, 4), pool({"slow"}, 4), pool({"sleep"}, 4),
+               pool({"never"}, 4)});
+  h.take();
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"images.thumb", "fast"},  // exact, before the prefix rule
+      {"images.resize", "slow"},
+      {"echo", "fast"},     // the first of two matching rules
+      {"sleep", "sleep"}};  // no rule: the queue named as the task
+  std::uint64_t id = 0;
+  for (const auto& [task, queue] : expected) {
+    INFO(task);
+    h.submit(task, ++id);
+    SentJob sent = h.take_job();
+    CHECK(sent.job.task == task);
+    CHECK(sent.job.meta.queue == queue);
+  }
+  CHECK(queue_stats(h, "fast")->submitted == 2);
+  CHECK(queue_stats(h, "never")->submitted == 0);
+
+  SECTION("'*' alone routes every other task") {
+    DispatcherConfig catch_all;
+    catch_all.routes = RoutingTable({"echo=fast", "*=bulk"});
+    Harness g(catch_all);
+    ready_pools(g, "B", {"echo", "resize"},
+                {pool({"fast"}, 1), pool({"bulk"}, 1)});
+    g.take();
+    g.submit("resize", 1);
+    CHECK(g.take_job().job.meta.queue == "bulk");
+    g.submit("echo", 2);
+    CHECK(g.take_job().job.meta.queue == "fast");
+  }
+  SECTION("a worker without pools gets the task's own queue named") {
+    Harness g;
+    g.ready("C", {"echo"}, 1);
+    g.take();
+    g.submit("echo", 1);
+    CHECK(g.take_job().job.meta.queue == "echo");
+  }
+  SECTION("a queue no pool lists is not served, even by a worker of the task") {
+    // echo goes to queue fast; C serves task echo but only queue echo.
+    Harness g(config);
+    g.ready("C", {"echo"}, 1);
+    g.take();
+    g.submit("echo", 1, 500);
+    CHECK(g.take().jobs.empty());
+    g.now += milliseconds(500);
+    g.tick();
+    SentResult expired = g.take_result();
+    CHECK(expired.result.meta.code == protocol::error_code::kNoWorker);
+    CHECK(expired.result.meta.message ==
+          "no worker serves task 'echo' in queue 'fast'");
+  }
+}
+
+TEST_CASE("a queue's backlog does not hold up another pool of the worker") {
+  Harness h;
+  ready_pools(h, "A", {"fast", "slow"}, {pool({"fast"}, 4), pool({"slow"}, 1)});
+  h.take();
+  for (std::uint64_t id = 1; id <= 10; ++id) h.submit("slow", id);
+  Sent sent = h.take();
+  REQUIRE(sent.jobs.size() == 1);  // the slow pool's one slot
+  const std::uint64_t first_slow = sent.jobs[0].job.meta.id;
+  CHECK(sent.jobs[0].job.meta.queue == "slow");
+  CHECK(queue_stats(h, "slow")->queued == 9);
+
+  // Fast jobs submitted after the slow backlog go at once, to the same
+  // worker, up to the fast pool's slots.
+  std::vector<SentJob> fast;
+  for (std::uint64_t id = 11; id <= 14; ++id) {
+    h.submit("fast", id);
+    fast.push_back(h.take_job());
+    CHECK(fast.back().worker == "A");
+    CHECK(fast.back().job.meta.queue == "fast");
+  }
+  h.submit("fast", 15);
+  CHECK(h.take().jobs.empty());  // the fast pool is full now
+  CHECK(queue_stats(h, "slow")->queued == 9);
+
+  // A slow DONE frees a slow slot: the next slow job, not the older...
+  h.done("A", first_slow);
+  Sent after_slow = h.take();
+  REQUIRE(after_slow.jobs.size() == 1);
+  CHECK(after_slow.jobs[0].job.task == "slow");
+  CHECK(text(after_slow.jobs[0].job.args) == args_of(2));
+  // ...and a fast DONE the waiting fast job, though slow ones are older.
+  h.done("A", fast[0].job.meta.id);
+  Sent after_fast = h.take();
+  REQUIRE(after_fast.jobs.size() == 1);
+  CHECK(after_fast.jobs[0].job.task == "fast");
+  CHECK(text(after_fast.jobs[0].job.args) == args_of(15));
+}
+
+TEST_CASE("a READY without pools shares its slots among its tasks") {
+  Harness h;
+  h.ready("A", {"x", "y"}, 2);
+  h.take();
+  h.submit("x", 1);
+  h.submit("x", 2);
+  CHECK(h.take().jobs.size() == 2);
+  h.submit("y", 3);  // no slot left for y: one pool for both
+  CHECK(h.take().jobs.empty());
+  CHECK(h.dispatcher.stats().free_credit == 0);
+  // CREDIT without a pool index is pool 0, the only one.
+  h.credit("A", 2);
+  CHECK(h.dispatcher.stats().free_credit == 0);  // both still held here
+  h.dispatcher.on_worker_unreachable("A", h.now, h.out);
+  h.take();
+  CHECK(h.dispatcher.stats().queued == 3);
+}
+
+TEST_CASE("a refusal zeroes only the refused job's pool") {
+  Harness h;
+  ready_pools(h, "A", {"fast", "slow"}, {pool({"fast"}, 2), pool({"slow"}, 2)});
+  h.take();
+  h.submit("slow", 1);
+  SentJob slow = h.take_job();
+  h.refuse("A", slow.job.meta.id);
+  CHECK(h.take().jobs.empty());  // no other pool serves slow
+  CHECK(queue_stats(h, "slow")->credit == 0);
+  CHECK(queue_stats(h, "slow")->queued == 1);
+  CHECK(queue_stats(h, "fast")->credit == 2);
+
+  h.submit("fast", 2);
+  CHECK(h.take_job().job.meta.queue == "fast");
+  h.submit("slow", 3);
+  CHECK(h.take().jobs.empty());
+
+  // The slow pool says it has room again: the refused job goes first.
+  credit_pool(h, "A", 2, 1);
+  Sent sent = h.take();
+  REQUIRE(sent.jobs.size() == 2);
+  CHECK(text(sent.jobs[0].job.args) == args_of(1));
+  CHECK(sent.jobs[0].job.meta.attempt == 1);
+  CHECK(text(sent.jobs[1].job.args) == args_of(3));
+  CHECK(queue_stats(h, "fast")->credit == 1);
+}
+
+TEST_CASE("CREDIT sets the pool it names; an unknown pool index is dropped") {
+  Harness h;
+  ready_pools(h, "A", {"a", "b"}, {pool({"a"}, 2), pool({"b"}, 3)});
+  h.take();
+  h.submit("b", 1);
+  h.take_job();
+
+  // free 3 of b's 3 slots, but the broker counts one held: credit 2.
+  credit_pool(h, "A", 3, 1);
+  CHECK(queue_stats(h, "b")->credit == 2);
+  credit_pool(h, "A", 0, 1);
+  CHECK(queue_stats(h, "b")->credit == 0);
+  CHECK(queue_stats(h, "a")->credit == 2);  // untouched
+  CHECK(h.dispatcher.stats().credit_updates == 2);
+
+  credit_pool(h, "A", 1, 0);
+  CHECK(queue_stats(h, "a")->credit == 1);
+  CHECK(queue_stats(h, "b")->credit == 0);
+
+  credit_pool(h, "A", 3, 2);  // A has pools 0 and 1 only
+  DispatcherStats stats = h.dispatcher.stats();
+  CHECK(stats.malformed_dropped == 1);
+  CHECK(stats.credit_updates == 3);
+  CHECK(queue_stats(h, "a")->credit == 1);
+  CHECK(queue_stats(h, "b")->credit == 0);
+  CHECK(h.take().controls.empty());
+}
+
+TEST_CASE("a re-registration charges held jobs to the pool of their queue") {
+  Harness h;
+  ready_pools(h, "A", {"fast", "slow"}, {pool({"fast"}, 1), pool({"slow"}, 1)});
+  h.take();
+  h.submit("slow", 1);
+  SentJob first = h.take_job();
+
+  // The same worker, its slow pool now first and bigger: it holds job 1.
+  ready_pools(h, "A", {"fast", "slow"},
+              {pool({"slow"}, 3, 3), pool({"fast"}, 1)});
+  h.take();
+  CHECK(queue_stats(h, "slow")->slots == 3);
+  CHECK(queue_stats(h, "slow")->credit == 2);
+  for (std::uint64_t id = 2; id <= 4; ++id) h.submit("slow", id);
+  Sent sent = h.take();
+  REQUIRE(sent.jobs.size() == 2);
+  h.done("A", first.job.meta.id);  // returns its credit to the slow pool
+  Sent after = h.take();
+  REQUIRE(after.jobs.size() == 1);
+  CHECK(text(after.jobs[0].job.args) == args_of(4));
+
+  // Re-registered without a slow pool: its slow jobs are charged to none.
+  ready_pools(h, "A", {"fast", "slow"}, {pool({"fast"}, 2)});
+  h.take();
+  h.submit("fast", 5);
+  h.take_job();
+  CHECK(queue_stats(h, "fast")->credit == 1);
+  h.done("A", sent.jobs[0].job.meta.id);
+  CHECK(h.take_result().result.meta.id == 2);  // relayed as ever
+  CHECK(queue_stats(h, "fast")->credit == 1);  // but returns nothing
+  CHECK(queue_stats(h, "slow")->workers == 0);
+  CHECK(queue_stats(h, "slow")->in_flight == 2);
+}
+
+TEST_CASE("a late DONE returns the credit of the pool it names") {
+  Harness h;  // grace 1000 ms
+  ready_pools(h, "A", {"a", "b"}, {pool({"a"}, 1), pool({"b"}, 1)});
+  h.take();
+  h.submit("a", 1, 500);
+  SentJob running = h.take_job();
+  h.now += milliseconds(1500);
+  h.tick();
+  CHECK(h.take_result().result.meta.code ==
+        protocol::error_code::kDeadlineExceeded);
+  h.submit("a", 2);
+  CHECK(h.take().jobs.empty());  // the worker may still be running job 1
+
+  h.done_in_pool("A", running.job.meta.id, 0);
+  SentJob next = h.take_job();
+  CHECK(text(next.job.args) == args_of(2));
+  CHECK(h.dispatcher.stats().late_done_dropped == 1);
+  CHECK(queue_stats(h, "b")->credit == 1);
+  // A DONE from before a restart: the job was never known here.
+  h.done_in_pool("A", 999'998, 1);
+  CHECK(queue_stats(h, "b")->credit == 1);  // capped at the pool's slots
+  h.done("A", next.job.meta.id);
+  CHECK(h.take_result().result.meta.id == 2);
+  CHECK(queue_stats(h, "a")->credit == 1);
+  h.submit("b", 3);
+  SentJob third = h.take_job();
+  CHECK(queue_stats(h, "b")->credit == 0);
+  h.done_in_pool("A", 999'999, 1);  // unknown id, pool b
+  CHECK(queue_stats(h, "b")->credit == 1);
+  CHECK(queue_stats(h, "a")->credit == 1);
+  // An unknown id naming no pool, of a worker with several: nothing changes;
+  // one naming a pool it does not have, neither.
+  h.done_in_pool("A", third.job.meta.id, 1);
+  CHECK(queue_stats(h, "b")->credit == 1);
+  h.done("A", 1'000'000);
+  h.done_in_pool("A", 1'000'001, 7);
+  CHECK(queue_stats(h, "a")->credit == 1);
+  CHECK(queue_stats(h, "b")->credit == 1);
+}
+
+TEST_CASE("per-queue stats: depth, flight, workers, slots, credit, counts") {
+  DispatcherConfig config;
+  config.routes = RoutingTable({"img.*=images"});
+  config.retry_backoff_base = milliseconds(100);
+  Harness h(config);
+  ready_pools(h, "A", {"img.a", "echo"},
+              {pool({"images"}, 2), pool({"echo"}, 1)});
+  ready_pools(h, "B", {"img.a"}, {pool({"images"}, 3)});
+  h.take();
+  REQUIRE(h.dispatcher.queue_stats().size() == 2);
+  CHECK(h.dispatcher.queue_stats()[0] ==
+        QueueStats{"echo", 0, 0, 1, 1, 1, 0, 0});
+  CHECK(h.dispatcher.queue_stats()[1] ==
+        QueueStats{"images", 0, 0, 2, 5, 5, 0, 0});
+
+  for (std::uint64_t id = 1; id <= 6; ++id) h.submit("img.a", id);
+  Sent sent = h.take();
+  REQUIRE(sent.jobs.size() == 5);
+  CHECK(*queue_stats(h, "images") == QueueStats{"images", 1, 5, 2, 5, 0, 6, 0});
+
+  h.done(sent.jobs[0].worker, sent.jobs[0].job.meta.id);
+  CHECK(h.take().jobs.size() == 1);  // the waiting one
+  CHECK(*queue_stats(h, "images") == QueueStats{"images", 0, 5, 2, 5, 0, 6, 1});
+
+  // A retry waiting out its back-off counts as queued.
+  retry_done(h, sent.jobs[1].worker, sent.jobs[1].job.meta.id);
+  CHECK(h.take().jobs.empty());
+  CHECK(queue_stats(h, "images")->queued == 1);
+  CHECK(queue_stats(h, "images")->in_flight == 4);
+  CHECK(h.dispatcher.stats().queued == 0);
+  CHECK(h.dispatcher.stats().delayed == 1);
+
+  // A stopping worker no longer serves the queue.
+  h.dispatcher.on_disconnect("B", h.now, h.out);
+  CHECK(queue_stats(h, "images")->workers == 1);
+  CHECK(queue_stats(h, "images")->slots == 2);
+
+  // An entry lives while its queue has jobs or workers.
+  h.submit("nobody", 7, 500);
+  CHECK(*queue_stats(h, "nobody") == QueueStats{"nobody", 1, 0, 0, 0, 0, 1, 0});
+  h.now += milliseconds(500);
+  h.tick();
+  h.take();
+  CHECK_FALSE(queue_stats(h, "nobody"));
+  h.dispatcher.on_worker_unreachable("A", h.now, h.out);
+  CHECK_FALSE(queue_stats(h, "echo"));
+}
+
+TEST_CASE("the queue report lists the queues that changed, with their rate") {
+  const std::vector<QueueStats> before = {{"fast", 0, 2, 1, 4, 2, 100, 90},
+                                          {"gone", 0, 0, 1, 1, 1, 0, 0},
+                                          {"idle", 0, 0, 1, 2, 2, 5, 5}};
+  const std::vector<QueueStats> after = {{"fast", 3, 4, 1, 4, 0, 150, 140},
+                                         {"idle", 0, 0, 1, 2, 2, 5, 5},
+                                         {"new", 1, 0, 0, 0, 0, 1, 0}};
+  const std::vector<std::string> lines = queue_report(before, after, 10, 32);
+  CHECK(lines == std::vector<std::string>{
+                     "queue fast: 3 queued, 4 in flight, 1 workers, 4 slots, "
+                     "0 credit, 150 submitted, 140 completed (5.0/s)",
+                     "queue new: 1 queued, 0 in flight, 0 workers, 0 slots, 0 "
+                     "credit, 1 submitted, 0 completed (0.0/s)",
+                     "queue gone: gone (no jobs, no workers)"});
+  CHECK(queue_report(after, after, 10, 32).empty());
+
+  // Bounded: the rest is counted on one more line.
+  const std::vector<std::string> short_report =
+      queue_report(before, after, 10, 1);
+  REQUIRE(short_report.size() == 2);
+  CHECK_THAT(short_report[0], Catch::StartsWith("queue fast:"));
+  CHECK(short_report[1] == "2 more queue(s) changed, not shown");
+}
+
+TEST_CASE("the per-queue report lists at most kMaxQueueStats queues") {
+  Harness h;
+  const std::size_t queues = kMaxQueueStats + 5;
+  for (std::size_t i = 0; i < queues; ++i) {
+    // Names that sort as they are numbered: q0000, q0001, ...
+    std::string name = std::to_string(i);
+    h.submit("q" + std::string(4 - name.size(), '0') + name, i + 1);
+  }
+  CHECK(h.dispatcher.stats().queues_total == queues);
+  CHECK(h.dispatcher.stats().queues.empty());  // stats() stays cheap
+  const auto listed = h.dispatcher.queue_stats();
+  REQUIRE(listed.size() == kMaxQueueStats);
+  CHECK(listed.front().name == "q0000");
+  CHECK(listed.back().name == "q0999");
+  CHECK(std::is_sorted(listed.begin(), listed.end(),
+                       [](const QueueStats& a, const QueueStats& b) {
+                         return a.name < b.name;
+                       }));
+}
+
+TEST_CASE(
+    "a refusal for a job the broker does not know zeroes the pool it "
+    "names") {
+  Harness h;
+  ready_pools(h, "A", {"a", "b"}, {pool({"a"}, 2), pool({"b"}, 2)});
+  h.take();
+  auto refused = protocol::OutcomeMeta::failure(
+      424242, protocol::error_code::kRefused, "all slots held");
+  refused.pool = 1;
+  h.dispatcher.on_done("A", {"b", refused, protocol::nil_payload()}, h.now,
+                       h.out);
+  CHECK(queue_stats(h, "a")->credit == 2);
+  CHECK(queue_stats(h, "b")->credit == 0);
+  CHECK(h.dispatcher.stats().late_done_dropped == 1);
+}
+
+TEST_CASE("a worker back on a new socket keeps its held jobs in their pools") {
+  Harness h;
+  auto ready_as = [&](const std::string& identity,
+                      std::vector<protocol::Pool> pools) {
+    protocol::WorkerInfo info;
+    info.tasks = {"fast", "slow"};
+    info.name = "w1";
+    info.pid = 77;
+    for (const protocol::Pool& p : pools) info.slots += p.slots;
+    info.pools = std::move(pools);
+    h.dispatcher.on_ready(identity, info, h.now, h.out);
+  };
+  ready_as("A", {pool({"fast"}, 2), pool({"slow"}, 1)});
+  h.take();
+  h.submit("slow", 1);
+  SentJob held = h.take_job();
+
+  // The same process (name and pid) on a new socket: job 1 moves with it,
+  // and its READY leaves that DONE out of the slow pool's `free`.
+  ready_as("A2", {pool({"fast"}, 2, 2), pool({"slow"}, 1, 0)});
+  h.take();
+  CHECK(h.dispatcher.stats().workers_reconnected == 1);
+  CHECK(queue_stats(h, "slow")->workers == 1);
+  CHECK(queue_stats(h, "slow")->credit == 0);
+  CHECK(queue_stats(h, "slow")->in_flight == 1);
+  CHECK(queue_stats(h, "fast")->credit == 2);
+  h.submit("slow", 2);
+  CHECK(h.take().jobs.empty());  // the slow pool is still full
+
+  h.done("A2", held.job.meta.id);
+  Sent sent = h.take();
+  REQUIRE(sent.results.size() == 1);
+  CHECK(sent.results[0].result.meta.id == 1);
+  REQUIRE(sent.jobs.size() == 1);  // its slot went to the waiting job
+  CHECK(sent.jobs[0].worker == "A2");
+  CHECK(text(sent.jobs[0].job.args) == args_of(2));
+  CHECK(queue_stats(h, "fast")->credit == 2);
 }

@@ -118,7 +118,7 @@ class Simulation {
     broker::DispatcherConfig config;
     // Liveness is not under test: no heartbeat falls due in a run.
     config.heartbeat.interval = std::chrono::hours(1);
-    config.max_queue_per_task = 100'000;
+    config.max_queued_per_queue = 100'000;
     config.first_job_id = 1'000'000;
     for (std::size_t b = 0; b < s_.brokers; ++b) {
       dispatchers_.push_back(std::make_unique<Dispatcher>(config));

@@ -456,7 +456,7 @@ TEST_CASE("1.2 additions round-trip: CREDIT and WELCOME's minor") {
 
   Welcome welcome;
   welcome.minor = kProtocolMinor;
-  CHECK(decode_welcome(encode_welcome(welcome)).minor == 2);
+  CHECK(decode_welcome(encode_welcome(welcome)).minor == kProtocolMinor);
   welcome.minor = 0;  // absent, as from a 1.1 broker
   CHECK(decode_welcome(encode_welcome(welcome)).minor == 0);
   CHECK(error_code::kRefused == "refused");
@@ -546,4 +546,127 @@ TEST_CASE("nesting depth counts containers, not scalars") {
   CHECK_NOTHROW(decode_job(Command::Submit, at_limit));
   Frames too_deep = meta_with_extra(kMaxMetaDepth);
   CHECK_THROWS_AS(decode_job(Command::Submit, too_deep), ProtocolError);
+}
+
+TEST_CASE(
+    "1.3 additions round-trip: READY's pools, JOB's queue, CREDIT's pool") {
+  WorkerInfo info;
+  info.tasks = {"echo", "sleep", "cpu.fib"};
+  info.pools = {Pool{{"fast"}, 16, 15}, Pool{{"slow", "cpu.fib"}, 2, {}}};
+  info.slots = 18;
+  info.free = 17;
+  info.name = "w";
+  const WorkerInfo decoded = decode_ready(encode_ready(info));
+  CHECK(decoded.pools == info.pools);
+  CHECK(effective_pools(decoded) == info.pools);
+
+  // Without pools: one pool serving the queue named as each task.
+  info.pools.clear();
+  info.free.reset();
+  CHECK(effective_pools(decode_ready(encode_ready(info))) ==
+        std::vector<Pool>{Pool{info.tasks, 18, {}}});
+
+  JobMeta meta{.id = 1, .timeout_ms = 100, .attempt = 1};
+  meta.queue = "slow";
+  auto job = encode_job(Command::Job, "sleep", meta, nil_payload());
+  CHECK(decode_job(Command::Job, job).meta.queue == "slow");
+  // A SUBMIT carries no queue: the broker's routing table chooses it.
+  auto submit = encode_job(Command::Submit, "sleep", meta, nil_payload());
+  CHECK(decode_job(Command::Submit, submit).meta.queue.empty());
+  meta.queue.clear();
+  auto plain = encode_job(Command::Job, "sleep", meta, nil_payload());
+  CHECK(decode_job(Command::Job, plain).meta.queue.empty());
+
+  const Credit credit = decode_credit(encode_credit({.free = 2, .pool = 5}));
+  CHECK(credit.free == 2);
+  CHECK(credit.pool == 5);
+  CHECK(decode_credit(encode_credit({.free = 2})).pool == 0);
+}
+
+TEST_CASE("READY with inconsistent or invalid pools is rejected") {
+  auto ready_with_pools = [](std::uint32_t slots, auto write_pools) {
+    msgpack::sbuffer buffer;
+    msgpack::packer packer(buffer);
+    packer.pack_map(3);
+    packer.pack("tasks");
+    packer.pack(std::vector<std::string>{"echo"});
+    packer.pack("slots");
+    packer.pack(slots);
+    packer.pack("pools");
+    write_pools(packer);
+    Frames frames;
+    frames.push_back(frame(kSignature));
+    frames.push_back(frame("\x01"));
+    frames.push_back(msgpack_frame(buffer));
+    return frames;
+  };
+  using Packer = msgpack::packer<msgpack::sbuffer>;
+  auto one_pool = [](std::vector<std::string> queues, std::uint32_t slots) {
+    return [=](Packer& p) {
+      p.pack_array(1);
+      p.pack_map(2);
+      p.pack("queues");
+      p.pack(queues);
+      p.pack("slots");
+      p.pack(slots);
+    };
+  };
+  CHECK(
+      decode_ready(ready_with_pools(4, one_pool({"a", "b"}, 4))).pools.size() ==
+      1);
+  // `slots` must be the sum of the pools' slots.
+  CHECK_THROWS_AS(decode_ready(ready_with_pools(5, one_pool({"a"}, 4))),
+                  ProtocolError);
+  CHECK_THROWS_AS(decode_ready(ready_with_pools(4, one_pool({}, 4))),
+                  ProtocolError);
+  CHECK_THROWS_AS(decode_ready(ready_with_pools(4, one_pool({"a b"}, 4))),
+                  ProtocolError);
+  CHECK_THROWS_AS(decode_ready(ready_with_pools(0, one_pool({"a"}, 0))),
+                  ProtocolError);
+  // A queue in two pools.
+  CHECK_THROWS_AS(
+      decode_ready(ready_with_pools(2,
+                                    [](Packer& p) {
+                                      p.pack_array(2);
+                                      for (int i = 0; i < 2; ++i) {
+                                        p.pack_map(2);
+                                        p.pack("queues");
+                                        p.pack(std::vector<std::string>{"a"});
+                                        p.pack("slots");
+                                        p.pack(1);
+                                      }
+                                    })),
+      ProtocolError);
+  CHECK_THROWS_AS(
+      decode_ready(ready_with_pools(1, [](Packer& p) { p.pack_array(0); })),
+      ProtocolError);
+  // A pool with a duplicate key.
+  CHECK_THROWS_AS(
+      decode_ready(ready_with_pools(1,
+                                    [](Packer& p) {
+                                      p.pack_array(1);
+                                      p.pack_map(3);
+                                      p.pack("queues");
+                                      p.pack(std::vector<std::string>{"a"});
+                                      p.pack("slots");
+                                      p.pack(1);
+                                      p.pack("slots");
+                                      p.pack(1);
+                                    })),
+      ProtocolError);
+}
+
+TEST_CASE("1.3: DONE names its pool; RESULT never does") {
+  auto meta = OutcomeMeta::success(9);
+  meta.pool = 3;
+  auto done = encode_outcome(Command::Done, "echo", meta, nil_payload());
+  CHECK(decode_outcome(Command::Done, done).meta.pool == 3u);
+  auto result = encode_outcome(Command::Result, "echo", meta, nil_payload());
+  CHECK_FALSE(decode_outcome(Command::Result, result).meta.pool.has_value());
+  meta.pool.reset();
+  auto plain = encode_outcome(Command::Done, "echo", meta, nil_payload());
+  CHECK_FALSE(decode_outcome(Command::Done, plain).meta.pool.has_value());
+  meta.pool = static_cast<std::uint32_t>(kMaxPools);  // out of range
+  auto bad = encode_outcome(Command::Done, "echo", meta, nil_payload());
+  CHECK_THROWS_AS(decode_outcome(Command::Done, bad), ProtocolError);
 }

@@ -105,3 +105,43 @@ TEST_CASE("/metrics is Prometheus text with every counter") {
     CHECK(hosting.find(line) != std::string::npos);
   }
 }
+
+TEST_CASE("/metrics shows a hosted dispatcher's queues, one series each") {
+  const ServerStats server;
+  const BrokerLinkStats link;
+  const ServerLimits limits;
+  CHECK(metrics_text(server, link, limits).find("monsoon_queue_") ==
+        std::string::npos);
+
+  monsoon::broker::DispatcherStats dispatcher;
+  dispatcher.queues = {{"fast", 3, 4, 2, 16, 12, 100, 90},
+                       {"images.slow", 7, 2, 1, 2, 0, 9, 0}};
+  const std::string text = metrics_text(server, link, limits, dispatcher);
+  for (std::string_view line : {
+           "# TYPE monsoon_queue_queued gauge\n",
+           "monsoon_queue_queued{queue=\"fast\"} 3\n",
+           "monsoon_queue_queued{queue=\"images.slow\"} 7\n",
+           "# TYPE monsoon_queue_in_flight gauge\n",
+           "monsoon_queue_in_flight{queue=\"fast\"} 4\n",
+           "monsoon_queue_workers{queue=\"fast\"} 2\n",
+           "monsoon_queue_workers{queue=\"images.slow\"} 1\n",
+           "monsoon_queue_slots{queue=\"fast\"} 16\n",
+           "monsoon_queue_credit{queue=\"fast\"} 12\n",
+           "monsoon_queue_credit{queue=\"images.slow\"} 0\n",
+           "# TYPE monsoon_queue_submitted_total counter\n",
+           "monsoon_queue_submitted_total{queue=\"fast\"} 100\n",
+           "# TYPE monsoon_queue_completed_total counter\n",
+           "monsoon_queue_completed_total{queue=\"fast\"} 90\n",
+           "monsoon_queue_completed_total{queue=\"images.slow\"} 0\n",
+       }) {
+    INFO(line);
+    CHECK(text.find(line) != std::string::npos);
+  }
+  // Each metric's HELP and TYPE come once, before its samples.
+  const auto type = text.find("# TYPE monsoon_queue_slots gauge\n");
+  REQUIRE(type != std::string::npos);
+  CHECK(text.find("# TYPE monsoon_queue_slots", type + 1) == std::string::npos);
+  CHECK(text.find("# HELP monsoon_queue_slots ") < type);
+  CHECK(text.find("monsoon_queue_slots{") > type);
+  CHECK(text.back() == '\n');
+}

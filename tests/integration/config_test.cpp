@@ -213,7 +213,7 @@ TEST_CASE("a stack configured by config files alone serves where they say",
   REQUIRE(answered);
   CHECK(echo.body == "\"configured\"");
   // The worker's name and its task list (an array) came from its file.
-  CHECK(echo.header("x-monsoon-worker") == "configured/async");
+  CHECK(echo.header("x-monsoon-worker") == "configured");
   CHECK(worker.log().find("serving [echo, sleep]") != std::string::npos);
 }
 

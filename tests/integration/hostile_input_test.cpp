@@ -1102,7 +1102,7 @@ TEST_CASE("a real worker survives a hostile broker", "[integration][hostile]") {
   // may wait 2 s for them before it reconnects (and registers again).
   ChildProcess worker(
       MONSOON_WORKER_BIN,
-      // echo and sleep only: one pool (async), so one registration.
+      // echo and sleep only: one pool (async).
       {"--broker", endpoint, "--tasks", "echo,sleep", "--async-concurrency",
        "2", "--name", "target", "--heartbeat-ms", "200", "--liveness", "10",
        "--max-message-bytes", "65536", "--db-path",

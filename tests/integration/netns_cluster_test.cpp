@@ -58,9 +58,8 @@ constexpr int kWorkersPerHost = 2;
 const std::vector<std::string> kStopOrder = {"front", "work1", "work2",
                                              "broker1", "broker2"};
 
-// The host in a worker's name: workers are named <host>-<n> (their async
-// pool <host>-<n>/async); by default the name would hold the machine's host
-// name, which every namespace shares.
+// The host in a worker's name: workers are named <host>-<n>; by default the
+// name would hold the machine's host name, which every namespace shares.
 std::string host_of(const std::string& worker) {
   return worker.substr(0, worker.find('-'));
 }
@@ -177,8 +176,8 @@ TEST_CASE("separate hosts share 1000 jobs and lose none when a host dies",
   for (const auto& host : kWorkerHosts) {
     for (int n = 1; n <= kWorkersPerHost; ++n) {
       const std::string name = host + "-" + std::to_string(n);
-      // Async tasks only: one registration per process, with room for
-      // every job at once.
+      // Async tasks only: one pool per process, with room for every job
+      // at once.
       std::vector<std::string> args = {"--name",
                                        name,
                                        "--tasks",

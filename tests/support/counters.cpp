@@ -6,7 +6,10 @@
 namespace monsoon::test {
 namespace {
 
-constexpr std::string_view kMetricPrefix = "monsoon_frontend_";
+// The front end's own series, and the others of its /metrics (the queues of
+// a dispatcher it hosts: monsoon_queue_*).
+constexpr std::string_view kFrontendPrefix = "monsoon_frontend_";
+constexpr std::string_view kMetricPrefix = "monsoon_";
 
 }  // namespace
 
@@ -27,7 +30,10 @@ Counters parse_metrics(const std::string& text) {
     if (line.rfind(kMetricPrefix, 0) != 0) continue;
     auto space = line.rfind(' ');
     if (space == std::string::npos) continue;
-    counters[line.substr(kMetricPrefix.size(), space - kMetricPrefix.size())] =
+    const std::size_t prefix = line.rfind(kFrontendPrefix, 0) == 0
+                                   ? kFrontendPrefix.size()
+                                   : kMetricPrefix.size();
+    counters[line.substr(prefix, space - prefix)] =
         std::stoull(line.substr(space + 1));
   }
   return counters;

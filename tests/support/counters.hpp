@@ -14,7 +14,8 @@ using Counters = std::map<std::string, std::uint64_t>;
 // "key=value key=value ...", for failure messages.
 std::string to_string(const Counters& counters);
 
-// "monsoon_frontend_<name>[{labels}] <value>" lines of /metrics, keyed by
+// "monsoon_frontend_<name>[{labels}] <value>" lines of /metrics (and other
+// "monsoon_<name>..." series, such as monsoon_queue_*), keyed by
 // "<name>[{labels}]"; comments and other lines are skipped.
 Counters parse_metrics(const std::string& text);
 

@@ -217,23 +217,20 @@ void Stack::start_broker(std::size_t index) {
 void Stack::start_worker(const std::vector<std::string>& extra_args) {
   std::string name = "worker-" + std::to_string(workers_.size() + 1);
   std::vector<std::string> args = {
-      "--broker",
-      comma_list(worker_endpoints_),
-      "--concurrency",
-      std::to_string(options_.worker_concurrency),
-      "--async-concurrency",
-      std::to_string(options_.worker_async_concurrency > 0
-                         ? options_.worker_async_concurrency
-                         : options_.worker_concurrency),
-      "--name",
-      name,
-      "--db-path",
-      directory_ + "/demo.sqlite3",
-      "--heartbeat-ms",
-      "200"};
+      "--broker",  comma_list(worker_endpoints_), "--name",         name,
+      "--db-path", directory_ + "/demo.sqlite3",  "--heartbeat-ms", "200"};
   args.insert(args.end(), options_.worker_args.begin(),
               options_.worker_args.end());
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // The default pools' sizes, which the worker refuses beside --queue.
+  if (std::find(args.begin(), args.end(), "--queue") == args.end()) {
+    args.insert(args.end(),
+                {"--concurrency", std::to_string(options_.worker_concurrency),
+                 "--async-concurrency",
+                 std::to_string(options_.worker_async_concurrency > 0
+                                    ? options_.worker_async_concurrency
+                                    : options_.worker_concurrency)});
+  }
   workers_.emplace_back(options_.worker_executable, args,
                         directory_ + "/" + name + ".log");
 }

@@ -28,7 +28,7 @@ std::ostream& operator<<(std::ostream& out, Topology topology);
 
 struct StackOptions {
   // The usual variation: how many workers, with how many slots each (in
-  // both pools, thread tasks and async tasks), in which topology.
+  // both default pools, thread tasks and async tasks), in which topology.
   static StackOptions pool(int workers, int concurrency,
                            Topology topology = Topology::broker) {
     StackOptions options;
@@ -42,6 +42,8 @@ struct StackOptions {
   int workers = 1;
   int worker_concurrency = 2;
   int worker_async_concurrency = 0;  // 0: worker_concurrency
+  // Arguments of every worker; with --queue, the two above are not passed
+  // (the worker refuses them beside --queue).
   // Brokers, all active: the front end and every worker get all of them.
   // The broker topology only.
   int brokers = 1;

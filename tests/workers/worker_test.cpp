@@ -15,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <future>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -66,6 +69,21 @@ Frames job(std::string_view task, std::uint64_t id, const Value& args,
            std::uint32_t timeout_ms = 30'000) {
   return protocol::encode_job(Command::Job, task, {id, timeout_ms, 1},
                               msgpack_frame(args));
+}
+
+// A JOB taken from `queue` (protocol 1.3).
+Frames queued_job(std::string_view task, std::uint64_t id, const Value& args,
+                  std::string queue) {
+  protocol::JobMeta meta{id, 30'000, 1};
+  meta.queue = std::move(queue);
+  return protocol::encode_job(Command::Job, task, meta, msgpack_frame(args));
+}
+
+// WELCOME from a broker of protocol 1.`minor`.
+Frames welcome(std::uint32_t minor) {
+  protocol::Welcome welcome;
+  welcome.minor = minor;
+  return protocol::encode_welcome(welcome);
 }
 
 class FakeBroker {
@@ -169,6 +187,27 @@ class RunningWorker {
   std::future<void> finished_;
 };
 
+// Holds the "hold" jobs until opened (or cancelled).
+class Gate {
+ public:
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      open_ = true;
+    }
+    opened_.notify_all();
+  }
+  void wait(std::stop_token cancellation) {
+    std::unique_lock lock(mutex_);
+    opened_.wait(lock, cancellation, [this] { return open_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable_any opened_;
+  bool open_ = false;
+};
+
 // Thread tasks for the worker's slot mechanics: "echo", and "sleep", which
 // holds its slot thread for args.ms (or until the deadline or cancellation).
 void add_thread_tasks(monsoon::workers::TaskRegistry& tasks) {
@@ -200,6 +239,13 @@ struct Fixture {
               [](const Value&, const monsoon::workers::TaskContext&) -> Value {
                 throw std::runtime_error("boom!");
               });
+    // Returns its args once the gate is open.
+    tasks.add("hold", [this](const Value& args,
+                             const monsoon::workers::TaskContext& context) {
+      gate.wait(context.cancellation);
+      context.throw_if_stopped();
+      return args;
+    });
     config.broker_endpoints = {broker.endpoint()};
     config.slots = 2;
     config.name = "test-worker";
@@ -225,11 +271,22 @@ struct Fixture {
     return protocol::decode_outcome(Command::Done, message.frames);
   }
 
+  // The next message, which must be a CREDIT: its body as a map.
+  Value expect_credit() {
+    auto message = expect(Command::Credit);
+    CHECK(message.identity == identity);
+    (void)protocol::decode_credit(message.frames);  // well-formed
+    return decode(message.frames.back());
+  }
+
+  Gate gate;  // before the worker, which holds jobs waiting on it
   FakeBroker broker;
   monsoon::workers::TaskRegistry tasks;
   WorkerConfig config;
   std::string identity;  // of the worker's current connection
 };
+
+using monsoon::workers::PoolConfig;
 
 }  // namespace
 
@@ -250,11 +307,47 @@ TEST_CASE_METHOD(Fixture, "worker config is validated and resolved") {
   config.name.clear();
   config.tasks = {"sleep", "echo", "sleep"};
   Worker worker(config, tasks);
-  CHECK(worker.config().slots ==
-        std::max(1u, std::thread::hardware_concurrency()));
+  const auto cpus = std::max(1u, std::thread::hardware_concurrency());
+  CHECK(worker.config().slots == cpus);
   CHECK(worker.config().tasks == std::vector<std::string>{"echo", "sleep"});
+  // The default pools: only thread tasks, so one pool of their queues.
+  CHECK(worker.config().pools ==
+        std::vector<PoolConfig>{{{"echo", "sleep"}, cpus}});
   CHECK(worker.config().name.starts_with("worker-" + std::to_string(getpid()) +
                                          "@"));
+}
+
+TEST_CASE_METHOD(Fixture, "pools are validated") {
+  const auto rejected = [&](std::vector<PoolConfig> pools,
+                            const std::string& reason) {
+    config.pools = std::move(pools);
+    try {
+      Worker worker(config, tasks);
+      FAIL("expected std::invalid_argument");
+    } catch (const std::invalid_argument& e) {
+      CHECK_THAT(e.what(), Catch::Contains(reason));
+    }
+  };
+  rejected({{{"fast"}, 2}, {{"slow", "fast"}, 1}},
+           "queue 'fast' is in more than one pool");
+  rejected({{{"fast", "fast"}, 2}}, "queue 'fast' is in more than one pool");
+  rejected({{{"no spaces"}, 2}}, "invalid queue name 'no spaces'");
+  rejected({{{}, 2}}, "pool 0 serves 0 queues");
+  rejected({{{"fast"}, 2}, {{"slow"}, 0}}, "pool 1 (slow) has 0 slots");
+  rejected({{{"fast"}, protocol::kMaxSlots}, {{"slow"}, 1}},
+           "the pools have 65537 slots in all");
+  std::vector<PoolConfig> many;
+  for (std::size_t i = 0; i <= protocol::kMaxPools; ++i) {
+    many.push_back({{"q" + std::to_string(i)}, 1});
+  }
+  rejected(many, "a worker has 1 to 64 pools, not 65");
+  many.pop_back();
+  config.pools = many;
+  CHECK(Worker(config, tasks).config().pools == many);
+  // The default pools are checked alike.
+  config.pools.clear();
+  config.slots = protocol::kMaxSlots + 1;
+  CHECK_THROWS_AS(Worker(config, tasks), std::invalid_argument);
 }
 
 TEST_CASE_METHOD(Fixture, "READY names the tasks that are not retried") {
@@ -364,6 +457,7 @@ TEST_CASE_METHOD(Fixture, "worker registers, executes jobs and stops") {
 TEST_CASE_METHOD(Fixture, "worker runs jobs concurrently up to its slots") {
   config.slots = 2;
   RunningWorker worker(config, tasks);
+  CHECK(worker->counters().threads_started == 0);  // on demand
   expect_ready();
   broker.send(identity, job("sleep", 1, {{"ms", 300}}));
   broker.send(identity, job("sleep", 2, {{"ms", 300}}));
@@ -381,6 +475,13 @@ TEST_CASE_METHOD(Fixture, "worker runs jobs concurrently up to its slots") {
   // Both slept in parallel: the second ended right after the first, not
   // 300 ms later.
   CHECK(Clock::now() - first_done < milliseconds{250});
+  // One thread per slot at most, however many jobs come.
+  CHECK(worker->counters().threads_started == 2);
+  for (std::uint64_t id = 4; id < 20; ++id) {
+    broker.send(identity, job("echo", id, nullptr));
+    CHECK(expect_done().meta.ok);
+  }
+  CHECK(worker->counters().threads_started == 2);
 }
 
 namespace {
@@ -401,10 +502,9 @@ TEST_CASE_METHOD(Fixture, "an async pool holds many jobs on one thread") {
   monsoon::workers::TaskRegistry builtins;
   monsoon::workers::register_builtin_tasks(builtins, {"unused.sqlite3"});
   config.tasks = {"echo", "sleep"};
-  config.slots = 500;
+  config.async_slots = 500;
   const int threads_before = thread_count();
   RunningWorker worker(config, builtins);
-  CHECK(worker->serves_async());
   const auto info = expect_ready();
   CHECK(info.slots == 500);
 
@@ -418,6 +518,7 @@ TEST_CASE_METHOD(Fixture, "an async pool holds many jobs on one thread") {
   REQUIRE(eventually([&] { return worker->counters().jobs_received == 501; }));
   // 500 sleeping jobs, no thread each: the socket thread plus ZeroMQ's.
   CHECK(thread_count() - threads_before < 10);
+  CHECK(worker->counters().threads_started == 0);
 
   std::set<std::uint64_t> answered;
   for (int i = 0; i < 500; ++i) {
@@ -447,13 +548,128 @@ TEST_CASE_METHOD(Fixture, "async jobs are cancelled after the drain timeout") {
   CHECK(done.meta.code == error_code::kInternal);
 }
 
-TEST_CASE_METHOD(Fixture, "a Worker serves thread tasks or async tasks") {
+TEST_CASE_METHOD(Fixture,
+                 "thread tasks and async tasks are two default pools of one "
+                 "registration") {
   monsoon::workers::TaskRegistry builtins;
   monsoon::workers::register_builtin_tasks(builtins, {"unused.sqlite3"});
   config.tasks = {"echo", "hash"};
-  CHECK_THROWS_AS(Worker(config, builtins), std::invalid_argument);
-  config.tasks = {"hash"};
-  CHECK_FALSE(Worker(config, builtins).serves_async());
+  config.slots = 2;
+  config.async_slots = 5;
+  RunningWorker worker(config, builtins);
+  const auto info = expect_ready();
+  CHECK(info.tasks == std::vector<std::string>{"echo", "hash"});
+  REQUIRE(info.pools.size() == 2);
+  CHECK(info.pools[0] == protocol::Pool{{"hash"}, 2, 2});
+  CHECK(info.pools[1] == protocol::Pool{{"echo"}, 5, 5});
+  CHECK(info.slots == 7);
+  CHECK(info.free == 7u);
+
+  // An async task's pool starts no thread; a thread task's starts one.
+  broker.send(identity, job("echo", 1, "async"));
+  auto done = expect_done();
+  CHECK(decode(done.result) == "async");
+  CHECK(worker->counters().threads_started == 0);
+  broker.send(identity, job("hash", 2, {{"data", "x"}, {"rounds", 1}}));
+  done = expect_done();
+  CHECK(done.meta.id == 2);
+  CHECK(done.meta.ok);
+  CHECK(worker->counters().threads_started == 1);
+}
+
+TEST_CASE_METHOD(Fixture, "a worker's pools bound the jobs of their queues") {
+  config.tasks = {"echo", "hold"};
+  config.pools = {{{"fast"}, 2}, {{"slow"}, 1}};
+  config.drain_timeout = milliseconds{100};
+  RunningWorker worker(config, tasks);
+  const auto info = expect_ready();
+  CHECK(info.tasks == std::vector<std::string>{"echo", "hold"});
+  CHECK(info.pools ==
+        std::vector<protocol::Pool>{{{"fast"}, 2, 2}, {{"slow"}, 1, 1}});
+  CHECK(info.slots == 3);
+  CHECK(info.free == 3u);
+  const std::uint32_t minor = GENERATE(2u, 3u);
+  INFO("broker of protocol 1." << minor);
+  broker.send(identity, welcome(minor));
+
+  // Pool slow is full after one job; pool fast still takes its own.
+  broker.send(identity, queued_job("hold", 1, "slow 1", "slow"));
+  broker.send(identity, queued_job("hold", 2, "slow 2", "slow"));
+  auto done = expect_done();
+  CHECK(done.meta.id == 2);
+  CHECK(done.meta.code == error_code::kRefused);
+  for (const std::uint64_t id : {3, 4}) {
+    broker.send(identity, queued_job("echo", id, "fast", "fast"));
+    done = expect_done();
+    CHECK(done.meta.id == id);
+    CHECK(done.meta.ok);
+  }
+  CHECK(worker->counters().jobs_refused == 1);
+
+  // Its slot freed, pool slow is granted to the broker it refused: to a
+  // broker of 1.3 its own free slot, naming the pool; to one of 1.2, which
+  // keeps one credit for all pools, the slots free in all of them (else its
+  // refusal by pool slow would leave pool fast idle for it).
+  gate.open();
+  done = expect_done();
+  CHECK(done.meta.id == 1);
+  CHECK(decode(done.result) == "slow 1");
+  const Value credit = expect_credit();
+  if (minor >= 3) {
+    CHECK(credit.at("free") == 1);
+    CHECK(credit.at("pool") == 1);
+  } else {
+    CHECK(credit.at("free") == 3);
+    CHECK_FALSE(credit.contains("pool"));
+  }
+}
+
+TEST_CASE_METHOD(Fixture,
+                 "a JOB without a queue goes to the pool of its task's name, "
+                 "else to pool 0") {
+  config.tasks = {"echo", "hold", "sleep"};
+  config.pools = {{{"hold"}, 1}, {{"echo"}, 1}};
+  config.drain_timeout = milliseconds{100};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  broker.send(identity, welcome(3));
+  broker.send(identity, job("hold", 1, "held"));  // pool 0 (hold): full
+  broker.send(identity, job("echo", 2, "echo"));  // pool 1 (echo)
+  auto done = expect_done();
+  CHECK(done.meta.id == 2);
+  CHECK(done.meta.ok);
+  broker.send(identity, job("sleep", 3, {{"ms", 1}}));  // no pool: pool 0
+  done = expect_done();
+  CHECK(done.meta.id == 3);
+  CHECK(done.meta.code == error_code::kRefused);
+  // A queue no pool lists counts as none (a broker bug).
+  broker.send(identity, queued_job("echo", 4, "echo", "elsewhere"));
+  done = expect_done();
+  CHECK(done.meta.id == 4);
+  CHECK(done.meta.ok);
+  gate.open();
+  CHECK(expect_done().meta.id == 1);
+}
+
+TEST_CASE_METHOD(Fixture, "READY's free leaves out each pool's owed DONEs") {
+  config.tasks = {"echo", "hold"};
+  config.pools = {{{"echo"}, 2}, {{"hold"}, 3}};
+  config.heartbeat = {milliseconds{1000}, 1000};  // no silence-based reconnect
+  config.drain_timeout = milliseconds{100};
+  RunningWorker worker(config, tasks);
+  expect_ready();
+  broker.send(identity, job("hold", 1, "one"));
+  broker.send(identity, job("hold", 2, "two"));
+  REQUIRE(eventually([&] { return worker->counters().jobs_received == 2; }));
+  broker.send(identity, protocol::encode_control(Command::Disconnect));
+
+  const auto info = expect_ready();
+  CHECK(info.pools ==
+        std::vector<protocol::Pool>{{{"echo"}, 2, 2}, {{"hold"}, 3, 1}});
+  CHECK(info.free == 3u);
+  gate.open();
+  CHECK(expect_done().meta.ok);
+  CHECK(expect_done().meta.ok);
 }
 
 TEST_CASE_METHOD(Fixture, "worker heartbeats while the broker is heard") {
@@ -738,6 +954,79 @@ int run_main(std::vector<std::string> args) {
 
 }  // namespace
 
+TEST_CASE("parse_queue_option: NAME=SLOTS is a pool of one queue") {
+  using monsoon::workers::parse_queue_option;
+  CHECK(parse_queue_option("fast=16") == PoolConfig{{"fast"}, 16});
+  CHECK(parse_queue_option("images.resize:v2=65536") ==
+        PoolConfig{{"images.resize:v2"}, protocol::kMaxSlots});
+  const auto rejected = [](std::string_view text, const std::string& reason) {
+    INFO(text);
+    try {
+      (void)parse_queue_option(text);
+      FAIL("expected std::invalid_argument");
+    } catch (const std::invalid_argument& e) {
+      CHECK_THAT(e.what(), Catch::Contains(reason));
+    }
+  };
+  rejected("fast", "'fast' is not NAME=SLOTS");
+  rejected("=2", "invalid queue name ''");
+  rejected("two words=2", "invalid queue name 'two words'");
+  for (const char* slots :
+       {"fast=", "fast=0", "fast=65537", "fast=2x", "fast=-1", "fast=+1",
+        "fast= 2", "fast=2=3", "fast=99999999999"}) {
+    rejected(slots, "SLOTS must be a number from 1 to 65536");
+  }
+}
+
+namespace {
+
+// run_main's exit code, and what it wrote to stderr.
+std::pair<int, std::string> run_main_stderr(std::vector<std::string> args) {
+  std::FILE* file = std::tmpfile();
+  REQUIRE(file != nullptr);
+  const int saved = dup(STDERR_FILENO);
+  REQUIRE(dup2(fileno(file), STDERR_FILENO) == STDERR_FILENO);
+  const int code = run_main(std::move(args));
+  std::cerr.flush();
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  std::rewind(file);
+  std::string output;
+  char buffer[4096];
+  for (std::size_t read;
+       (read = std::fread(buffer, 1, sizeof buffer, file)) > 0;) {
+    output.append(buffer, read);
+  }
+  std::fclose(file);
+  return {code, output};
+}
+
+}  // namespace
+
+TEST_CASE("run_worker_main rejects --queue beside the default pools' sizes") {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--queue", "fast=2", "-c", "2"},
+           {"--queue", "fast=2", "--async-concurrency", "10"}}) {
+    const auto [code, output] = run_main_stderr(args);
+    INFO(args[2]);
+    CHECK(code == 2);
+    CHECK_THAT(output,
+               Catch::Contains("not with --concurrency or "
+                               "--async-concurrency: those size the default "
+                               "pools"));
+  }
+  auto [code, output] = run_main_stderr({"--queue", "fast"});
+  CHECK(code == 2);
+  CHECK_THAT(output, Catch::Contains("'fast' is not NAME=SLOTS"));
+  std::tie(code, output) = run_main_stderr({"--queue", "fast=2,fast=3"});
+  CHECK(code == 2);
+  CHECK_THAT(output, Catch::Contains("queue 'fast' is in more than one pool"));
+  std::tie(code, output) =
+      run_main_stderr({"--queue", "fast=65536", "--queue", "slow=1"});
+  CHECK(code == 2);
+  CHECK_THAT(output, Catch::Contains("65537 slots in all"));
+}
+
 TEST_CASE("run_worker_main answers --help and rejects invalid flags") {
   CHECK(run_main({"--help"}) == 0);
   // Invalid options: 2.
@@ -762,34 +1051,41 @@ TEST_CASE("run_worker_main serves until SIGTERM") {
   const std::filesystem::path dir = dir_pattern;
   const auto db_path = dir / "demo.sqlite3";
 
+  // The default pools, or pools of one's own: one registration.
+  const bool queues = GENERATE(false, true);
+  INFO((queues ? "--queue" : "default pools"));
+  const std::vector<std::string> sizes =
+      queues ? std::vector<std::string>{"--queue", "echo=5", "--queue",
+                                        "db.query=3"}
+             : std::vector<std::string>{"-c", "3"};
+  const std::vector<protocol::Pool> pools =
+      queues
+          ? std::vector<protocol::Pool>{{{"echo"}, 5, 5}, {{"db.query"}, 3, 3}}
+          : std::vector<protocol::Pool>{{{"db.query"}, 3, 3},
+                                        {{"echo"}, 1000, 1000}};
   FakeBroker broker;
   auto exit_code = std::async(std::launch::async, [&] {
-    return run_main({"--broker", broker.endpoint(), "-c", "3", "--tasks",
-                     "db.query,echo", "--name", "main-test", "--db-path",
-                     db_path.string(), "--heartbeat-ms", "100"});
+    std::vector<std::string> args = {"--broker",       broker.endpoint(),
+                                     "--tasks",        "db.query,echo",
+                                     "--name",         "main-test",
+                                     "--db-path",      db_path.string(),
+                                     "--heartbeat-ms", "100"};
+    args.insert(args.end(), sizes.begin(), sizes.end());
+    return run_main(args);
   });
 
-  // Two pools, two registrations: thread tasks and async tasks.
-  std::map<std::string, std::pair<std::string, protocol::WorkerInfo>> pools;
-  for (int i = 0; i < 2; ++i) {
-    auto ready = broker.next();
-    REQUIRE(ready);
-    REQUIRE(ready->command == Command::Ready);
-    auto info = protocol::decode_ready(ready->frames);
-    CHECK(info.heartbeat_ms == 100);
-    const std::string name = info.name;
-    pools.emplace(name, std::pair{ready->identity, std::move(info)});
-  }
-  REQUIRE(pools.contains("main-test"));
-  REQUIRE(pools.contains("main-test/async"));
-  const auto& [threads_identity, threads] = pools.at("main-test");
-  CHECK(threads.tasks == std::vector<std::string>{"db.query"});
-  CHECK(threads.slots == 3);
-  const auto& [async_identity, async] = pools.at("main-test/async");
-  CHECK(async.tasks == std::vector<std::string>{"echo"});
-  CHECK(async.slots == 1000);
+  auto ready = broker.next();
+  REQUIRE(ready);
+  REQUIRE(ready->command == Command::Ready);
+  const auto info = protocol::decode_ready(ready->frames);
+  const std::string identity = ready->identity;
+  CHECK(info.heartbeat_ms == 100);
+  CHECK(info.name == "main-test");
+  CHECK(info.tasks == std::vector<std::string>{"db.query", "echo"});
+  CHECK(info.pools == pools);
+  CHECK(info.slots == pools[0].slots + pools[1].slots);
 
-  broker.send(threads_identity, job("db.query", 1, {{"flag", 2}}));
+  broker.send(identity, job("db.query", 1, {{"flag", 2}}));
   auto done = broker.next();
   REQUIRE(done);
   REQUIRE(done->command == Command::Done);
@@ -798,21 +1094,19 @@ TEST_CASE("run_worker_main serves until SIGTERM") {
   CHECK(decode(outcome.result).size() == 100);
   CHECK(std::filesystem::exists(db_path));  // --db-path was used
 
-  broker.send(async_identity, job("echo", 2, "async"));
+  broker.send(identity, job("echo", 2, "async"));
   done = broker.next();
   REQUIRE(done);
   REQUIRE(done->command == Command::Done);
-  CHECK(done->identity == async_identity);
   outcome = protocol::decode_outcome(Command::Done, done->frames);
   CHECK(decode(outcome.result) == "async");
 
   REQUIRE(kill(getpid(), SIGTERM) == 0);
   REQUIRE(exit_code.wait_for(seconds{5}) == std::future_status::ready);
   CHECK(exit_code.get() == 0);
-  for (int i = 0; i < 2; ++i) {
-    auto disconnect = broker.next();
-    REQUIRE(disconnect);
-    CHECK(disconnect->command == Command::Disconnect);
-  }
+  auto disconnect = broker.next();
+  REQUIRE(disconnect);
+  CHECK(disconnect->command == Command::Disconnect);
+  CHECK_FALSE(broker.next(milliseconds{200}));  // one registration only
   std::filesystem::remove_all(dir);
 }

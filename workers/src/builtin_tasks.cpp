@@ -209,7 +209,7 @@ struct QueryConnection {
 std::mutex default_path_mutex;
 std::filesystem::path default_path = "monsoon-demo.sqlite3";
 
-// Shared by every slot thread: opens the database on first use and keeps a
+// Shared by every task thread: opens the database on first use and keeps a
 // small pool of read-only connections.
 class DemoDatabase {
  public:

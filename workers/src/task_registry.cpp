@@ -201,13 +201,13 @@ struct AsyncJob::State {
   Host& host;
   std::string task;
   TaskContext context;
-  std::size_t broker;
+  std::size_t handle;
 };
 
 AsyncJob::AsyncJob(Host& host, std::string task, std::uint64_t job_id,
                    std::uint32_t attempt, Clock::time_point deadline,
-                   std::stop_token cancellation, std::size_t broker)
-    : state_(new State{host, std::move(task), {}, broker}) {
+                   std::stop_token cancellation, std::size_t handle)
+    : state_(new State{host, std::move(task), {}, handle}) {
   state_->context = TaskContext{state_->task, job_id, attempt, deadline,
                                 std::move(cancellation)};
 }
@@ -249,7 +249,7 @@ void AsyncJob::fail(std::string_view code, std::string message) {
 
 void AsyncJob::finish(TaskOutcome outcome) noexcept {
   const auto state = std::move(state_);
-  state->host.finish(state->broker, state->task, state->context.job_id,
+  state->host.finish(state->handle, state->task, state->context.job_id,
                      std::move(outcome));
 }
 

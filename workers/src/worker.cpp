@@ -47,7 +47,7 @@ constexpr milliseconds kFinalFlush{1000};
 constexpr milliseconds kMaxHeartbeatInterval{3'600'000};
 
 struct Job {
-  std::size_t broker = 0;  // whose session sent it
+  std::size_t handle = 0;  // of the held job (Worker::Impl::held_)
   std::string task;
   protocol::JobMeta meta;
   Clock::time_point deadline;
@@ -55,15 +55,16 @@ struct Job {
 };
 
 struct Completion {
-  std::size_t broker = 0;
+  std::size_t handle = 0;
   std::string task;
   std::uint64_t id = 0;
   TaskOutcome outcome;
 };
 
-// What READY announces, besides `free`.
+// What READY announces, with `free[i]` slots free in pool i.
 protocol::WorkerInfo registration(const WorkerConfig& config,
-                                  const TaskRegistry& registry) {
+                                  const TaskRegistry& registry,
+                                  const std::vector<std::uint32_t>& free) {
   protocol::WorkerInfo info;
   info.tasks = config.tasks;
   for (const auto& task : config.tasks) {
@@ -71,13 +72,36 @@ protocol::WorkerInfo registration(const WorkerConfig& config,
       info.no_retry.push_back(task);
     }
   }
-  info.slots = config.slots;
+  info.free = 0;
+  for (std::size_t i = 0; i < config.pools.size(); ++i) {
+    info.pools.push_back(
+        {config.pools[i].queues, config.pools[i].slots, free[i]});
+    info.slots += config.pools[i].slots;
+    *info.free += free[i];
+  }
+  // One pool serving the queues named as the tasks is what a READY without
+  // `pools` stands for (protocol::effective_pools): said so, the names
+  // would take their bytes twice.
+  if (info.pools.size() == 1 && info.pools.front().queues == info.tasks) {
+    info.pools.clear();
+  }
   info.name = config.name;
   info.pid = static_cast<std::uint32_t>(getpid());
   info.heartbeat_ms =
       static_cast<std::uint32_t>(config.heartbeat.interval.count());
   info.max_message_bytes = config.max_message_bytes;
   return info;
+}
+
+// "pool 1 (slow, reports)", for messages.
+std::string describe_pool(const std::vector<PoolConfig>& pools,
+                          std::size_t index) {
+  std::string text = "pool " + std::to_string(index) + " (";
+  const auto& queues = pools[index].queues;
+  for (std::size_t i = 0; i < queues.size() && i < 3; ++i) {
+    text += (i > 0 ? ", " : "") + queues[i];
+  }
+  return text + (queues.size() > 3 ? ", ...)" : ")");
 }
 
 WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
@@ -96,10 +120,6 @@ WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
   if (config.slots == 0) {
     config.slots = std::max(1u, std::thread::hardware_concurrency());
   }
-  if (config.slots > protocol::kMaxSlots) {
-    throw std::invalid_argument("at most " +
-                                std::to_string(protocol::kMaxSlots) + " slots");
-  }
   if (config.tasks.empty()) {
     config.tasks = registry.names();
   } else {
@@ -112,30 +132,36 @@ WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
     }
     config.tasks.assign(unique.begin(), unique.end());
   }
-  const auto async_tasks = std::count_if(
-      config.tasks.begin(), config.tasks.end(), [&](const std::string& task) {
-        return registry.find_async(task) != nullptr;
-      });
-  if (async_tasks != 0 &&
-      static_cast<std::size_t>(async_tasks) != config.tasks.size()) {
-    throw std::invalid_argument(
-        "a Worker serves either thread tasks or async tasks, not both");
-  }
   if (config.tasks.size() > protocol::kMaxAnnouncedTasks) {
     throw std::invalid_argument("a worker serves at most " +
                                 std::to_string(protocol::kMaxAnnouncedTasks) +
                                 " tasks");
   }
+  if (config.pools.empty()) {
+    PoolConfig threads{{}, config.slots};
+    PoolConfig async{{}, config.async_slots};
+    for (const auto& task : config.tasks) {
+      (registry.find_async(task) != nullptr ? async : threads)
+          .queues.push_back(task);
+    }
+    for (auto* pool : {&threads, &async}) {
+      if (!pool->queues.empty()) config.pools.push_back(std::move(*pool));
+    }
+  }
+  check_pools(config.pools);
   if (config.name.empty()) config.name = default_worker_name();
-  protocol::WorkerInfo announced = registration(config, registry);
-  announced.free = config.slots;  // the largest it gets
-  const auto ready_bytes = protocol::encode_ready(announced).back().size();
+  std::vector<std::uint32_t> free;  // every slot: the largest READY
+  for (const auto& pool : config.pools) free.push_back(pool.slots);
+  const auto ready_bytes =
+      protocol::encode_ready(registration(config, registry, free))
+          .back()
+          .size();
   if (ready_bytes > protocol::kMaxMetaBytes) {
     // The broker would drop every READY: refuse now, with a reason.
     throw std::invalid_argument(
         "the registration of " + std::to_string(config.tasks.size()) +
-        " tasks takes " + std::to_string(ready_bytes) +
-        " bytes, more than the protocol's " +
+        " tasks in " + std::to_string(config.pools.size()) + " pool(s) takes " +
+        std::to_string(ready_bytes) + " bytes, more than the protocol's " +
         std::to_string(protocol::kMaxMetaBytes) +
         ": split the tasks over several workers (--tasks)");
   }
@@ -159,6 +185,48 @@ WorkerConfig resolve(WorkerConfig config, const TaskRegistry& registry) {
 
 }  // namespace
 
+void check_pools(const std::vector<PoolConfig>& pools) {
+  if (pools.empty() || pools.size() > protocol::kMaxPools) {
+    throw std::invalid_argument("a worker has 1 to " +
+                                std::to_string(protocol::kMaxPools) +
+                                " pools, not " + std::to_string(pools.size()));
+  }
+  std::set<std::string_view> queues;
+  std::uint64_t slots = 0;
+  for (std::size_t i = 0; i < pools.size(); ++i) {
+    const PoolConfig& pool = pools[i];
+    if (pool.queues.empty() || pool.queues.size() > protocol::kMaxPoolQueues) {
+      throw std::invalid_argument(
+          "pool " + std::to_string(i) + " serves " +
+          std::to_string(pool.queues.size()) + " queues; 1 to " +
+          std::to_string(protocol::kMaxPoolQueues) + " allowed");
+    }
+    for (const auto& queue : pool.queues) {
+      if (!protocol::is_valid_task_name(queue)) {
+        throw std::invalid_argument(
+            "invalid queue name '" + queue +
+            "': 1 to 128 characters of A-Z a-z 0-9 . _ : -");
+      }
+      if (!queues.insert(queue).second) {
+        throw std::invalid_argument("queue '" + queue +
+                                    "' is in more than one pool, or twice "
+                                    "in one: each queue has one pool");
+      }
+    }
+    if (pool.slots < 1 || pool.slots > protocol::kMaxSlots) {
+      throw std::invalid_argument(
+          describe_pool(pools, i) + " has " + std::to_string(pool.slots) +
+          " slots; 1 to " + std::to_string(protocol::kMaxSlots) + " allowed");
+    }
+    slots += pool.slots;
+  }
+  if (slots > protocol::kMaxSlots) {
+    throw std::invalid_argument(
+        "the pools have " + std::to_string(slots) + " slots in all; at most " +
+        std::to_string(protocol::kMaxSlots) + " allowed");
+  }
+}
+
 std::string default_worker_name() {
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
@@ -171,12 +239,22 @@ class Worker::Impl final : public AsyncJob::Host {
   Impl(WorkerConfig config, const TaskRegistry& registry)
       : config_(resolve(std::move(config), registry)),
         registry_(registry),
-        async_(registry.find_async(config_.tasks.front()) != nullptr),
         served_(config_.tasks.begin(), config_.tasks.end()),
-        ledger_(config_.slots, config_.broker_endpoints.size()) {
+        posted_done_pools_(config_.broker_endpoints.size()),
+        posted_credits_(config_.broker_endpoints.size()) {
+    std::size_t slots = 0;
+    for (std::size_t i = 0; i < config_.pools.size(); ++i) {
+      pools_.push_back(std::make_unique<Pool>(config_.pools[i].slots,
+                                              config_.broker_endpoints.size()));
+      for (const auto& queue : config_.pools[i].queues) {
+        pool_of_queue_.emplace(queue, i);
+      }
+      slots += config_.pools[i].slots;
+    }
+    total_slots_ = slots;
     // At most one completion per held job: finish() never allocates.
-    completions_.reserve(config_.slots);
-    completions_batch_.reserve(config_.slots);
+    completions_.reserve(slots);
+    completions_batch_.reserve(slots);
   }
 
   void run();
@@ -186,21 +264,20 @@ class Worker::Impl final : public AsyncJob::Host {
   }
 
   const WorkerConfig& config() const noexcept { return config_; }
-  bool serves_async() const noexcept { return async_; }
 
   // AsyncJob::Host
-  void finish(std::size_t broker, std::string_view task, std::uint64_t id,
+  void finish(std::size_t handle, std::string_view task, std::uint64_t id,
               TaskOutcome outcome) noexcept override;
   void schedule(Clock::time_point when, std::function<void(AsyncJob&)> callback,
                 AsyncJob job) override;
 
   WorkerCounters counters() const noexcept {
-    WorkerCounters counters{jobs_received_.load(std::memory_order_relaxed),
-                            jobs_succeeded_.load(std::memory_order_relaxed),
-                            jobs_failed_.load(std::memory_order_relaxed),
-                            jobs_refused_.load(std::memory_order_relaxed),
-                            0,
-                            0};
+    WorkerCounters counters;
+    counters.jobs_received = jobs_received_.load(std::memory_order_relaxed);
+    counters.jobs_succeeded = jobs_succeeded_.load(std::memory_order_relaxed);
+    counters.jobs_failed = jobs_failed_.load(std::memory_order_relaxed);
+    counters.jobs_refused = jobs_refused_.load(std::memory_order_relaxed);
+    counters.threads_started = threads_started_.load(std::memory_order_relaxed);
     std::lock_guard lock(sessions_mutex_);
     for (const auto& session : sessions_) {
       const BrokerSessionCounters session_counters = session->counters();
@@ -211,8 +288,36 @@ class Worker::Impl final : public AsyncJob::Host {
   }
 
  private:
-  // Slot threads.
-  void slot_loop(std::stop_token stop);
+  // One pool's slots (config_.pools, same index) and the threads that run
+  // its thread tasks.
+  struct Pool {
+    Pool(std::uint32_t slots, std::size_t brokers) : ledger(slots, brokers) {}
+
+    // Socket thread only: which slots are held, and which brokers must
+    // hear of a freed one; the threads, started on demand (never more than
+    // the slots), joined by run().
+    SlotLedger ledger;
+    std::vector<std::jthread> threads;
+
+    // Socket thread -> the pool's threads. Holds at most the slots' jobs
+    // (the ledger).
+    std::mutex mutex;
+    std::condition_variable_any jobs_ready;
+    std::deque<Job> jobs;
+    std::size_t idle = 0;  // threads waiting for a job
+  };
+
+  // A job between its JOB and its DONE: whose broker sent it, the pool that
+  // holds it, its result limit (JOB's max_result_bytes, 0 when it carried
+  // none).
+  struct Held {
+    std::size_t broker = 0;
+    std::size_t pool = 0;
+    std::uint64_t max_result_bytes = 0;
+  };
+
+  // A pool's threads.
+  void thread_loop(Pool& pool, std::stop_token stop);
 
   // The socket thread: everything below.
   void serve();
@@ -225,20 +330,23 @@ class Worker::Impl final : public AsyncJob::Host {
   milliseconds poll_timeout(Clock::time_point now) const;
   void handle_job(std::size_t broker, protocol::Frames& frames,
                   Clock::time_point now);
-  void reject(std::size_t broker, const std::string& task, std::uint64_t id,
-              std::string_view code, std::string message);
-  void queue_done(std::size_t broker, const std::string& task,
-                  const protocol::OutcomeMeta& meta, zmq::message_t result);
+  std::size_t pool_of(const protocol::JobMessage& job) const;
+  void run_on_thread(Pool& pool, Job job);
+  void reject(std::size_t broker, std::size_t pool, const std::string& task,
+              std::uint64_t id, std::string_view code, std::string message);
+  void queue_done(std::size_t broker, std::size_t pool, const std::string& task,
+                  protocol::OutcomeMeta meta, zmq::message_t result);
   void collect_completions();
   void grant_credit();
+  void post_credit(std::size_t broker, protocol::Credit credit);
   bool speaks_credit(std::size_t broker) const;
   void run_due_timers(Clock::time_point now);
   void wake_socket_thread() noexcept;
 
   const WorkerConfig config_;
   const TaskRegistry& registry_;
-  const bool async_;  // serves async tasks on the socket thread, no slots
   const std::set<std::string, std::less<>> served_;
+  std::size_t total_slots_ = 0;  // over all pools
   Wakeup wakeup_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> ran_{false};
@@ -254,12 +362,7 @@ class Worker::Impl final : public AsyncJob::Host {
   std::multimap<Clock::time_point, Timer> timers_;
   std::stop_source async_cancellation_;
 
-  // Socket thread -> slot threads. Holds at most `slots` jobs (the ledger).
-  std::mutex jobs_mutex_;
-  std::condition_variable_any jobs_ready_;
-  std::deque<Job> jobs_;
-
-  // Slot threads -> socket thread, followed by wakeup_.notify().
+  // Pools' threads -> socket thread, followed by wakeup_.notify().
   std::mutex completions_mutex_;
   std::vector<Completion> completions_;
   std::vector<Completion> completions_batch_;  // socket thread's spare
@@ -270,13 +373,17 @@ class Worker::Impl final : public AsyncJob::Host {
   zmq::context_t context_;
   mutable std::mutex sessions_mutex_;
   std::vector<std::unique_ptr<BrokerSession>> sessions_;
-  // Which slots are held, and which brokers must hear of a freed one.
-  SlotLedger ledger_;
-  // Held jobs per broker and id, for their DONE's broker and result limit
-  // (JOB's max_result_bytes, 0 when it carried none); a multimap, since a
-  // re-sent JOB may hold an id twice (protocol section 4).
-  std::multimap<std::pair<std::size_t, std::uint64_t>, std::uint64_t>
-      result_limits_;
+  std::vector<std::unique_ptr<Pool>> pools_;
+  std::map<std::string, std::size_t, std::less<>> pool_of_queue_;
+  // Held jobs by handle (a number of their own: a re-sent JOB may hold an
+  // id twice, protocol section 4).
+  std::unordered_map<std::size_t, Held> held_;
+  std::size_t next_handle_ = 0;
+  // Per broker, oldest first: the pools of its DONEs and the CREDITs posted
+  // and not yet handed to ZeroMQ (the session hands them over in order, so
+  // what posted() no longer counts left from the front).
+  std::vector<std::deque<std::size_t>> posted_done_pools_;
+  std::vector<std::deque<protocol::Credit>> posted_credits_;
   bool stopping_ = false;
   Clock::time_point drain_deadline_{};
   std::size_t turn_ = 0;  // which session serve() handles first
@@ -285,18 +392,28 @@ class Worker::Impl final : public AsyncJob::Host {
   std::atomic<std::uint64_t> jobs_succeeded_{0};
   std::atomic<std::uint64_t> jobs_failed_{0};
   std::atomic<std::uint64_t> jobs_refused_{0};
+  std::atomic<std::uint64_t> threads_started_{0};
 };
 
-void Worker::Impl::slot_loop(std::stop_token stop) {
+// Trims `posted`, a mirror of what a session still holds of one command,
+// to the `count` the session holds (the newest).
+template <typename T>
+void forget_handed_over(std::deque<T>& posted, std::size_t count) {
+  while (posted.size() > count) posted.pop_front();
+}
+
+void Worker::Impl::thread_loop(Pool& pool, std::stop_token stop) {
   for (;;) {
     Job job;
     {
-      std::unique_lock lock(jobs_mutex_);
-      if (!jobs_ready_.wait(lock, stop, [this] { return !jobs_.empty(); })) {
-        return;
-      }
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
+      std::unique_lock lock(pool.mutex);
+      ++pool.idle;
+      const bool got = pool.jobs_ready.wait(
+          lock, stop, [&pool] { return !pool.jobs.empty(); });
+      --pool.idle;
+      if (!got) return;
+      job = std::move(pool.jobs.front());
+      pool.jobs.pop_front();
     }
     const TaskContext context{job.task, job.meta.id, job.meta.attempt,
                               job.deadline, stop};
@@ -304,37 +421,33 @@ void Worker::Impl::slot_loop(std::stop_token stop) {
         execute_task(registry_, context,
                      std::string_view(static_cast<const char*>(job.args.data()),
                                       job.args.size()));
-    finish(job.broker, job.task, job.meta.id, std::move(outcome));
+    finish(job.handle, job.task, job.meta.id, std::move(outcome));
   }
 }
 
 void Worker::Impl::run() {
   if (ran_.exchange(true)) throw std::logic_error("Worker::run called twice");
   socket_thread_ = std::this_thread::get_id();
-  std::vector<std::jthread> slots;
-  if (!async_) {
-    slots.reserve(config_.slots);
-    for (std::uint32_t i = 0; i < config_.slots; ++i) {
-      slots.emplace_back([this](std::stop_token stop) { slot_loop(stop); });
-    }
-  }
   serve();
-  if (ledger_.held() > 0) {
-    spdlog::warn("drain timeout: cancelling {} running job(s)", ledger_.held());
+  if (!held_.empty()) {
+    spdlog::warn("drain timeout: cancelling {} running job(s)", held_.size());
   }
   // TaskContext::cancelled(); waiting async jobs resume at once.
-  for (auto& slot : slots) slot.request_stop();
+  for (auto& pool : pools_) {
+    for (auto& thread : pool->threads) thread.request_stop();
+  }
   async_cancellation_.request_stop();
   if (!await_cancelled_tasks()) {
     // Joining would hang: a task ignores cancellation.
     spdlog::critical(
         "{} job(s) still running {} ms after cancellation; exiting without "
         "waiting for them",
-        ledger_.held(), config_.cancel_grace.count());
+        held_.size(), config_.cancel_grace.count());
     spdlog::default_logger()->flush();
     std::_Exit(EXIT_FAILURE);
   }
-  slots.clear();  // joins: every slot thread is idle
+  // Joins: every thread is idle.
+  for (auto& pool : pools_) pool->threads.clear();
   const auto now = Clock::now();
   for (auto& session : sessions_) {
     // Hands over what it can; receives nothing (no slot is left to run a
@@ -372,24 +485,32 @@ BrokerSessionCallbacks Worker::Impl::callbacks(std::size_t broker) {
   return callbacks;
 }
 
-// READY for a new socket of `broker`: `free` leaves out every DONE owed to
-// that broker (jobs of it still held, answers not yet handed over), each of
-// which returns it a credit when it arrives. Jobs held for other brokers are
-// not left out (docs/protocol.md section 4, "Several brokers"): a JOB that
-// finds no slot is refused, and the CREDIT that follows a freed slot reaches
-// only a broker that was refused, so a broker told less than the slots free
-// for it would never learn that they are. Same name and pid: the broker
-// hands the jobs it knows we hold to this connection.
+// READY for a new socket of `broker`: each pool's `free` leaves out every
+// DONE owed to that broker for that pool (jobs of it still held, answers not
+// yet handed over), each of which returns it a credit when it arrives. Jobs
+// held for other brokers are not left out (docs/protocol.md section 4,
+// "Several brokers"): a JOB that finds no slot is refused, and the CREDIT
+// that follows a freed slot reaches only a broker that was refused, so a
+// broker told less than the slots free for it would never learn that they
+// are. Same name and pid: the broker hands the jobs it knows we hold to this
+// connection.
 Frames Worker::Impl::greeting(std::size_t broker) {
-  const auto held = result_limits_.lower_bound({broker + 1, 0});
-  const std::uint64_t owed =
-      static_cast<std::uint64_t>(
-          std::distance(result_limits_.lower_bound({broker, 0}), held)) +
-      (broker < sessions_.size() ? sessions_[broker]->posted(Command::Done)
-                                 : 0);
-  protocol::WorkerInfo info = registration(config_, registry_);
-  info.free = static_cast<std::uint32_t>(
-      config_.slots - std::min<std::uint64_t>(owed, config_.slots));
+  std::vector<std::uint64_t> owed(pools_.size(), 0);
+  for (const auto& [handle, held] : held_) {
+    if (held.broker == broker) ++owed[held.pool];
+  }
+  if (broker < sessions_.size()) {  // not the first READY
+    auto& posted = posted_done_pools_[broker];
+    forget_handed_over(posted, sessions_[broker]->posted(Command::Done));
+    for (const std::size_t pool : posted) ++owed[pool];
+  }
+  std::vector<std::uint32_t> free;
+  for (std::size_t pool = 0; pool < pools_.size(); ++pool) {
+    const std::uint32_t slots = config_.pools[pool].slots;
+    free.push_back(static_cast<std::uint32_t>(
+        slots - std::min<std::uint64_t>(owed[pool], slots)));
+  }
+  const protocol::WorkerInfo info = registration(config_, registry_, free);
   spdlog::info("connecting to {} as {} with {} of {} slot(s) free",
                config_.broker_endpoints[broker], config_.name, *info.free,
                info.slots);
@@ -438,8 +559,8 @@ void Worker::Impl::serve() {
 void Worker::Impl::begin_stop(Clock::time_point now) {
   stopping_ = true;
   drain_deadline_ = now + config_.drain_timeout;
-  spdlog::info("stopping: {} job(s) running, waiting up to {} ms",
-               ledger_.held(), config_.drain_timeout.count());
+  spdlog::info("stopping: {} job(s) running, waiting up to {} ms", held_.size(),
+               config_.drain_timeout.count());
   // The brokers then send no new job but still take our DONEs.
   for (auto& session : sessions_) {
     if (session->has_socket()) {
@@ -456,7 +577,7 @@ void Worker::Impl::begin_stop(Clock::time_point now) {
 // waiting for: the final flush tries it once more.
 bool Worker::Impl::drained(Clock::time_point now) const {
   if (now >= drain_deadline_) return true;
-  if (ledger_.held() > 0) return false;
+  if (!held_.empty()) return false;
   return std::all_of(sessions_.begin(), sessions_.end(),
                      [](const std::unique_ptr<BrokerSession>& session) {
                        return !session->has_socket() ||
@@ -472,7 +593,7 @@ bool Worker::Impl::await_cancelled_tasks() {
     run_due_timers(Clock::now());  // all of them: jobs are cancelled
     collect_completions();
     const auto now = Clock::now();
-    if (ledger_.held() == 0) return true;
+    if (held_.empty()) return true;
     if (now >= deadline) return false;
     zmq_pollitem_t wakeup{nullptr, wakeup_.fd(), ZMQ_POLLIN, 0};
     try {
@@ -505,39 +626,73 @@ void Worker::Impl::handle_job(std::size_t broker, Frames& frames,
   // it for us, so it runs like any other (and is cancelled at the deadline).
   protocol::JobMessage job = protocol::decode_job(Command::Job, frames);
   jobs_received_.fetch_add(1, std::memory_order_relaxed);
+  const std::size_t pool = pool_of(job);
   if (!served_.contains(job.task)) {
-    reject(broker, job.task, job.meta.id, protocol::error_code::kUnknownTask,
+    reject(broker, pool, job.task, job.meta.id,
+           protocol::error_code::kUnknownTask,
            "this worker does not serve task '" + job.task + "'");
     return;
   }
-  if (!ledger_.try_take(broker)) {
-    // Every slot is held by jobs of other brokers (several brokers' credit
-    // is optimistic), or a broker sent more than its credit (a bug).
+  if (!pools_[pool]->ledger.try_take(broker)) {
+    // Every slot of the pool is held by jobs of other brokers (several
+    // brokers' credit is optimistic), or a broker sent more than its credit
+    // (a bug).
     jobs_refused_.fetch_add(1, std::memory_order_relaxed);
-    reject(broker, job.task, job.meta.id,
+    reject(broker, pool, job.task, job.meta.id,
            speaks_credit(broker) ? protocol::error_code::kRefused
                                  : protocol::error_code::kOverloaded,
-           "all " + std::to_string(config_.slots) + " slots are busy");
+           "all " + std::to_string(config_.pools[pool].slots) +
+               " slots of pool " + std::to_string(pool) + " are busy");
     return;
   }
-  result_limits_.emplace(std::pair{broker, job.meta.id},
-                         job.meta.max_result_bytes);
+  const std::size_t handle = next_handle_++;
+  held_.emplace(handle, Held{broker, pool, job.meta.max_result_bytes});
   const milliseconds budget{job.meta.timeout_ms};
-  if (async_) {
+  if (registry_.find_async(job.task) != nullptr) {
     start_async_task(
         registry_,
         AsyncJob(*this, std::move(job.task), job.meta.id, job.meta.attempt,
-                 now + budget, async_cancellation_.get_token(), broker),
+                 now + budget, async_cancellation_.get_token(), handle),
         std::string_view(static_cast<const char*>(job.args.data()),
                          job.args.size()));
     return;
   }
-  {
-    std::lock_guard lock(jobs_mutex_);
-    jobs_.push_back({broker, std::move(job.task), job.meta, now + budget,
-                     std::move(job.args)});
+  run_on_thread(*pools_[pool], {handle, std::move(job.task), job.meta,
+                                now + budget, std::move(job.args)});
+}
+
+// The pool listing the JOB's queue; without one (a broker older than 1.3),
+// or naming a queue no pool lists, the pool listing the queue named as its
+// task, else pool 0.
+std::size_t Worker::Impl::pool_of(const protocol::JobMessage& job) const {
+  for (const std::string_view queue :
+       {std::string_view(job.meta.queue), std::string_view(job.task)}) {
+    if (const auto found = pool_of_queue_.find(queue);
+        found != pool_of_queue_.end()) {
+      return found->second;
+    }
   }
-  jobs_ready_.notify_one();
+  return 0;
+}
+
+// Hands a held thread-task job to the pool's threads, starting one when
+// fewer are idle than jobs wait. The pool's held jobs (its ledger) bound the
+// jobs waiting or running, so its threads need never outnumber its slots;
+// a thread that is busy or just back from a job takes the next one.
+void Worker::Impl::run_on_thread(Pool& pool, Job job) {
+  bool start = false;
+  {
+    std::lock_guard lock(pool.mutex);
+    pool.jobs.push_back(std::move(job));
+    start = pool.jobs.size() > pool.idle &&
+            pool.threads.size() < pool.ledger.slots();
+  }
+  if (start) {
+    pool.threads.emplace_back(
+        [this, &pool](std::stop_token stop) { thread_loop(pool, stop); });
+    threads_started_.fetch_add(1, std::memory_order_relaxed);
+  }
+  pool.jobs_ready.notify_one();
 }
 
 // A broker of 1.2 or later: it takes `refused` and CREDIT (protocol section
@@ -547,11 +702,11 @@ bool Worker::Impl::speaks_credit(std::size_t broker) const {
   return welcome && welcome->minor >= 2;
 }
 
-void Worker::Impl::reject(std::size_t broker, const std::string& task,
-                          std::uint64_t id, std::string_view code,
-                          std::string message) {
+void Worker::Impl::reject(std::size_t broker, std::size_t pool,
+                          const std::string& task, std::uint64_t id,
+                          std::string_view code, std::string message) {
   BrokerSession& session = *sessions_[broker];
-  if (session.posted(Command::Done) >= config_.slots + kMaxQueuedRejections) {
+  if (session.posted(Command::Done) >= total_slots_ + kMaxQueuedRejections) {
     spdlog::warn("dropping the answer to job {} ({}): send queue full", id,
                  code);
     jobs_failed_.fetch_add(1, std::memory_order_relaxed);
@@ -560,19 +715,28 @@ void Worker::Impl::reject(std::size_t broker, const std::string& task,
   if (code != protocol::error_code::kRefused) {
     spdlog::warn("rejecting job {}: {}", id, message);
   }
-  queue_done(broker, task,
+  queue_done(broker, pool, task,
              protocol::OutcomeMeta::failure(id, code, std::move(message)),
              protocol::nil_payload());
 }
 
-void Worker::Impl::queue_done(std::size_t broker, const std::string& task,
-                              const protocol::OutcomeMeta& meta,
+// `pool`: the pool the job belongs to, whose credit its DONE returns.
+void Worker::Impl::queue_done(std::size_t broker, std::size_t pool,
+                              const std::string& task,
+                              protocol::OutcomeMeta meta,
                               zmq::message_t result) {
   auto& counter = meta.ok ? jobs_succeeded_ : jobs_failed_;
   counter.fetch_add(1, std::memory_order_relaxed);
-  sessions_[broker]->post(
+  // Names the pool for a broker that no longer knows the job; with one pool
+  // there is nothing to tell apart.
+  if (pools_.size() > 1) meta.pool = static_cast<std::uint32_t>(pool);
+  BrokerSession& session = *sessions_[broker];
+  session.post(
       Command::Done,
       protocol::encode_outcome(Command::Done, task, meta, std::move(result)));
+  auto& posted = posted_done_pools_[broker];
+  posted.push_back(pool);
+  forget_handed_over(posted, session.posted(Command::Done));
 }
 
 void Worker::Impl::collect_completions() {
@@ -581,19 +745,20 @@ void Worker::Impl::collect_completions() {
     completions_batch_.swap(completions_);
   }
   if (completions_batch_.empty()) return;
-  for (auto& [broker, task, id, outcome] : completions_batch_) {
-    ledger_.release(broker);
+  for (auto& [handle, task, id, outcome] : completions_batch_) {
+    // Each held job is finished once (AsyncJob, thread_loop).
+    const Held held = held_.at(handle);
+    held_.erase(handle);
+    const std::size_t broker = held.broker;
+    pools_[held.pool]->ledger.release(broker);
     // The JOB's limit (the client's and the broker's); from a broker that
     // sent none, our own, which a broker configured like us accepts.
-    std::uint64_t max_result_bytes = config_.max_message_bytes - kEnvelopeBytes;
-    if (auto limit = result_limits_.find({broker, id});
-        limit != result_limits_.end()) {
-      if (limit->second > 0) max_result_bytes = limit->second;
-      result_limits_.erase(limit);
-    }
+    const std::uint64_t max_result_bytes =
+        held.max_result_bytes > 0 ? held.max_result_bytes
+                                  : config_.max_message_bytes - kEnvelopeBytes;
     if (outcome.result.size() > max_result_bytes) {
       // Sent, it would cost the connection (and every job on it).
-      queue_done(broker, task,
+      queue_done(broker, held.pool, task,
                  protocol::OutcomeMeta::failure(
                      id, protocol::error_code::kTooLarge,
                      "result of " + std::to_string(outcome.result.size()) +
@@ -602,10 +767,10 @@ void Worker::Impl::collect_completions() {
                          " bytes on its way to the client"),
                  protocol::nil_payload());
     } else if (outcome.ok) {
-      queue_done(broker, task, protocol::OutcomeMeta::success(id),
+      queue_done(broker, held.pool, task, protocol::OutcomeMeta::success(id),
                  zmq::message_t(outcome.result.data(), outcome.result.size()));
     } else {
-      queue_done(broker, task,
+      queue_done(broker, held.pool, task,
                  protocol::OutcomeMeta::failure(id, outcome.code,
                                                 std::move(outcome.message),
                                                 outcome.retry_after_ms),
@@ -616,23 +781,56 @@ void Worker::Impl::collect_completions() {
   grant_credit();
 }
 
-// After the DONEs: CREDIT to each broker that was refused since it last had
-// some (SlotLedger says which), so that the freed slots are not stranded.
+// After the DONEs: CREDIT to each broker that was refused by a pool since
+// it last had some for that pool (that pool's SlotLedger says which), so
+// that the freed slots are not stranded: with the pool's index to a broker
+// of 1.3 or later; never to one older than 1.2. A broker of 1.2 keeps one
+// credit for all pools (docs/protocol.md, "Named queues"): it is told the
+// slots free in all of them, so that a refusal by one pool does not leave
+// the others idle for it; the pools' own refusals still bound each pool.
 void Worker::Impl::grant_credit() {
-  for (const auto& [broker, free] : ledger_.take_credit_grants()) {
-    if (!speaks_credit(broker) || stopping_) continue;
-    // The latest grant supersedes one still waiting for the socket.
-    sessions_[broker]->discard_posted(Command::Credit);
-    sessions_[broker]->post(Command::Credit,
-                            protocol::encode_credit(protocol::Credit{free}));
+  std::uint32_t all_free = 0;
+  for (const auto& pool : pools_) all_free += pool->ledger.free();
+  for (std::size_t pool = 0; pool < pools_.size(); ++pool) {
+    for (const auto& [broker, free] :
+         pools_[pool]->ledger.take_credit_grants()) {
+      if (!speaks_credit(broker) || stopping_) continue;
+      if (sessions_[broker]->welcome()->minor >= 3) {
+        post_credit(broker,
+                    protocol::Credit{free, static_cast<std::uint32_t>(pool)});
+      } else {
+        post_credit(broker, protocol::Credit{all_free, 0});
+      }
+    }
   }
 }
 
-void Worker::Impl::finish(std::size_t broker, std::string_view task,
+// The latest grant for a pool supersedes one still waiting for the socket,
+// so that at most one CREDIT per pool waits.
+void Worker::Impl::post_credit(std::size_t broker, protocol::Credit credit) {
+  BrokerSession& session = *sessions_[broker];
+  auto& posted = posted_credits_[broker];
+  forget_handed_over(posted, session.posted(Command::Credit));
+  const auto superseded = std::find_if(posted.begin(), posted.end(),
+                                       [&](const protocol::Credit& waiting) {
+                                         return waiting.pool == credit.pool;
+                                       });
+  if (superseded != posted.end()) {
+    posted.erase(superseded);
+    session.discard_posted(Command::Credit);
+    for (const auto& kept : posted) {
+      session.post(Command::Credit, protocol::encode_credit(kept));
+    }
+  }
+  session.post(Command::Credit, protocol::encode_credit(credit));
+  posted.push_back(credit);
+}
+
+void Worker::Impl::finish(std::size_t handle, std::string_view task,
                           std::uint64_t id, TaskOutcome outcome) noexcept {
   {
     std::lock_guard lock(completions_mutex_);
-    completions_.push_back({broker, std::string(task), id, std::move(outcome)});
+    completions_.push_back({handle, std::string(task), id, std::move(outcome)});
   }
   wake_socket_thread();
 }
@@ -675,7 +873,6 @@ Worker::~Worker() = default;
 void Worker::run() { impl_->run(); }
 void Worker::stop() noexcept { impl_->stop(); }
 const WorkerConfig& Worker::config() const noexcept { return impl_->config(); }
-bool Worker::serves_async() const noexcept { return impl_->serves_async(); }
 WorkerCounters Worker::counters() const noexcept { return impl_->counters(); }
 
 }  // namespace monsoon::workers

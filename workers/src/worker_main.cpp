@@ -5,15 +5,15 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
 #include <iostream>
-#include <memory>
-#include <mutex>
+#include <stdexcept>
 #include <string>
-#include <thread>
+#include <system_error>
 #include <vector>
 
 #include "monsoon/common/logging.hpp"
@@ -25,64 +25,31 @@
 
 namespace monsoon::workers {
 
-namespace {
-
-// The pools a process runs: one Worker for its thread tasks, one for its
-// async tasks, each with its own concurrency and connection.
-std::vector<std::unique_ptr<Worker>> make_pools(const WorkerConfig& config,
-                                                std::uint32_t async_slots,
-                                                const TaskRegistry& registry) {
-  WorkerConfig threads = config;
-  WorkerConfig async = config;
-  threads.tasks.clear();
-  async.tasks.clear();
-  for (auto& task : config.tasks.empty() ? registry.names() : config.tasks) {
-    // Unknown names go to the thread pool, whose Worker rejects them.
-    (registry.find_async(task) ? async : threads).tasks.push_back(task);
+PoolConfig parse_queue_option(std::string_view text) {
+  const std::size_t equals = text.find('=');
+  if (equals == std::string_view::npos) {
+    throw std::invalid_argument("'" + std::string(text) +
+                                "' is not NAME=SLOTS (e.g. fast=16)");
   }
-  std::vector<std::unique_ptr<Worker>> pools;
-  if (!threads.tasks.empty()) {
-    pools.push_back(std::make_unique<Worker>(std::move(threads), registry));
+  PoolConfig pool{{std::string(text.substr(0, equals))}, 0};
+  const std::string_view slots = text.substr(equals + 1);
+  const auto* end = slots.data() + slots.size();
+  const auto [parsed, error] = std::from_chars(slots.data(), end, pool.slots);
+  if (slots.empty() || error != std::errc{} || parsed != end ||
+      pool.slots < 1 || pool.slots > protocol::kMaxSlots) {
+    throw std::invalid_argument("'" + std::string(text) +
+                                "': SLOTS must be a number from 1 to " +
+                                std::to_string(protocol::kMaxSlots));
   }
-  if (!async.tasks.empty()) {
-    async.slots = async_slots;
-    // Distinct from the thread pool's name: the broker tells registrations
-    // apart by name and pid.
-    async.name =
-        (config.name.empty() ? default_worker_name() : config.name) + "/async";
-    pools.push_back(std::make_unique<Worker>(std::move(async), registry));
-  }
-  return pools;
+  check_pools({pool});  // the name
+  return pool;
 }
-
-// Runs every pool, each on its own thread, until all have returned. The
-// first exception is rethrown after stopping the others.
-void run_pools(const std::vector<std::unique_ptr<Worker>>& pools) {
-  std::mutex mutex;
-  std::exception_ptr failure;
-  std::vector<std::jthread> threads;
-  for (const auto& pool : pools) {
-    threads.emplace_back([&, worker = pool.get()] {
-      try {
-        worker->run();
-      } catch (...) {
-        const std::lock_guard lock(mutex);
-        if (!failure) failure = std::current_exception();
-        for (const auto& other : pools) other->stop();
-      }
-    });
-  }
-  threads.clear();  // joins
-  if (failure) std::rethrow_exception(failure);
-}
-
-}  // namespace
 
 int run_worker_main(int argc, char** argv, TaskRegistry registry) {
   block_stop_signals();
 
   WorkerConfig config;
-  std::uint32_t async_slots = 1000;
+  std::vector<std::string> queues;
   std::int64_t drain_timeout_ms = config.drain_timeout.count();
   std::int64_t cancel_grace_ms = config.cancel_grace.count();
   std::filesystem::path db_path = default_demo_database_path();
@@ -96,15 +63,39 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
                  "slots")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("-c,--concurrency", config.slots,
-                 "Thread-task jobs executed at once, one thread each "
-                 "(default: number of CPUs)")
-      ->check(CLI::Range(std::uint32_t{1}, protocol::kMaxSlots));
-  app.add_option("--async-concurrency", async_slots,
-                 "Async-task jobs (echo, sleep) held at once on the event "
-                 "thread")
-      ->capture_default_str()
-      ->check(CLI::Range(std::uint32_t{1}, protocol::kMaxSlots));
+  app.add_option("--queue", queues,
+                 "A pool of SLOTS jobs at once for the queue NAME (a task's "
+                 "queue is its name unless the broker routes it elsewhere); "
+                 "repeat it (or give a comma list) for a pool per queue. "
+                 "Without it, two default pools: thread tasks' queues with "
+                 "--concurrency slots, async tasks' with --async-concurrency")
+      ->type_name("NAME=SLOTS")
+      ->delimiter(',')
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            try {
+              (void)parse_queue_option(text);
+              return std::string();
+            } catch (const std::invalid_argument& e) {
+              return std::string(e.what());
+            }
+          },
+          ""));
+  CLI::Option* concurrency =
+      app.add_option("-c,--concurrency", config.slots,
+                     "Default pool of thread tasks (without --queue): jobs "
+                     "executed at once, one thread each (default: number of "
+                     "CPUs)")
+          ->check(CLI::Range(std::uint32_t{1}, protocol::kMaxSlots));
+  // No default shown (--print-config writes none): its presence is what
+  // conflicts with --queue.
+  CLI::Option* async_concurrency =
+      app.add_option("--async-concurrency", config.async_slots,
+                     "Default pool of async tasks (without --queue): jobs "
+                     "(echo, sleep) held at once on the event thread "
+                     "(default: " +
+                         std::to_string(WorkerConfig{}.async_slots) + ")")
+          ->check(CLI::Range(std::uint32_t{1}, protocol::kMaxSlots));
   app.add_option("--tasks", config.tasks,
                  "Comma-separated subset of the tasks to serve (default: all)")
       ->delimiter(',');
@@ -130,6 +121,25 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{65'536}, std::size_t{1} << 30));
 
+  // Checks across options, part of parsing so that --print-config checks
+  // them too.
+  app.callback([&] {
+    if (queues.empty()) return;
+    if (concurrency->count() > 0 || async_concurrency->count() > 0) {
+      throw CLI::ValidationError(
+          "--queue",
+          "not with --concurrency or --async-concurrency: those "
+          "size the default pools, which --queue replaces");
+    }
+    for (const auto& queue : queues) {
+      config.pools.push_back(parse_queue_option(queue));
+    }
+    try {
+      check_pools(config.pools);
+    } catch (const std::invalid_argument& e) {
+      throw CLI::ValidationError("--queue", e.what());
+    }
+  });
   add_config_sources(app);
   if (const auto exit_code = parse_options(app, argc, argv)) {
     return *exit_code;
@@ -141,23 +151,23 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
     config.drain_timeout = std::chrono::milliseconds{drain_timeout_ms};
     config.cancel_grace = std::chrono::milliseconds{cancel_grace_ms};
     set_default_demo_database_path(db_path);
-    const auto pools = make_pools(config, async_slots, registry);
-    for (const auto& pool : pools) {
-      const auto& served = pool->config().tasks;
-      if (std::find(served.begin(), served.end(), "db.query") != served.end()) {
-        // Create the demo data at start rather than in the first request.
-        prepare_demo_database(db_path);
-      }
-      spdlog::info("{}: serving [{}] with {} {}", pool->config().name,
-                   fmt::join(served, ", "), pool->config().slots,
-                   pool->serves_async() ? "async job(s)" : "thread slot(s)");
+    Worker worker(std::move(config), registry);
+    const WorkerConfig& served = worker.config();
+    if (std::find(served.tasks.begin(), served.tasks.end(), "db.query") !=
+        served.tasks.end()) {
+      // Create the demo data at start rather than in the first request.
+      prepare_demo_database(db_path);
     }
-    const StopSignalWatcher watcher([&pools] {
-      for (const auto& pool : pools) pool->stop();
-    });
-    run_pools(pools);
-    WorkerCounters total;
-    for (const auto& pool : pools) total += pool->counters();
+    spdlog::info("{}: serving [{}]", served.name,
+                 fmt::join(served.tasks, ", "));
+    for (std::size_t i = 0; i < served.pools.size(); ++i) {
+      spdlog::info("pool {} [{}]: {} slot(s)", i,
+                   fmt::join(served.pools[i].queues, ", "),
+                   served.pools[i].slots);
+    }
+    const StopSignalWatcher watcher([&worker] { worker.stop(); });
+    worker.run();
+    const WorkerCounters total = worker.counters();
     spdlog::info(
         "stopped: {} job(s) received, {} succeeded, {} failed, {} malformed "
         "message(s) dropped, {} reconnect(s)",

@@ -33,7 +33,13 @@ struct BrokerConfig {
   std::size_t drain_batch = 64;   // messages per socket per wake-up
   // How long closing the sockets may wait to deliver the final DISCONNECTs.
   std::chrono::milliseconds shutdown_linger{250};
-  std::chrono::milliseconds stats_interval{10'000};  // debug-level stats line
+  // How often the broker logs its counters (debug level) and the figures
+  // of the queues that changed since (info level, with their completion
+  // rate per second).
+  std::chrono::milliseconds stats_interval{10'000};
+  // How often the per-queue figures given by stats() are sampled: they cost
+  // time per queue, the other stats nothing.
+  std::chrono::milliseconds queue_stats_interval{1'000};
 };
 
 class Broker {
@@ -60,7 +66,8 @@ class Broker {
 
   // Any thread: the dispatcher's stats as of the last time run()'s loop
   // began to wait for messages (before run(): the initial ones; after it
-  // returned: the final ones).
+  // returned: the final ones); their `queues` as of the latest sample (at
+  // most queue_stats_interval old).
   DispatcherStats stats() const;
 
  private:

@@ -1,9 +1,11 @@
 // The command-line flags of the broker's dispatch policy, declared in one
 // place so that they read, default and validate alike in monsoon-broker and
 // in a front end that hosts the dispatcher (monsoon-frontend
-// --worker-endpoint): --max-queue, --max-queued, --max-attempts,
+// --worker-endpoint): --max-queue, --max-queued, --route, --max-attempts,
 // --max-workers, --retry-after-ms, --retry-backoff-ms,
-// --retry-backoff-max-ms, --in-flight-grace-ms.
+// --retry-backoff-max-ms, --in-flight-grace-ms. An invalid --route fails the
+// parse with a CLI::ValidationError that quotes the rule (exit code 2
+// through parse_options).
 //
 // Not declared here, as each process words them its own way: the endpoints,
 // --max-message-bytes (DispatcherConfig::max_message_bytes comes from the

@@ -1,34 +1,49 @@
 // The broker's scheduling state machine (docs/protocol.md sections 3-5):
-// registered workers and their credit, per-task queues of waiting jobs, the
-// in-flight table, deadlines and worker liveness.
+// registered workers and the credit of their pools, named queues of waiting
+// jobs, the in-flight table, deadlines and worker liveness.
 //
 // Pure: no sockets, no clock reads. Every input carries the current time and
 // appends to an Outbox the messages the caller must send, in order. Payloads
 // (args, results) are moved or reference-shared (zmq_msg_copy), never copied
 // byte by byte or decoded.
 //
-// Policy: a job goes only to a worker that serves its task and has credit
-// (a free slot; no prefetch) and whose announced frame limit takes its args:
-// a job no worker serving its task can take fails at once with too_large,
-// and so does a result over the limit its client announced; nothing else is
-// affected. Among
-// those, the least loaded one (busy slots relative to its slots, so an idle
-// worker always wins over a busy one), then the least recently used. A worker
-// whose credit returns takes the oldest waiting job, by arrival, among the
-// queues of its tasks. A dead worker's jobs go back to the front of their
-// queues until max_attempts (jobs of tasks its READY listed in no_retry fail
-// instead); RESULTs name the worker that ran the job (meta.worker). A job whose
-// DONE says `retry` waits out a back-off, then joins the back of its queue,
-// until max_attempts.
+// Policy (docs/protocol.md, "Named queues"): each SUBMIT waits in the queue
+// the routing table (DispatcherConfig::routes) names for its task, by
+// default the queue named as the task. A worker's READY registers pools
+// (protocol::effective_pools: a READY without `pools` is one pool serving the
+// queue named as each of its tasks), and credit is kept per pool. A job of
+// task T in queue Q goes only to a worker that serves T, has a pool listing Q
+// with credit (a free slot; no prefetch), is not stopping and whose announced
+// frame limit takes its args: a job no worker serving it can take fails at
+// once with too_large, and so does a result over the limit its client
+// announced; nothing else is affected. Among those, the least loaded pool
+// (busy slots relative to the pool's slots, so an idle pool always wins over
+// a busy one), then the least recently used. A pool whose credit returns
+// takes the oldest waiting job, by arrival, among its queues that its worker
+// serves and whose args fit, so one queue's backlog never holds up another
+// pool. The JOB names its queue (JobMeta::queue). A dead worker's jobs go
+// back to the front of their queues until max_attempts (jobs of tasks its
+// READY listed in no_retry fail instead); RESULTs name the worker that ran
+// the job (meta.worker). A job whose DONE says `retry` waits out a back-off,
+// then joins the back of its queue, until max_attempts.
+//
+// A DONE returns one credit to the pool the job was charged to: the pool of
+// its holder's current registration that lists the job's queue (none after
+// a re-registration without it: the DONE returns nothing). A DONE for a
+// job this broker no longer knows (it expired in flight, or it is from
+// before a restart) returns one to the pool the DONE names (its `pool`,
+// since 1.3), else to the worker's only pool (to none when it has several
+// and the DONE names none). Credit never exceeds a pool's slots.
 //
 // Several brokers may share a worker's slots (docs/protocol.md, "Several
 // brokers: shared slots"): the credit kept here is optimistic, counting only
-// this broker's jobs. A DONE `refused` (the worker's slots were all held, by
+// this broker's jobs. A DONE `refused` (the pool's slots were all held, by
 // jobs from any broker) is never relayed: the job, which did not run, goes
 // back to the front of its queue with its attempt and deadline unchanged and
-// at once to another worker with credit, and the refusing worker's credit
-// drops to 0 until a DONE or a CREDIT from it. CREDIT sets that credit to
-// min(free, slots - jobs held for the worker).
+// at once to another pool with credit, and the credit of the refused job's
+// pool drops to 0 (the worker's other pools keep theirs) until a DONE or a
+// CREDIT for it. CREDIT {free, pool} sets pool `pool`'s credit to
+// min(free, its slots - jobs held in it).
 //
 // Owned and used by one thread (the broker's loop). Methods do not throw
 // except std::bad_alloc.
@@ -42,6 +57,7 @@
 #include <string_view>
 #include <vector>
 
+#include "monsoon/broker/routing_table.hpp"
 #include "monsoon/common/liveness.hpp"
 #include "monsoon/common/protocol.hpp"
 
@@ -52,7 +68,11 @@ struct DispatcherConfig {
   // (heartbeat_ms), heartbeats go out after the shorter of the two and the
   // worker is dead after liveness x the longer one.
   HeartbeatSettings heartbeat;
-  std::size_t max_queue_per_task = 10'000;
+  // Which queue each task's jobs wait in; empty: the queue named as the task.
+  RoutingTable routes;
+  // Jobs waiting in one queue, and in all of them (retries waiting out their
+  // back-off not counted): a SUBMIT beyond either is rejected `overloaded`.
+  std::size_t max_queued_per_queue = 10'000;
   std::size_t max_queued_total = 100'000;
   // READY from more distinct workers than this is ignored (and counted).
   std::size_t max_workers = 10'000;
@@ -94,6 +114,28 @@ struct Outgoing {
 };
 using Outbox = std::vector<Outgoing>;
 
+// One queue's figures (DispatcherStats::queues). An entry exists while its
+// queue has jobs (waiting, delayed or in flight) or a worker serving it; its
+// counters start again from 0 when it comes back.
+// The most queues a report lists (DispatcherStats::queues); the others are
+// counted in queues_total only.
+inline constexpr std::size_t kMaxQueueStats = 1000;
+
+struct QueueStats {
+  std::string name;
+  std::size_t queued = 0;  // waiting, retries waiting out their back-off too
+  std::size_t in_flight = 0;
+  // Live registrations, not stopping, with a pool listing the queue; the
+  // slots and the credit of those pools.
+  std::size_t workers = 0;
+  std::uint64_t slots = 0;
+  std::uint64_t credit = 0;
+  std::uint64_t submitted = 0;  // jobs that entered the queue
+  std::uint64_t completed = 0;  // their DONEs relayed to clients
+
+  bool operator==(const QueueStats&) const = default;
+};
+
 struct DispatcherStats {
   // Counters, monotonic since construction.
   std::uint64_t submitted = 0;
@@ -118,18 +160,34 @@ struct DispatcherStats {
   // a result over the client's max_result_bytes (protocol section 7).
   std::uint64_t rejected_too_large = 0;
   std::uint64_t unknown_worker_messages = 0;  // answered with DISCONNECT
-  std::uint64_t malformed_dropped = 0;        // reported by the transport
-  std::uint64_t results_unroutable = 0;       // reported by the transport
+  // Reported by the transport, plus CREDITs naming a pool their worker's
+  // registration does not have.
+  std::uint64_t malformed_dropped = 0;
+  std::uint64_t results_unroutable = 0;  // reported by the transport
   // Gauges, current values.
   std::size_t queued = 0;
   std::size_t delayed = 0;  // waiting for their retry time
   std::size_t in_flight = 0;
   std::size_t workers = 0;
   std::size_t free_credit = 0;
+  std::size_t queues_total = 0;  // queues that exist (see QueueStats)
+  // By name, at most kMaxQueueStats: Dispatcher::stats() leaves it empty
+  // (queue_stats() gives it); Broker::stats() fills it as of its latest
+  // sample of the queues (at most Broker's queue_stats_interval old).
+  std::vector<QueueStats> queues;
 };
 
-// One line, key=value pairs, for logs.
+// One line, key=value pairs, for logs (without the per-queue entries).
 std::string to_string(const DispatcherStats& stats);
+
+// Log lines for the queues whose entries differ between two samples
+// (DispatcherStats::queues, `seconds` apart), one per queue in name order
+// with its figures and its completion rate per second over the interval;
+// beyond `max_lines`, one more line counts the rest. Empty when nothing
+// changed. REQUIRES: seconds > 0.
+std::vector<std::string> queue_report(const std::vector<QueueStats>& before,
+                                      const std::vector<QueueStats>& after,
+                                      double seconds, std::size_t max_lines);
 
 class Dispatcher {
  public:
@@ -147,18 +205,23 @@ class Dispatcher {
   // Worker messages. Any of them proves the worker alive; anything but READY
   // from an unknown worker is answered with DISCONNECT (except DISCONNECT).
   // A READY is answered with WELCOME before any JOB: ok, or refused with
-  // `overloaded` when max_workers are registered. A DONE `refused` queues
-  // its job again (see above); one for a job the worker does not hold is
-  // dropped and counted like any late DONE, and still zeroes its credit.
-  // A READY whose name and pid match a registration under another identity
-  // takes over that registration's jobs. DISCONNECT makes the worker drain:
-  // no new JOB, its DONEs still relayed, forgotten once it holds no job.
+  // `overloaded` when max_workers are registered. It replaces the worker's
+  // pools; the jobs it holds keep their queues and are charged to the new
+  // pool listing theirs. A DONE `refused` queues its job again (see above);
+  // one for a job the worker does not hold is dropped and counted like any
+  // late DONE, and still zeroes the credit of the pool it names (that of the
+  // job's queue, else the worker's only pool). A READY whose name and pid
+  // match a registration under another identity takes over that
+  // registration's jobs. DISCONNECT makes the worker drain: no new JOB, its
+  // DONEs still relayed, forgotten once it holds no job.
   void on_ready(std::string_view worker, const protocol::WorkerInfo& info,
                 Clock::time_point now, Outbox& out);
   void on_done(std::string_view worker, protocol::OutcomeMessage done,
                Clock::time_point now, Outbox& out);
-  // CREDIT (since 1.2): credit = min(free, slots - jobs held for it), then
-  // jobs for it if it has credit. Ignored from a draining worker.
+  // CREDIT (since 1.2; `pool` since 1.3): that pool's credit = min(free,
+  // its slots - jobs held in it), then jobs for it if it has credit.
+  // Ignored from a draining worker; dropped and counted as malformed when
+  // the worker's registration has no pool of that index.
   void on_credit(std::string_view worker, const protocol::Credit& credit,
                  Clock::time_point now, Outbox& out);
   void on_heartbeat(std::string_view worker, Clock::time_point now,
@@ -192,7 +255,10 @@ class Dispatcher {
 
   void note_malformed();
   void note_result_unroutable();
+  // Cheap (no per-queue figures): callable on every loop pass.
   DispatcherStats stats() const;
+  // The first kMaxQueueStats queues by name; O(queues), for reports.
+  std::vector<QueueStats> queue_stats() const;
 
  private:
   struct State;

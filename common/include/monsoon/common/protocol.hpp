@@ -20,8 +20,9 @@ namespace monsoon::protocol {
 
 inline constexpr std::uint8_t kVersion = 1;
 // The minor version this implementation speaks (docs/protocol.md section
-// 10), announced in WELCOME's `minor`: 2 = 1.2 (CREDIT, `refused`).
-inline constexpr std::uint32_t kProtocolMinor = 2;
+// 10), announced in WELCOME's `minor`: 2 = 1.2 (CREDIT, `refused`), 3 = 1.3
+// (named queues: READY's `pools`, JOB's `queue`, CREDIT's `pool`).
+inline constexpr std::uint32_t kProtocolMinor = 3;
 inline constexpr std::string_view kSignature{"MNS\x01", 4};
 inline constexpr std::size_t kMaxTaskNameBytes = 128;
 inline constexpr std::size_t kMaxMetaBytes = 4096;
@@ -30,6 +31,9 @@ inline constexpr std::size_t kMaxValueDepth = 128;
 inline constexpr std::uint32_t kMaxTimeoutMs = 86'400'000;
 inline constexpr std::size_t kMaxAnnouncedTasks = 1024;
 inline constexpr std::uint32_t kMaxSlots = 65'536;
+// Pools in one READY (since 1.3), and queues in one pool.
+inline constexpr std::size_t kMaxPools = 64;
+inline constexpr std::size_t kMaxPoolQueues = 1024;
 
 enum class Command : std::uint8_t {
   Ready = 0x01,       // worker -> broker: [info]
@@ -81,6 +85,10 @@ struct JobMeta {
   // The largest result frame the answer may carry, in bytes; 0 = absent
   // (section 7).
   std::uint64_t max_result_bytes = 0;
+  // JOB only (since 1.3): the queue the broker took the job from, which
+  // names the worker's pool it is for (section 4, "Named queues"); empty =
+  // absent. Not read from, nor written to, a SUBMIT.
+  std::string queue{};
 };
 
 // Meta of DONE (broker's id) and RESULT (client's id).
@@ -91,6 +99,11 @@ struct OutcomeMeta {
   std::string message;               // empty when ok
   std::uint32_t retry_after_ms = 0;  // 0 = absent
   std::string worker;  // RESULT only: name of the worker that ran the job
+  // DONE only (since 1.3): the index in READY's `pools` of the pool whose
+  // slot the job took, so that a broker that no longer knows the job (it
+  // restarted, or the job expired) returns that pool's credit. Absent when
+  // unset.
+  std::optional<std::uint32_t> pool{};
 
   static OutcomeMeta success(std::uint64_t id) {
     return {id, true, {}, {}, 0, {}};
@@ -104,6 +117,19 @@ struct OutcomeMeta {
 };
 
 // Body of READY.
+// One pool of a worker (READY's `pools`, since 1.3): slots of their own
+// serving the listed queues, so that one queue's jobs cannot take the slots
+// of another (docs/protocol.md section 4, "Named queues").
+struct Pool {
+  std::vector<std::string> queues;  // 1..kMaxPoolQueues queue names
+  std::uint32_t slots = 0;          // 1..kMaxSlots
+  // Slots of this pool free now (READY's rule for `free`, per pool); absent
+  // means all `slots`.
+  std::optional<std::uint32_t> free;
+
+  bool operator==(const Pool&) const = default;
+};
+
 struct WorkerInfo {
   std::vector<std::string> tasks;
   std::uint32_t slots = 0;
@@ -119,7 +145,16 @@ struct WorkerInfo {
   std::vector<std::string> no_retry;
   // The largest frame this worker accepts, in bytes; 0 = absent.
   std::uint64_t max_message_bytes = 0;
+  // Since 1.3: its pools, 1..kMaxPools, each queue in one pool only; then
+  // `slots` is the sum of their slots and `free` (when set) of their frees,
+  // for brokers older than 1.3. Empty: one pool of `slots` (and `free`)
+  // serving the queue named as each of its tasks (effective_pools).
+  std::vector<Pool> pools{};
 };
+
+// The pools a READY registers: its `pools`, or the one pool a READY without
+// them stands for (queues = tasks, slots and free as announced).
+std::vector<Pool> effective_pools(const WorkerInfo& info);
 
 // Body of WELCOME: whether the broker took a READY (or HELLO), and what it
 // accepts. A refused READY (ok false) carries code, message and, with
@@ -146,6 +181,9 @@ struct Welcome {
 // that slots are free again (docs/protocol.md, "Several brokers").
 struct Credit {
   std::uint32_t free = 0;  // slots free now, 0..kMaxSlots
+  // Since 1.3: the index in READY's `pools` of the pool whose free slots
+  // `free` counts; 0 (absent on the wire) for a worker without pools.
+  std::uint32_t pool = 0;
 };
 
 // Body of HELLO: what a client announces about itself.
@@ -168,6 +206,7 @@ struct OutcomeMessage {
 };
 
 // True when `name` is a valid task name (1..128 bytes of [A-Za-z0-9._:-]).
+// Queue names (since 1.3) follow the same rule.
 bool is_valid_task_name(std::string_view name) noexcept;
 
 // Checks the signature and command frames and that the frame count matches

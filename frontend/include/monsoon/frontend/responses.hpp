@@ -49,7 +49,10 @@ struct ServerLimits {
 
 // Prometheus text exposition format, version 0.0.4. With `dispatcher` (a
 // front end that hosts it) also its workers, queue and main counters, as
-// monsoon_frontend_broker_*.
+// monsoon_frontend_broker_*, and each of its named queues' figures
+// (DispatcherStats::queues) as monsoon_queue_*{queue="NAME"}: gauges
+// queued, in_flight, workers, slots, credit; counters submitted_total,
+// completed_total.
 std::string metrics_text(
     const ServerStats& server, const BrokerLinkStats& link,
     const ServerLimits& limits,

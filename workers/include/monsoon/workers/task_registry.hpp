@@ -9,7 +9,7 @@
 //     return monsoon::Value(args.at("a").get<int>() + args.at("b").get<int>());
 //   });
 //
-// Threading: a worker calls a task from any of its slot threads, possibly
+// Threading: a worker calls a task from any of its pools' threads, possibly
 // from several at once, so a task must be safe to run concurrently with
 // itself (keep per-call state local; guard shared state). The registry is
 // filled before the worker starts and only read afterwards.
@@ -34,9 +34,11 @@
 // Async tasks (add_async) are for work that waits rather than computes: a
 // timer, a non-blocking client. They run on the worker's event thread and
 // must not block it; they hold an AsyncJob instead of a thread, so one
-// worker carries thousands of them at once. A worker process serves its
-// thread tasks and its async tasks as two pools, each with its own
-// concurrency (run_worker_main: --concurrency, --async-concurrency).
+// worker carries thousands of them at once. A worker's pools bound the jobs
+// it holds per queue, whatever their kind (WorkerConfig::pools); by default
+// its thread tasks and its async tasks are two pools of one registration,
+// each with its own concurrency (run_worker_main: --concurrency,
+// --async-concurrency; or --queue NAME=SLOTS for pools of one's own).
 #pragma once
 
 #include <chrono>
@@ -124,10 +126,9 @@ class AsyncJob {
   // What the worker provides; implemented by Worker, not by tasks.
   class Host {
    public:
-    // Any thread. Takes the outcome of job `id`, which came from the
-    // host's broker number `broker` (as given to the constructor); cannot
-    // fail.
-    virtual void finish(std::size_t broker, std::string_view task,
+    // Any thread. Takes the outcome of job `id`, with the host's own
+    // `handle` of it (as given to the constructor); cannot fail.
+    virtual void finish(std::size_t handle, std::string_view task,
                         std::uint64_t id, TaskOutcome outcome) noexcept = 0;
     // Any thread. Calls callback(job) on the event thread at `when`, or
     // earlier once jobs are cancelled.
@@ -139,11 +140,11 @@ class AsyncJob {
     ~Host() = default;
   };
 
-  // `broker`: which of the host's brokers sent the job, handed back to
-  // Host::finish.
+  // `handle`: the host's own reference to the job (the Worker's: which held
+  // job it is), handed back to Host::finish.
   AsyncJob(Host& host, std::string task, std::uint64_t job_id,
            std::uint32_t attempt, Clock::time_point deadline,
-           std::stop_token cancellation, std::size_t broker = 0);
+           std::stop_token cancellation, std::size_t handle = 0);
   AsyncJob(AsyncJob&&) noexcept;
   AsyncJob& operator=(AsyncJob&&) noexcept;
   ~AsyncJob();
