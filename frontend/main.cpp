@@ -186,7 +186,8 @@ int main(int argc, char** argv) {
     }
     if (!*worker_endpoint && broker_config.dispatcher != DispatcherConfig{}) {
       throw CLI::ValidationError(
-          "--max-queue, --max-attempts and the other dispatcher options",
+          "--route, --max-queue, --max-attempts and the other dispatcher "
+          "options",
           "only with --worker-endpoint");
     }
   });

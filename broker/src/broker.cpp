@@ -1,5 +1,6 @@
 #include "monsoon/broker/broker.hpp"
 
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -115,6 +116,11 @@ struct Broker::Impl {
     ran = true;
     spdlog::info("broker serving clients on {}, workers on {}", client_endpoint,
                  worker_endpoint);
+    const auto& routes = config.dispatcher.routes.rules();
+    if (!routes.empty()) {
+      spdlog::info("routes (first match wins, else the task's own queue): {}",
+                   fmt::join(routes, ", "));
+    }
     zmq::pollitem_t items[] = {
         {workers.handle(), 0, ZMQ_POLLIN, 0},
         {clients.handle(), 0, ZMQ_POLLIN, 0},

@@ -46,10 +46,11 @@ std::vector<CLI::Option*> add_broker_options(CLI::App& app,
              },
              "Jobs of the tasks PATTERN matches (a task name, or a prefix "
              "ending in '*': 'images.*', '*' for all) wait in QUEUE; "
-             "repeatable, the first match wins, a task no rule matches waits "
-             "in the queue of its own name (at most " +
+             "repeatable or a comma list, the first match wins, a task no "
+             "rule matches waits in the queue of its own name (at most " +
                  std::to_string(RoutingTable::kMaxRules) + " rules)")
-          ->type_name("PATTERN=QUEUE"),
+          ->type_name("PATTERN=QUEUE")
+          ->delimiter(','),
       app.add_option("--max-attempts", config.max_attempts,
                      "Dispatches of one job before a worker death or a "
                      "'retry' answer fails it")

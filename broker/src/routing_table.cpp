@@ -46,6 +46,13 @@ RoutingTable::RoutingTable(const std::vector<std::string>& rules) {
       reject(rule,
              "the queue name is not valid (1 to 128 of A-Z a-z 0-9 . _ : -)");
     }
+    for (const Rule& earlier : parsed_) {
+      if (earlier.wildcard == parsed.wildcard && earlier.prefix == pattern) {
+        reject(rule,
+               "an earlier rule has the same pattern, and the first match "
+               "wins: this one would never apply");
+      }
+    }
     parsed.prefix = pattern;
     parsed.queue = queue;
     parsed_.push_back(std::move(parsed));

@@ -1533,7 +1533,7 @@ std::optional<QueueStats> queue_stats(const Harness& h,
 TEST_CASE("the routing table chooses each job's queue, and JOB names it") {
   DispatcherConfig config;
   config.routes = RoutingTable(
-      {"images.thumb=fast", "images.*=slow", "echo=fast", "echo=never"});
+      {"images.thumb=fast", "images.*=slow", "echo=fast", "ech*=never"});
   Harness h(config);
   ready_pools(h, "A", {"images.thumb", "images.resize", "echo", "sleep"},
               {pool({"fast"}, 4), pool({"slow"}, 4), pool({"sleep"}, 4),

@@ -17,13 +17,13 @@ using monsoon::broker::RoutingTable;
 
 TEST_CASE("routing: exact, prefix, '*', first match, default") {
   const RoutingTable table({"images.thumbnail=fast", "images.*=slow",
-                            "echo=fast", "report*=reports", "echo=never"});
+                            "echo=fast", "report*=reports", "echo*=never"});
   CHECK(table.queue_for("images.thumbnail") == "fast");  // before images.*
   CHECK(table.queue_for("images.resize") == "slow");
   CHECK(table.queue_for("images.") == "slow");   // the prefix itself matches
   CHECK(table.queue_for("images") == "images");  // shorter than the prefix
   CHECK(table.queue_for("echo") == "fast");      // the first of two rules
-  CHECK(table.queue_for("echo2") == "echo2");    // exact means exact
+  CHECK(table.queue_for("echo2") == "never");    // exact means exact
   CHECK(table.queue_for("reports.daily") == "reports");
   CHECK(table.queue_for("sleep") == "sleep");  // no match: its own name
   CHECK(table.rules().size() == 5);
@@ -48,6 +48,7 @@ TEST_CASE("routing: an invalid rule is rejected with its text") {
       {"images.**=slow", "'*' may only end the pattern"},
       {"im/ages*=slow", "the pattern is not a task name"},
       {std::string(129, 'x') + "=slow", "the pattern is not a task name"},
+      {"ok=other", "an earlier rule has the same pattern"},
   };
   for (const auto& [rule, why] : cases) {
     INFO(rule);
@@ -62,9 +63,12 @@ TEST_CASE("routing: an invalid rule is rejected with its text") {
 }
 
 TEST_CASE("routing: at most kMaxRules rules") {
-  std::vector<std::string> rules(RoutingTable::kMaxRules, "a=b");
+  std::vector<std::string> rules;
+  for (std::size_t i = 0; i < RoutingTable::kMaxRules; ++i) {
+    rules.push_back("task" + std::to_string(i) + "=b");
+  }
   CHECK_NOTHROW(RoutingTable(rules));
-  rules.push_back("a=b");
+  rules.push_back("another=b");
   CHECK_THROWS_WITH(RoutingTable(rules),
                     Catch::Contains("at most 1024 are allowed"));
 }
@@ -105,6 +109,12 @@ TEST_CASE("routing: --route takes rules from the command line and files") {
   CHECK(config.routes.queue_for("images.resize") == "slow");
   CHECK(config.routes.queue_for("echo") == "fast");
   CHECK(config != DispatcherConfig{});  // operator== sees the routes
+
+  // A comma list, as MONSOON_ROUTE holds it.
+  DispatcherConfig listed;
+  parsed = parse({"--route", "images.*=slow,echo=fast"}, listed);
+  REQUIRE_FALSE(parsed.exit);
+  CHECK(listed.routes == config.routes);
 
   const monsoon::test::TempDir dir;
   const std::string file =

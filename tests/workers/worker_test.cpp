@@ -1012,8 +1012,8 @@ TEST_CASE("run_worker_main rejects --queue beside the default pools' sizes") {
     CHECK(code == 2);
     CHECK_THAT(output,
                Catch::Contains("not with --concurrency or "
-                               "--async-concurrency: those size the default "
-                               "pools"));
+                               "--async-concurrency (on the command line") &&
+                   Catch::Contains("those size the default pools"));
   }
   auto [code, output] = run_main_stderr({"--queue", "fast"});
   CHECK(code == 2);

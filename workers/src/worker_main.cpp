@@ -128,8 +128,10 @@ int run_worker_main(int argc, char** argv, TaskRegistry registry) {
     if (concurrency->count() > 0 || async_concurrency->count() > 0) {
       throw CLI::ValidationError(
           "--queue",
-          "not with --concurrency or --async-concurrency: those "
-          "size the default pools, which --queue replaces");
+          "not with --concurrency or --async-concurrency (on the command "
+          "line, in MONSOON_CONCURRENCY or MONSOON_ASYNC_CONCURRENCY, or in "
+          "the config file): those size the default pools, which --queue "
+          "replaces");
     }
     for (const auto& queue : queues) {
       config.pools.push_back(parse_queue_option(queue));
