@@ -56,7 +56,7 @@ TSAN_TESTS = common_unit_tests common_allocation_test broker_unit_tests \
   broker_shared_credit_test \
   workers_task_registry_test workers_builtin_tasks_test workers_worker_test \
   workers_slot_ledger_test \
-  frontend_unit_tests
+  frontend_unit_tests cli_tests
 test-tsan: deps
 	bash scripts/install-deps.sh clang libclang-rt-14-dev
 	CXX=clang++ cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
