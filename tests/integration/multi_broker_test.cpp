@@ -103,6 +103,10 @@ TEST_CASE("two brokers: one killed -9 with 1,000 jobs in flight loses none") {
   options.frontend_args = {"--liveness", std::to_string(kFrontendLiveness)};
   Stack stack(options);
   REQUIRE(stack.all_workers_serving(20s));
+  // The front end spreads jobs over the brokers it hears: both, so that
+  // broker 0 holds some when it dies.
+  REQUIRE(eventually(
+      [&] { return stack.frontend_metrics()["brokers_up"] == 2; }, 20s));
 
   Prober prober(stack.http_port());
   HttpBatch batch(stack.http_port(), sleep_requests(kJobs, kFirstMs, 30s));
