@@ -65,10 +65,8 @@ struct QueueState {
   // exceed its frame limit): they wait for a busy one.
   ReadySet ready;
   // The pools of live registrations, not stopping, that list this queue (a
-  // registration lists a queue in one pool at most); their slots and credit.
+  // registration lists a queue in one pool at most).
   std::unordered_set<PoolState*> pools;
-  std::uint64_t slots = 0;
-  std::uint64_t credit = 0;
   std::size_t delayed = 0;    // its jobs waiting out a retry back-off
   std::size_t in_flight = 0;  // its jobs held by a worker
   std::uint64_t submitted = 0;
@@ -322,9 +320,6 @@ struct Dispatcher::State {
   void change_credit(PoolState& pool, std::uint32_t credit) {
     unlist(pool);
     free_credit = free_credit - pool.credit + credit;
-    for (Membership& m : pool.queues) {
-      m.queue->credit = m.queue->credit - pool.credit + credit;
-    }
     pool.credit = credit;
     pool.stamp = next_stamp++;
     list(pool);
@@ -361,7 +356,6 @@ struct Dispatcher::State {
         if (!worker.pool_of.emplace(&queue, &pool).second) continue;
         pool.queues.push_back({&queue, {}});
         queue.pools.insert(&pool);
-        queue.slots += pool.slots;
       }
     }
     for (JobId id : worker.held) {
@@ -381,7 +375,6 @@ struct Dispatcher::State {
       change_credit(pool, 0);
       for (Membership& m : pool.queues) {
         m.queue->pools.erase(&pool);
-        m.queue->slots -= pool.slots;
         note_maybe_unused(*m.queue);
       }
       pool.queues.clear();
@@ -1226,9 +1219,15 @@ std::vector<QueueStats> Dispatcher::queue_stats() const {
   queues.reserve(static_cast<std::size_t>(listed - names.begin()));
   for (auto name = names.begin(); name != listed; ++name) {
     const auto& queue = s.queues.find(**name)->second;
+    std::uint64_t slots = 0;
+    std::uint64_t credit = 0;
+    for (const PoolState* pool : queue.pools) {
+      slots += pool->slots;
+      credit += pool->credit;
+    }
     queues.push_back({**name, queue.waiting.size() + queue.delayed,
-                      queue.in_flight, queue.pools.size(), queue.slots,
-                      queue.credit, queue.submitted, queue.completed});
+                      queue.in_flight, queue.pools.size(), slots, credit,
+                      queue.submitted, queue.completed});
   }
   return queues;
 }

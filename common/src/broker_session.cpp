@@ -92,19 +92,21 @@ SendResult BrokerSession::try_send(protocol::Frames& frames) {
   return send_frames(socket_->socket(), frames);
 }
 
-void BrokerSession::post(Command command, protocol::Frames frames, bool first) {
+void BrokerSession::post(Command command, protocol::Frames frames, bool first,
+                         std::size_t key) {
   auto position = posted_.end();
   if (first) {
     position = posted_.begin();
     if (greeting_pending()) ++position;  // the opening message stays first
   }
-  posted_.insert(position, {command, std::move(frames)});
+  posted_.insert(position, {command, std::move(frames), key});
 }
 
-std::size_t BrokerSession::posted(Command command) const {
-  return static_cast<std::size_t>(std::count_if(
-      posted_.begin(), posted_.end(),
-      [command](const Posted& p) { return p.command == command; }));
+std::size_t BrokerSession::posted(Command command,
+                                  std::optional<std::size_t> key) const {
+  return static_cast<std::size_t>(
+      std::count_if(posted_.begin(), posted_.end(),
+                    [&](const Posted& p) { return p.is(command, key); }));
 }
 
 std::size_t BrokerSession::poll_items(std::vector<zmq::pollitem_t>& items) {
@@ -183,9 +185,9 @@ bool BrokerSession::work_pending() {
   return (socket_->events().get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
 }
 
-void BrokerSession::discard_posted(Command command) {
-  std::erase_if(posted_,
-                [command](const Posted& p) { return p.command == command; });
+void BrokerSession::discard_posted(Command command,
+                                   std::optional<std::size_t> key) {
+  std::erase_if(posted_, [&](const Posted& p) { return p.is(command, key); });
 }
 
 void BrokerSession::tick(Clock::time_point now) {

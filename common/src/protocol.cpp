@@ -163,6 +163,17 @@ void pack_if_set(Packer& packer, std::string_view key, std::uint64_t value) {
   packer.pack(value);
 }
 
+// "slots" and, when set, "free": READY's and each of its pools'.
+void pack_slots(Packer& packer, std::uint32_t slots,
+                std::optional<std::uint32_t> free) {
+  packer.pack("slots");
+  packer.pack(slots);
+  if (free) {
+    packer.pack("free");
+    packer.pack(*free);
+  }
+}
+
 // The status keys shared by DONE, RESULT and WELCOME (OutcomeMeta and
 // Welcome): "status", and with "error" also "code", "message" and, when
 // set, "retry_after_ms".
@@ -522,12 +533,7 @@ Frames encode_ready(const WorkerInfo& info) {
                   (info.pools.empty() ? 0 : 1));
   packer.pack("tasks");
   packer.pack(info.tasks);
-  packer.pack("slots");
-  packer.pack(info.slots);
-  if (info.free) {
-    packer.pack("free");
-    packer.pack(*info.free);
-  }
+  pack_slots(packer, info.slots, info.free);
   packer.pack("name");
   packer.pack(info.name);
   packer.pack("pid");
@@ -546,12 +552,7 @@ Frames encode_ready(const WorkerInfo& info) {
       packer.pack_map(2 + (pool.free ? 1 : 0));
       packer.pack("queues");
       packer.pack(pool.queues);
-      packer.pack("slots");
-      packer.pack(pool.slots);
-      if (pool.free) {
-        packer.pack("free");
-        packer.pack(*pool.free);
-      }
+      pack_slots(packer, pool.slots, pool.free);
     }
   }
   return info_message(Command::Ready, buffer);

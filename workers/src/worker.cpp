@@ -239,9 +239,7 @@ class Worker::Impl final : public AsyncJob::Host {
   Impl(WorkerConfig config, const TaskRegistry& registry)
       : config_(resolve(std::move(config), registry)),
         registry_(registry),
-        served_(config_.tasks.begin(), config_.tasks.end()),
-        posted_done_pools_(config_.broker_endpoints.size()),
-        posted_credits_(config_.broker_endpoints.size()) {
+        served_(config_.tasks.begin(), config_.tasks.end()) {
     std::size_t slots = 0;
     for (std::size_t i = 0; i < config_.pools.size(); ++i) {
       pools_.push_back(std::make_unique<Pool>(config_.pools[i].slots,
@@ -379,11 +377,6 @@ class Worker::Impl final : public AsyncJob::Host {
   // id twice, protocol section 4).
   std::unordered_map<std::size_t, Held> held_;
   std::size_t next_handle_ = 0;
-  // Per broker, oldest first: the pools of its DONEs and the CREDITs posted
-  // and not yet handed to ZeroMQ (the session hands them over in order, so
-  // what posted() no longer counts left from the front).
-  std::vector<std::deque<std::size_t>> posted_done_pools_;
-  std::vector<std::deque<protocol::Credit>> posted_credits_;
   bool stopping_ = false;
   Clock::time_point drain_deadline_{};
   std::size_t turn_ = 0;  // which session serve() handles first
@@ -394,13 +387,6 @@ class Worker::Impl final : public AsyncJob::Host {
   std::atomic<std::uint64_t> jobs_refused_{0};
   std::atomic<std::uint64_t> threads_started_{0};
 };
-
-// Trims `posted`, a mirror of what a session still holds of one command,
-// to the `count` the session holds (the newest).
-template <typename T>
-void forget_handed_over(std::deque<T>& posted, std::size_t count) {
-  while (posted.size() > count) posted.pop_front();
-}
 
 void Worker::Impl::thread_loop(Pool& pool, std::stop_token stop) {
   for (;;) {
@@ -500,9 +486,9 @@ Frames Worker::Impl::greeting(std::size_t broker) {
     if (held.broker == broker) ++owed[held.pool];
   }
   if (broker < sessions_.size()) {  // not the first READY
-    auto& posted = posted_done_pools_[broker];
-    forget_handed_over(posted, sessions_[broker]->posted(Command::Done));
-    for (const std::size_t pool : posted) ++owed[pool];
+    for (std::size_t pool = 0; pool < pools_.size(); ++pool) {
+      owed[pool] += sessions_[broker]->posted(Command::Done, pool);
+    }
   }
   std::vector<std::uint32_t> free;
   for (std::size_t pool = 0; pool < pools_.size(); ++pool) {
@@ -730,13 +716,10 @@ void Worker::Impl::queue_done(std::size_t broker, std::size_t pool,
   // Names the pool for a broker that no longer knows the job; with one pool
   // there is nothing to tell apart.
   if (pools_.size() > 1) meta.pool = static_cast<std::uint32_t>(pool);
-  BrokerSession& session = *sessions_[broker];
-  session.post(
+  sessions_[broker]->post(
       Command::Done,
-      protocol::encode_outcome(Command::Done, task, meta, std::move(result)));
-  auto& posted = posted_done_pools_[broker];
-  posted.push_back(pool);
-  forget_handed_over(posted, session.posted(Command::Done));
+      protocol::encode_outcome(Command::Done, task, meta, std::move(result)),
+      false, pool);
 }
 
 void Worker::Impl::collect_completions() {
@@ -808,22 +791,11 @@ void Worker::Impl::grant_credit() {
 // The latest grant for a pool supersedes one still waiting for the socket,
 // so that at most one CREDIT per pool waits.
 void Worker::Impl::post_credit(std::size_t broker, protocol::Credit credit) {
+  // The latest grant for a pool supersedes one still waiting for the socket.
   BrokerSession& session = *sessions_[broker];
-  auto& posted = posted_credits_[broker];
-  forget_handed_over(posted, session.posted(Command::Credit));
-  const auto superseded = std::find_if(posted.begin(), posted.end(),
-                                       [&](const protocol::Credit& waiting) {
-                                         return waiting.pool == credit.pool;
-                                       });
-  if (superseded != posted.end()) {
-    posted.erase(superseded);
-    session.discard_posted(Command::Credit);
-    for (const auto& kept : posted) {
-      session.post(Command::Credit, protocol::encode_credit(kept));
-    }
-  }
-  session.post(Command::Credit, protocol::encode_credit(credit));
-  posted.push_back(credit);
+  session.discard_posted(Command::Credit, credit.pool);
+  session.post(Command::Credit, protocol::encode_credit(credit), false,
+               credit.pool);
 }
 
 void Worker::Impl::finish(std::size_t handle, std::string_view task,

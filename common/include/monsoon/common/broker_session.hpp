@@ -110,14 +110,19 @@ class BrokerSession {
 
   // Queues `frames` to be sent in order once connected, behind the opening
   // message. The owner bounds what it posts (posted() counts it). `first`
-  // puts it before the other posted messages (a worker's DISCONNECT).
+  // puts it before the other posted messages (a worker's DISCONNECT). `key`
+  // is the owner's label for it (a worker's pool), which posted() and
+  // discard_posted() may select by.
   void post(protocol::Command command, protocol::Frames frames,
-            bool first = false);
-  // Posted messages not yet handed to ZeroMQ, of one command.
-  [[nodiscard]] std::size_t posted(protocol::Command command) const;
-  // Drops the posted messages of one command that are still waiting (a
-  // CREDIT superseded by a newer one).
-  void discard_posted(protocol::Command command);
+            bool first = false, std::size_t key = 0);
+  // Posted messages not yet handed to ZeroMQ, of one command (and `key`).
+  [[nodiscard]] std::size_t posted(
+      protocol::Command command,
+      std::optional<std::size_t> key = std::nullopt) const;
+  // Drops the posted messages of one command (and `key`) that are still
+  // waiting (a CREDIT superseded by a newer one).
+  void discard_posted(protocol::Command command,
+                      std::optional<std::size_t> key = std::nullopt);
   // Hands posted messages to ZeroMQ while it takes them, receiving nothing
   // (a stopping worker's last DONEs).
   void send_posted(Clock::time_point now);
@@ -172,6 +177,11 @@ class BrokerSession {
   struct Posted {
     protocol::Command command;
     protocol::Frames frames;
+    std::size_t key = 0;  // the owner's label (post)
+
+    bool is(protocol::Command c, std::optional<std::size_t> k) const {
+      return command == c && (!k || key == *k);
+    }
   };
 
   void open(Clock::time_point now);
